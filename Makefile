@@ -1,0 +1,45 @@
+# qis-edge: every target installs what it needs first, so each works on a fresh clone.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-dev
+PYTEST_ARGS ?=
+
+.PHONY: all venv system-deps test test-fast demo bench lint hil-soak clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Mosquitto is the broker for tests and the Pi; installed when we are root and apt-get exists.
+# Without it the tests and demo fall back to the embedded amqtt broker (see DESIGN.md).
+system-deps:
+	@sh scripts/system-deps.sh
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: $(STAMP) system-deps
+	$(BIN)/qis-demo
+
+bench: $(STAMP) system-deps
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	$(BIN)/python bench/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check shared device gateway firmware tests hil bench
+
+hil-soak: $(STAMP) system-deps
+	QIS_SOAK=1 $(BIN)/python -m pytest hil -m hil $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,25 @@
+"""The qis exception tree (drawn in qis/__init__.py). Each carries a message that names what was wrong."""
+
+
+class QisError(ValueError):
+    pass
+
+
+class CanonicalError(QisError):
+    pass
+
+
+class SchemaError(QisError):
+    pass
+
+
+class FrameError(QisError):
+    """A frame that must be dropped. `reason` is a short stable word used as a metrics label."""
+
+    def __init__(self, reason, message):
+        QisError.__init__(self, "%s: %s" % (reason, message))
+        self.reason = reason
+
+
+class TopicError(QisError):
+    pass

@@ -1,0 +1,57 @@
+"""MQTT topics: qis/v1/<site>/<device>/<kind> (DESIGN.md, device <-> gateway).
+
+Board -> gateway: fp, outcome, status (retained; "offline" as last will). Gateway -> board: summary
+(retained, so a reconnecting board gets the latest), error. Site and device ids are 1-64 characters of
+[A-Za-z0-9_.-]: never the MQTT wildcards + and #, never /, never empty.
+"""
+
+from qis.errors import TopicError
+
+PREFIX = "qis/v1"
+BOARD_KINDS = ("fp", "outcome", "status")
+GATEWAY_KINDS = ("summary", "error")
+KINDS = BOARD_KINDS + GATEWAY_KINDS
+MAX_ID_LEN = 64
+_ID_EXTRA = "_.-"
+
+
+def check_id(value, what="id"):
+    """Raise TopicError unless `value` is a valid site or device id; return it."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LEN:
+        raise TopicError("%s must be a string of 1-%d characters, got %r" % (what, MAX_ID_LEN, value))
+    for ch in value:
+        if not (("a" <= ch <= "z") or ("A" <= ch <= "Z") or ("0" <= ch <= "9") or ch in _ID_EXTRA):
+            raise TopicError("%s %r has %r; use only letters, digits and _ . -" % (what, value, ch))
+    return value
+
+
+def topic(site, device, kind):
+    check_id(site, "site")
+    check_id(device, "device id")
+    if kind not in KINDS:
+        raise TopicError("unknown topic kind %r; expected one of %s" % (kind, ", ".join(KINDS)))
+    return "%s/%s/%s/%s" % (PREFIX, site, device, kind)
+
+
+def parse_topic(name):
+    """Split a topic into (site, device, kind); TopicError for anything that is not ours."""
+    if isinstance(name, (bytes, bytearray)):
+        try:
+            name = bytes(name).decode()
+        except UnicodeError:
+            raise TopicError("topic is not UTF-8")
+    parts = name.split("/")
+    if len(parts) != 5 or parts[0] + "/" + parts[1] != PREFIX:
+        raise TopicError("topic %r is not %s/<site>/<device>/<kind>" % (name, PREFIX))
+    site = check_id(parts[2], "site")
+    device = check_id(parts[3], "device id")
+    if parts[4] not in KINDS:
+        raise TopicError("topic %r has unknown kind %r" % (name, parts[4]))
+    return site, device, parts[4]
+
+
+def subscription(kind, site="+", device="+"):
+    """A subscription filter, e.g. subscription("fp") -> "qis/v1/+/+/fp" for a gateway."""
+    if kind not in KINDS and kind != "#":
+        raise TopicError("unknown topic kind %r" % kind)
+    return "%s/%s/%s/%s" % (PREFIX, site, device, kind)

@@ -1,0 +1,144 @@
+"""Device registry: which boards may talk to this gateway, their HMAC secrets and last sequence numbers.
+
+How it works: one SQLite table `devices` (device_id primary key, site, 32-byte secret, last_seq, revoked,
+created_s). `add` creates a fresh random secret (`secrets.token_bytes`), `revoke` keeps the row (so a
+revoked id cannot be silently re-added with a new secret) but refuses its frames. `accept_seq` is the
+replay guard: one UPDATE ... WHERE last_seq < ? that moves the stored sequence number forward and reports
+whether it did, so the check and the write are a single atomic statement that survives restarts.
+`last_seq` is -1 for a board that has sent nothing yet (boards count from 0).
+
+`board_config` builds the board's `device.json` dict (contracts.md; validated on the board by
+`qis_device.config`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qis.errors import TopicError
+from qis.topics import check_id
+
+SECRET_BYTES = 32
+NO_SEQ = -1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    secret BLOB NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT -1,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    created_s INTEGER NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    device_id: str
+    site: str
+    secret: bytes
+    last_seq: int
+    revoked: bool
+    created_s: int = 0
+
+
+class Registry:
+    """SQLite-backed device registry. Safe to open from several processes (SQLite locking, WAL)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.db_path), timeout=10.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _record(row: tuple[Any, ...]) -> DeviceRecord:
+        return DeviceRecord(device_id=row[0], site=row[1], secret=bytes(row[2]), last_seq=int(row[3]),
+                            revoked=bool(row[4]), created_s=int(row[5]))
+
+    def add(self, device_id: str, site: str, secret: bytes | None = None) -> DeviceRecord:
+        """Register a board with a new random secret. ValueError if the id is invalid or already known."""
+        try:
+            check_id(device_id, "device id")
+            check_id(site, "site")
+        except TopicError as exc:
+            raise ValueError(str(exc)) from exc
+        if secret is None:
+            secret = secrets.token_bytes(SECRET_BYTES)
+        if len(secret) < 16:
+            raise ValueError("a device secret must be at least 16 bytes")
+        try:
+            self._db.execute(
+                "INSERT INTO devices (device_id, site, secret, last_seq, revoked, created_s) VALUES (?,?,?,?,0,?)",
+                (device_id, site, bytes(secret), NO_SEQ, int(time.time())))
+        except sqlite3.IntegrityError as exc:
+            raise ValueError("device %r is already registered (revoke it or pick another id)" % device_id) from exc
+        record = self.get(device_id)
+        if record is None:  # pragma: no cover - just inserted
+            raise RuntimeError("device %r vanished after insert" % device_id)
+        return record
+
+    def get(self, device_id: str) -> DeviceRecord | None:
+        row = self._db.execute(
+            "SELECT device_id, site, secret, last_seq, revoked, created_s FROM devices WHERE device_id = ?",
+            (device_id,)).fetchone()
+        return self._record(row) if row else None
+
+    def list(self) -> list[DeviceRecord]:
+        rows = self._db.execute(
+            "SELECT device_id, site, secret, last_seq, revoked, created_s FROM devices ORDER BY site, device_id")
+        return [self._record(r) for r in rows]
+
+    def revoke(self, device_id: str) -> None:
+        """Refuse the board's frames from now on. ValueError if it is unknown."""
+        cur = self._db.execute("UPDATE devices SET revoked = 1 WHERE device_id = ?", (device_id,))
+        if cur.rowcount == 0:
+            raise ValueError("device %r is not registered" % device_id)
+
+    def accept_seq(self, device_id: str, seq: int) -> bool:
+        """Atomically record `seq` if it is newer than the last one; False means a replay (or unknown)."""
+        cur = self._db.execute(
+            "UPDATE devices SET last_seq = ? WHERE device_id = ? AND last_seq < ? AND revoked = 0",
+            (seq, device_id, seq))
+        return cur.rowcount == 1
+
+
+def board_config(record: DeviceRecord, broker_host: str, broker_port: int, schema_file: str,
+                 **extra: Any) -> dict[str, Any]:
+    """The board's device.json dict (contracts.md). `extra` keys override or add top-level keys;
+    `broker_user`/`broker_password`/`broker_tls` fill the broker section."""
+    broker = {"host": broker_host, "port": int(broker_port), "user": extra.pop("broker_user", None),
+              "password": extra.pop("broker_password", None), "tls": bool(extra.pop("broker_tls", False)),
+              "keepalive_s": int(extra.pop("keepalive_s", 30))}
+    config: dict[str, Any] = {
+        "site": record.site,
+        "device": record.device_id,
+        "secret": record.secret.hex(),
+        "broker": broker,
+        "schema": schema_file,
+        "fixed": {},
+        "sensor": {"driver": "sim", "seed": 1},
+        "interval_s": 10,
+        "summary_timeout_s": 5,
+        "queue_max": 200,
+        "state_dir": ".",
+    }
+    config.update(extra)
+    return config

@@ -17,7 +17,8 @@ class FrameError(QisError):
     """A frame that must be dropped. `reason` is a short stable word used as a metrics label."""
 
     def __init__(self, reason, message):
-        QisError.__init__(self, "%s: %s" % (reason, message))
+        # super(): MicroPython classes have no __init__ attribute to call through the base class.
+        super().__init__("%s: %s" % (reason, message))
         self.reason = reason
 
 

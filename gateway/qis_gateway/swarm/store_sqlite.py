@@ -1,0 +1,144 @@
+"""Durable value store for a swarm node: SQLite in WAL mode, one file per node.
+
+How it works:
+- One table ``value_rows(address, value, stored_s, expires_s)`` with a unique (address, value) index; the
+  rowid keeps insertion order, so ``values()`` pages an address's values oldest first, the same order as
+  the core's ``MemoryValueStore``.
+- The core's clock is the driver's monotonic clock (``loop.time()``), which restarts from an arbitrary
+  origin in every process. To keep expiry meaningful across restarts the store writes wall-clock times:
+  ``clock_offset_s`` (wall time minus core time, measured by the driver at start) is added on the way in
+  and subtracted on the way out. With the default offset 0 the core's times are stored unchanged (tests,
+  simulator).
+- WAL journal with ``synchronous=NORMAL``: every ``add`` is committed before it returns, so a value a peer
+  was told is stored survives SIGKILL of the process (it may be lost only on power loss before the next
+  checkpoint; pass ``synchronous="FULL"`` to trade write speed for that too).
+- The storage *policy* (caps, which value to evict) is the core's; ``evict_for(address)`` only carries out
+  its rule: drop the value at ``address`` that expires first.
+
+Errors: ``sqlite3`` errors are translated into :class:`StoreError` (a corrupt or unwritable file is our
+operator's problem, never a peer's input).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS value_rows (
+    address   BLOB NOT NULL,
+    value     BLOB NOT NULL,
+    stored_s  REAL NOT NULL,
+    expires_s REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS value_rows_key ON value_rows (address, value);
+CREATE INDEX IF NOT EXISTS value_rows_expiry ON value_rows (expires_s);
+"""
+
+_SYNC_MODES = ("OFF", "NORMAL", "FULL")
+
+
+class StoreError(Exception):
+    """The SQLite value store could not be opened, read or written (message says which file and why)."""
+
+
+class SqliteValueStore:
+    """``ValueStore`` kept in ``path`` (created with its parent directory if missing)."""
+
+    def __init__(self, path: Path, clock_offset_s: float = 0.0, synchronous: str = "NORMAL") -> None:
+        if synchronous.upper() not in _SYNC_MODES:
+            raise ValueError("synchronous must be one of %s, not %r" % (", ".join(_SYNC_MODES), synchronous))
+        self.path = Path(path)
+        self.clock_offset_s = float(clock_offset_s)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=%s" % synchronous.upper())
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError("cannot open value store %s: %s (check the data directory)" % (self.path, exc)) from exc
+        self._closed = False
+
+    # -- ValueStore protocol -------------------------------------------------------------------------
+    def add(self, address: bytes, value: bytes, now_s: float, expires_s: float) -> bool:
+        """Store ``value`` under ``address``; False (and the expiry refreshed) if it was already held."""
+        off = self.clock_offset_s
+        try:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO value_rows (address, value, stored_s, expires_s) VALUES (?, ?, ?, ?)",
+                (bytes(address), bytes(value), now_s + off, expires_s + off),
+            )
+            if cur.rowcount == 1:
+                return True
+            self._db.execute(
+                "UPDATE value_rows SET expires_s = MAX(expires_s, ?) WHERE address = ? AND value = ?",
+                (expires_s + off, bytes(address), bytes(value)),
+            )
+            return False
+        except sqlite3.Error as exc:
+            raise StoreError("cannot write value store %s: %s" % (self.path, exc)) from exc
+
+    def values(self, address: bytes, limit: int, offset: int = 0) -> list[bytes]:
+        """Up to ``limit`` values held for ``address``, oldest first, skipping the first ``offset``."""
+        if limit <= 0:
+            return []
+        rows = self._query(
+            "SELECT value FROM value_rows WHERE address = ? ORDER BY rowid LIMIT ? OFFSET ?",
+            (bytes(address), int(limit), max(0, int(offset))),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def count(self, address: bytes) -> int:
+        return int(self._query("SELECT COUNT(*) FROM value_rows WHERE address = ?", (bytes(address),))[0][0])
+
+    def total(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM value_rows", ())[0][0])
+
+    def expire(self, now_s: float) -> int:
+        """Delete every value whose expiry is at or before ``now_s``; returns how many were deleted."""
+        try:
+            cur = self._db.execute("DELETE FROM value_rows WHERE expires_s <= ?", (now_s + self.clock_offset_s,))
+        except sqlite3.Error as exc:
+            raise StoreError("cannot expire values in %s: %s" % (self.path, exc)) from exc
+        return max(0, cur.rowcount)
+
+    def evict_for(self, address: bytes) -> None:
+        """Make room at ``address``: drop its value that expires first (no-op when it holds none)."""
+        try:
+            self._db.execute(
+                "DELETE FROM value_rows WHERE rowid = (SELECT rowid FROM value_rows WHERE address = ? "
+                "ORDER BY expires_s, rowid LIMIT 1)",
+                (bytes(address),),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError("cannot evict from %s: %s" % (self.path, exc)) from exc
+
+    def addresses(self) -> list[bytes]:
+        return [bytes(r[0]) for r in self._query("SELECT DISTINCT address FROM value_rows ORDER BY address", ())]
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._db.close()
+        except sqlite3.Error as exc:  # closing must not mask the caller's own shutdown path
+            log.warning("closing value store %s failed: %s", self.path, exc)
+
+    # -- extras (not part of the protocol) ------------------------------------------------------------
+    def expires_at(self, address: bytes, value: bytes) -> float | None:
+        """The expiry of one held value in the core's clock, or None when it is not held."""
+        rows = self._query(
+            "SELECT expires_s FROM value_rows WHERE address = ? AND value = ?", (bytes(address), bytes(value))
+        )
+        return None if not rows else float(rows[0][0]) - self.clock_offset_s
+
+    def _query(self, sql: str, args: tuple) -> list[tuple]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError("cannot read value store %s: %s" % (self.path, exc)) from exc

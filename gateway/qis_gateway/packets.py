@@ -1,0 +1,358 @@
+"""Outcome packets: the only thing the swarm stores. Binary, versioned, signed, at most 512 bytes.
+
+How it works
+------------
+A packet is a fixed, canonical byte layout built with `struct` (big-endian), version 1::
+
+    offset  size  field
+    0       1     version (= 1)
+    1       1     flags: bit 0 = a value follows; every other bit must be 0
+    2       32    keyspace address the packet is stored under (qis.fingerprint.keyspace_address)
+    34      8     created_s, unix seconds (uint64)
+    42      8     weight, float64 in (0, 1] (the origin's confidence in the outcome)
+    50      [8]   value, float64, finite -- only when flag bit 0 is set
+    ..      1+S   schema id: length S (1..64) then S bytes of UTF-8 without control characters
+    ..      1+L   outcome label: length L (1..64) then L bytes of UTF-8 without control characters
+    ..      1+D   vector: dimensions D (0..128) then D signed bytes, each in -127..127
+    ..      32    origin gateway's raw Ed25519 public key
+    ..      64    Ed25519 signature of SIGN_CONTEXT + every byte above (i.e. every byte before it)
+
+Why struct and not msgpack: msgpack lets one value be written several ways (an int in 1, 2, 3, 5 or 9
+bytes, a str as fixstr or str8), so a signed msgpack blob has many byte forms per content and the packet
+id (SHA-256 of the bytes) would not name the content. This layout has exactly one byte form per packet:
+the decoder rejects any other (unknown flag bits, -128 components, trailing bytes, NaN), so every byte of
+a packet is checked by the parser, by the signature, or both -- which the byte-flip tests prove.
+
+The signature covers every byte before it (unlike the reference code, whose key-whitelisting JSON
+canonicaliser left nested fields unsigned), with a domain-separation prefix so a packet signature can
+never be replayed as some other kind of signed message. The signer id is SHA-256 of the raw public key
+(the reference code took a fixed-prefix slice of the DER encoding, so every signer had the same id).
+A packet without a valid signature is never returned by `verify`, and only verified packets carry a
+`packet_id`, which the columnar store and synthesis demand (the reference code counted unsigned packets).
+
+`verify` checks, cheapest first: type and size, version, structure, the storage address (when given),
+the trust list (when given), then the signature. Every failure raises PacketError with a short `reason`
+for metrics. `VerifiedPacketCache` remembers verified packets by id (LRU), so a packet read again and
+again is verified once; `make_validator` turns it into the swarm's `validator(address, value) -> bool`.
+
+Exceptions::
+
+    ValueError
+     └── PacketError(reason)   reasons: type, short, long, version, field, address, untrusted, signature,
+                               unverified
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+
+import nacl.exceptions
+import nacl.signing
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+MAX_PACKET_BYTES = 512
+ADDRESS_BYTES = 32
+KEY_BYTES = 32
+SIGNATURE_BYTES = 64
+MAX_TEXT_BYTES = 64
+MAX_DIMENSIONS = 128
+SIGN_CONTEXT = b"qis-edge/outcome-packet/v1\x00"
+
+FLAG_VALUE = 0x01
+_KNOWN_FLAGS = FLAG_VALUE
+_HEAD = struct.Struct(">BB32sQd")  # version, flags, address, created_s, weight
+_VALUE = struct.Struct(">d")
+_MAX_CREATED_S = 2**63 - 1
+# version..weight, value absent, 1-byte schema, 1-byte label, no vector, key, signature
+MIN_PACKET_BYTES = _HEAD.size + (1 + 1) + (1 + 1) + 1 + KEY_BYTES + SIGNATURE_BYTES
+
+REASONS = ("type", "short", "long", "version", "field", "address", "untrusted", "signature", "unverified")
+
+
+class PacketError(ValueError):
+    """A packet that must be dropped (and counted under `reason`), or our misuse of one."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__("%s: %s" % (reason, message))
+        self.reason = reason
+
+
+def signer_id(public_key: bytes) -> bytes:
+    """The 32-byte id of a signer: SHA-256 of its raw Ed25519 public key (never a slice of the key)."""
+    return hashlib.sha256(bytes(public_key)).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomePacket:
+    """One outcome at one address. `origin_key` and `packet_id` are set by `verify` (and `encode`)."""
+
+    address: bytes
+    schema_id: str
+    created_s: int
+    vector: tuple[int, ...]
+    label: str
+    value: float | None = None
+    weight: float = 1.0
+    origin_key: bytes = b""
+    verified_id: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def packet_id(self) -> bytes:
+        """SHA-256 of the packet's bytes; only verified packets have one."""
+        if self.verified_id is None:
+            raise PacketError("unverified", "this packet was not produced by verify(); it has no packet id")
+        return self.verified_id
+
+    @property
+    def verified(self) -> bool:
+        return self.verified_id is not None
+
+    @property
+    def signer_id(self) -> bytes:
+        return signer_id(self.origin_key)
+
+
+def _check_text(name: str, text: object) -> bytes:
+    if not isinstance(text, str):
+        raise PacketError("field", "%s must be a str, not %s" % (name, type(text).__name__))
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PacketError("field", "%s is not encodable as UTF-8" % name) from exc
+    if not 1 <= len(raw) <= MAX_TEXT_BYTES:
+        raise PacketError("field", "%s must be 1..%d UTF-8 bytes, got %d" % (name, MAX_TEXT_BYTES, len(raw)))
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise PacketError("field", "%s must not contain control characters" % name)
+    return raw
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_weight(weight: object) -> float:
+    if not _is_real(weight) or not math.isfinite(weight) or not 0.0 < weight <= 1.0:
+        raise PacketError("field", "weight must be a finite number in (0, 1], got %r" % (weight,))
+    return float(weight)
+
+
+def _check_value(value: object) -> float | None:
+    if value is None:
+        return None
+    if not _is_real(value) or not math.isfinite(value):
+        raise PacketError("field", "value must be a finite number or None, got %r" % (value,))
+    return float(value)
+
+
+def _body(packet: OutcomePacket, public_key: bytes) -> bytes:
+    """Every byte of the packet before the signature, after checking each field."""
+    if not isinstance(packet, OutcomePacket):
+        raise PacketError("type", "expected an OutcomePacket, got %s" % type(packet).__name__)
+    if not isinstance(packet.address, bytes) or len(packet.address) != ADDRESS_BYTES:
+        raise PacketError("field", "address must be %d bytes" % ADDRESS_BYTES)
+    created = packet.created_s
+    if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created <= _MAX_CREATED_S:
+        raise PacketError("field", "created_s must be a non-negative int (unix seconds), got %r" % (created,))
+    weight = _check_weight(packet.weight)
+    value = _check_value(packet.value)
+    schema_raw = _check_text("schema_id", packet.schema_id)
+    label_raw = _check_text("label", packet.label)
+    vector = packet.vector
+    if not isinstance(vector, tuple | list) or len(vector) > MAX_DIMENSIONS:
+        raise PacketError("field", "vector must be a sequence of at most %d ints" % MAX_DIMENSIONS)
+    for c in vector:
+        if not isinstance(c, int) or isinstance(c, bool) or not -127 <= c <= 127:
+            raise PacketError("field", "vector components must be ints in -127..127, got %r" % (c,))
+    parts = [_HEAD.pack(VERSION, FLAG_VALUE if value is not None else 0, packet.address, created, weight)]
+    if value is not None:
+        parts.append(_VALUE.pack(value))
+    parts += [bytes((len(schema_raw),)), schema_raw, bytes((len(label_raw),)), label_raw]
+    parts += [bytes((len(vector),)), struct.pack(">%db" % len(vector), *vector), public_key]
+    return b"".join(parts)
+
+
+def encode(packet: OutcomePacket, signing_key: nacl.signing.SigningKey) -> bytes:
+    """Sign and serialise `packet` (its origin_key is replaced by the signing key's public key)."""
+    if not isinstance(signing_key, nacl.signing.SigningKey):
+        raise PacketError("type", "signing_key must be a nacl.signing.SigningKey")
+    body = _body(packet, bytes(signing_key.verify_key))
+    if len(body) + SIGNATURE_BYTES > MAX_PACKET_BYTES:
+        raise PacketError("long", "packet would be %d bytes, more than %d" % (len(body) + 64, MAX_PACKET_BYTES))
+    return body + signing_key.sign(SIGN_CONTEXT + body).signature
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes, pos: int) -> None:
+        self.data = data
+        self.pos = pos
+
+    def take(self, n: int, what: str) -> bytes:
+        end = self.pos + n
+        if end > len(self.data) - KEY_BYTES - SIGNATURE_BYTES:
+            raise PacketError("short", "packet ends inside %s" % what)
+        out = self.data[self.pos : end]
+        self.pos = end
+        return out
+
+    def text(self, what: str) -> str:
+        raw = self.take(self.take(1, what)[0], what)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PacketError("field", "%s is not valid UTF-8" % what) from exc
+        _check_text(what, text)
+        return text
+
+
+def decode_unverified(data: bytes) -> OutcomePacket:
+    """Parse and check the structure only. The result carries no packet id: use `verify` for trust."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise PacketError("type", "a packet must be bytes, not %s" % type(data).__name__)
+    data = bytes(data)
+    if len(data) > MAX_PACKET_BYTES:
+        raise PacketError("long", "packet is %d bytes, the limit is %d" % (len(data), MAX_PACKET_BYTES))
+    if len(data) < MIN_PACKET_BYTES:
+        raise PacketError("short", "packet is %d bytes, a packet has at least %d" % (len(data), MIN_PACKET_BYTES))
+    version, flags, address, created, weight = _HEAD.unpack_from(data, 0)
+    if version != VERSION:
+        raise PacketError("version", "unknown packet version %d (this gateway reads %d)" % (version, VERSION))
+    if flags & ~_KNOWN_FLAGS:
+        raise PacketError("field", "unknown flag bits 0x%02x" % flags)
+    if created > _MAX_CREATED_S:
+        raise PacketError("field", "created_s out of range")
+    _check_weight(weight)
+    reader = _Reader(data, _HEAD.size)
+    value = None
+    if flags & FLAG_VALUE:
+        value = _check_value(_VALUE.unpack(reader.take(_VALUE.size, "value"))[0])
+    schema_id = reader.text("schema_id")
+    label = reader.text("label")
+    dims = reader.take(1, "vector")[0]
+    if dims > MAX_DIMENSIONS:
+        raise PacketError("field", "vector has %d dimensions, at most %d allowed" % (dims, MAX_DIMENSIONS))
+    vector = struct.unpack(">%db" % dims, reader.take(dims, "vector"))
+    if -128 in vector:
+        raise PacketError("field", "vector component -128 is not allowed (range -127..127)")
+    if reader.pos + KEY_BYTES + SIGNATURE_BYTES != len(data):
+        raise PacketError("long", "%d trailing bytes after the vector" % (len(data) - reader.pos - 96))
+    key = data[reader.pos : reader.pos + KEY_BYTES]
+    return OutcomePacket(address, schema_id, created, vector, label, value, weight, key)
+
+
+def verify(
+    data: bytes,
+    trusted_keys: Collection[bytes] | None = None,
+    address: bytes | None = None,
+) -> OutcomePacket:
+    """Decode and authenticate `data`; raise PacketError unless every check passes (see module doc).
+
+    trusted_keys: raw 32-byte public keys allowed to sign (None = any validly signed packet).
+    address: the address the packet was stored under or fetched from; it must equal the packet's own.
+    """
+    packet = decode_unverified(data)
+    data = bytes(data)
+    check_claims(packet, trusted_keys, address)
+    body_end = len(data) - SIGNATURE_BYTES
+    try:
+        nacl.signing.VerifyKey(packet.origin_key).verify(SIGN_CONTEXT + data[:body_end], data[body_end:])
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise PacketError("signature", "Ed25519 signature does not verify for the origin key") from exc
+    return _with_id(packet, hashlib.sha256(data).digest())
+
+
+def _with_id(packet: OutcomePacket, packet_id: bytes) -> OutcomePacket:
+    return OutcomePacket(
+        packet.address, packet.schema_id, packet.created_s, packet.vector, packet.label,
+        packet.value, packet.weight, packet.origin_key, packet_id,
+    )  # fmt: skip
+
+
+def check_claims(packet: OutcomePacket, trusted_keys: Collection[bytes] | None, address: bytes | None) -> None:
+    """The cheap checks that do not need the signature: storage address and trust list."""
+    if address is not None and packet.address != address:
+        raise PacketError("address", "packet is for address %s, stored under %s" % (packet.address.hex()[:16],
+                                                                                   bytes(address).hex()[:16]))
+    if trusted_keys is not None and packet.origin_key not in trusted_keys:
+        raise PacketError("untrusted", "origin key %s is not in the trust list" % packet.origin_key.hex()[:16])
+
+
+class VerifiedPacketCache:
+    """LRU of verified packets by packet id: a packet is verified once however often it is read.
+
+    The signature result is what is cached; the address and trust-list checks depend on the call and run
+    every time (they are two comparisons). Rejections are not cached: a rejected packet costs one verify
+    each time it is offered, and `rejected` counts them by reason. Safe to share between threads.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[bytes, OutcomePacket] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.rejected: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, packet_id: bytes) -> bool:
+        return packet_id in self._entries
+
+    def verify(
+        self, data: bytes, trusted_keys: Collection[bytes] | None = None, address: bytes | None = None
+    ) -> OutcomePacket:
+        try:
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise PacketError("type", "a packet must be bytes, not %s" % type(data).__name__)
+            data = bytes(data)
+            if len(data) > MAX_PACKET_BYTES:  # do not hash oversized junk
+                raise PacketError("long", "packet is %d bytes, the limit is %d" % (len(data), MAX_PACKET_BYTES))
+            packet_id = hashlib.sha256(data).digest()
+            with self._lock:
+                packet = self._entries.get(packet_id)
+                if packet is not None:
+                    self._entries.move_to_end(packet_id)
+                    self.hits += 1
+            if packet is not None:
+                check_claims(packet, trusted_keys, address)
+                return packet
+            packet = verify(data, trusted_keys, address)
+            with self._lock:
+                self.misses += 1
+                self._entries[packet_id] = packet
+                if len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+            return packet
+        except PacketError as exc:
+            with self._lock:
+                self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
+            raise
+
+
+def make_validator(
+    cache: VerifiedPacketCache, trusted_keys: Collection[bytes] | None = None
+) -> Callable[[bytes, bytes], bool]:
+    """The swarm's `validator(address, value) -> bool`: True only for a verified packet for that address."""
+
+    def validate(address: bytes, value: bytes) -> bool:
+        try:
+            cache.verify(value, trusted_keys, address)
+        except PacketError as exc:
+            log.debug("swarm value rejected: %s", exc)
+            return False
+        return True
+
+    return validate

@@ -1,0 +1,141 @@
+"""Columnar store of one address's verified packets, so synthesis is a few array operations.
+
+How it works
+------------
+`PacketColumns` keeps, for one keyspace address, parallel numpy arrays with spare capacity (doubling
+on growth, so appending is amortised O(1)):
+
+    unit     (n, d) float64  each packet's vector divided by its L2 norm (a zero vector stays zero)
+    nonzero  (n,)   bool     whether the packet's vector had any direction at all
+    codes    (n,)   int32    label code; `labels[code]` is the label text
+    weights  (n,)   float64  the packet's own weight (origin confidence) in (0, 1]
+    times    (n,)   float64  created_s
+    values   (n,)   float64  outcome value, NaN where the packet has none
+
+Normalising once at append time makes a query's cosine similarity one matrix-vector product.
+Only verified packets (those carrying a packet id, i.e. returned by `packets.verify`) are accepted,
+so an unsigned or forged packet cannot be counted; duplicates (same packet id) are ignored; a packet
+for another address or with another vector length is refused with PacketError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from qis_gateway.packets import OutcomePacket, PacketError
+
+
+class PacketColumns:
+    """Verified packets of one address in columns. `address=None` accepts any address (tests, benches)."""
+
+    def __init__(self, address: bytes | None = None, dims: int | None = None, capacity: int = 64) -> None:
+        self.address = address
+        self.dims = dims
+        self.labels: list[str] = []
+        self._label_codes: dict[str, int] = {}
+        self._ids: set[bytes] = set()
+        self._n = 0
+        self._capacity = 0
+        self._allocate(max(1, capacity), dims or 0)
+
+    def _allocate(self, capacity: int, dims: int) -> None:
+        n = self._n
+
+        def grow(old: np.ndarray | None, shape: tuple[int, ...], dtype: type, fill: float = 0) -> np.ndarray:
+            new = np.full(shape, fill, dtype=dtype)
+            if old is not None and n:
+                new[:n] = old[:n]
+            return new
+
+        first = self._capacity == 0
+        self.unit_all = grow(None if first else self.unit_all, (capacity, dims), np.float64)
+        self.nonzero_all = grow(None if first else self.nonzero_all, (capacity,), np.bool_)
+        self.codes_all = grow(None if first else self.codes_all, (capacity,), np.int32)
+        self.weights_all = grow(None if first else self.weights_all, (capacity,), np.float64)
+        self.times_all = grow(None if first else self.times_all, (capacity,), np.float64)
+        self.values_all = grow(None if first else self.values_all, (capacity,), np.float64, np.nan)
+        self._capacity = capacity
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __contains__(self, packet_id: bytes) -> bool:
+        return packet_id in self._ids
+
+    # Views of the filled part (no copies).
+    @property
+    def unit(self) -> np.ndarray:
+        return self.unit_all[: self._n]
+
+    @property
+    def nonzero(self) -> np.ndarray:
+        return self.nonzero_all[: self._n]
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self.codes_all[: self._n]
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self.weights_all[: self._n]
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.times_all[: self._n]
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.values_all[: self._n]
+
+    def append(self, packet: OutcomePacket) -> bool:
+        """Add one verified packet; False when it is already here (same packet id)."""
+        if not isinstance(packet, OutcomePacket):
+            raise PacketError("type", "expected an OutcomePacket, got %s" % type(packet).__name__)
+        if not packet.verified:
+            raise PacketError("unverified", "only packets returned by verify() may be counted (unsigned packet)")
+        if self.address is not None and packet.address != self.address:
+            raise PacketError("address", "packet belongs to another address than this column store")
+        packet_id = packet.packet_id
+        if packet_id in self._ids:
+            return False
+        dims = len(packet.vector)
+        if self.dims is None:
+            self.dims = dims
+            if self._n == 0:
+                self._allocate(self._capacity, dims)
+        elif dims != self.dims:
+            raise PacketError("field", "packet vector has %d dimensions, this address holds %d" % (dims, self.dims))
+        if self._n == self._capacity:
+            self._allocate(self._capacity * 2, self.dims)
+        i = self._n
+        vec = np.asarray(packet.vector, dtype=np.float64)
+        norm = float(np.sqrt(vec @ vec)) if dims else 0.0
+        if norm > 0.0:
+            self.unit_all[i] = vec / norm
+        else:
+            self.unit_all[i] = 0.0
+        self.nonzero_all[i] = norm > 0.0
+        code = self._label_codes.get(packet.label)
+        if code is None:
+            code = self._label_codes[packet.label] = len(self.labels)
+            self.labels.append(packet.label)
+        self.codes_all[i] = code
+        self.weights_all[i] = packet.weight
+        self.times_all[i] = packet.created_s
+        self.values_all[i] = np.nan if packet.value is None else packet.value
+        self._ids.add(packet_id)
+        self._n = i + 1
+        return True
+
+    def extend(self, packets: Iterable[OutcomePacket]) -> int:
+        """Append many; returns how many were new."""
+        return sum(1 for p in packets if self.append(p))
+
+    @classmethod
+    def from_packets(cls, packets: Iterable[OutcomePacket], address: bytes | None = None) -> PacketColumns:
+        packets = list(packets)
+        columns = cls(address, capacity=max(1, len(packets)))
+        columns.extend(packets)
+        return columns

@@ -1,0 +1,195 @@
+"""Layer-5 synthesis: turn the verified packets of an address into the small summary a board gets back.
+
+How it works (every step is one numpy operation over all packets; docs/packets.md has the derivation)
+------------------------------------------------------------------------------------------------------
+For packet i with unit vector u_i, own weight c_i (0 < c_i <= 1), creation time t_i and label l_i, and the
+board's query vector q:
+
+    s_i  = cos(q, v_i) = u_i . q/|q|                 cosine similarity, one matrix-vector product
+           (undefined for a zero vector: a zero query, or a schema without continuous fields, carries no
+           direction, so every packet gets s_i = 1 -- the categorical match is the only evidence; a zero
+           packet vector against a non-zero query gets s_i = 0 -- it cannot be shown to be similar)
+    r_i  = 2 ** (-max(now - t_i, 0) / half_life)    recency; future timestamps (clock skew) count as now
+    w_i  = max(s_i, 0) * r_i * c_i                  negative similarity counts nothing
+    n    = #{i : w_i > 0}                           packets that contribute
+    n_eff = (sum w)^2 / sum w^2                     Kish effective sample size (1 <= n_eff <= n)
+    share(l) = sum_{l_i = l} w_i / sum w            outcome distribution, sums to 1
+    top  = labels by share descending, ties by label text ascending, first `top`
+    confidence = wilson95_lower(share(top[0]), n_eff) * (sum w_i s_i / sum w_i)
+                 -- the 95% Wilson-score lower bound of the leading share, taking n_eff as the sample size,
+                 times the weighted mean similarity of the evidence: high only when many, mutually
+                 independent-looking, similar packets agree. In [0, 1); 0 when there is not enough evidence.
+    mean_value = sum w_i x_i / sum w_i over the contributing packets that carry a value x_i, reported only
+                 when those packets alone reach the minimum count too (else None).
+
+Minimum-count guard: when n_eff < min_n the summary has enough=False, no distribution, no confidence and no
+mean, so one site's single event is never echoed back as a statistic. `level` is the schema level that
+answered (0 = exact address); `synthesise_levels` walks exact -> coarser levels and stops at the first
+level with enough evidence (the fallback rule).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from qis_gateway.columns import PacketColumns
+from qis_gateway.packets import OutcomePacket
+
+DEFAULT_HALF_LIFE_S = 30 * 86_400.0
+DEFAULT_MIN_N = 3
+DEFAULT_TOP = 3
+WILSON_Z = 1.96  # two-sided 95%
+_TIE_DECIMALS = 12  # shares equal to 12 decimals are a tie (summation order must not pick the winner)
+
+PacketSource = PacketColumns | Sequence[OutcomePacket]
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    enough: bool
+    n: int
+    n_eff: float
+    top: tuple[tuple[str, float], ...]
+    confidence: float
+    mean_value: float | None
+    level: int = 0
+
+    def at_level(self, level: int) -> Summary:
+        return dataclasses.replace(self, level=level)
+
+    def board_fields(self) -> dict:
+        """The summary frame's fields (qis.messages.encode_summary): shares and confidence in permille."""
+        return {
+            "enough": self.enough,
+            "n": self.n,
+            "top": [[label, int(round(share * 1000))] for label, share in self.top],
+            "conf": int(round(self.confidence * 1000)),
+            "mean": self.mean_value,
+            "level": self.level,
+        }
+
+
+def wilson_lower(p: float, n: float, z: float = WILSON_Z) -> float:
+    """Lower bound of the Wilson score interval for a proportion p observed over n (possibly fractional)."""
+    if n <= 0:
+        return 0.0
+    z2n = z * z / n
+    centre = p + z2n / 2
+    spread = z * math.sqrt(p * (1 - p) / n + z2n / (4 * n))
+    return max(0.0, (centre - spread) / (1 + z2n))
+
+
+def not_enough(n: int = 0, n_eff: float = 0.0, level: int = 0) -> Summary:
+    return Summary(False, n, n_eff, (), 0.0, None, level)
+
+
+def _check_params(half_life_s: float | None, min_n: float, top: int) -> None:
+    if half_life_s is not None and not half_life_s > 0:
+        raise ValueError("half_life_s must be positive (or None for no decay), got %r" % (half_life_s,))
+    if not min_n >= 1:
+        raise ValueError("min_n must be at least 1, got %r" % (min_n,))
+    if top < 1:
+        raise ValueError("top must be at least 1, got %r" % (top,))
+
+
+def synthesise_columns(
+    query_vector: Sequence[int] | np.ndarray,
+    columns: PacketColumns,
+    now_s: float,
+    *,
+    half_life_s: float | None = DEFAULT_HALF_LIFE_S,
+    min_n: float = DEFAULT_MIN_N,
+    top: int = DEFAULT_TOP,
+) -> Summary:
+    """Synthesis over a column store (the warm path). See the module docstring for the maths."""
+    _check_params(half_life_s, min_n, top)
+    count = len(columns)
+    if count == 0:
+        return not_enough()
+    q = np.asarray(query_vector, dtype=np.float64)
+    if q.ndim != 1 or q.shape[0] != columns.dims:
+        raise ValueError("query vector has %s dimensions, the packets have %d" % (q.shape, columns.dims))
+    q_norm = math.sqrt(float(q @ q)) if q.shape[0] else 0.0
+    if q_norm == 0.0:
+        sim = np.ones(count)
+    else:
+        sim = columns.unit @ (q / q_norm)
+        np.clip(sim, 0.0, 1.0, out=sim)  # negatives count nothing; rounding may exceed 1 by an ulp
+    w = sim * columns.weights
+    if half_life_s is not None:
+        age = np.maximum(now_s - columns.times, 0.0)
+        w *= np.exp2(age * (-1.0 / half_life_s))
+    total = float(w.sum())
+    if not total > 0.0:
+        return not_enough()
+    n = int(np.count_nonzero(w))
+    n_eff = total * total / float(w @ w)
+    if n_eff < min_n - 1e-9:
+        return not_enough(n, n_eff)
+    shares = np.bincount(columns.codes, weights=w, minlength=len(columns.labels)) / total
+    present = np.flatnonzero(shares > 0.0)
+    ranked = sorted(present.tolist(), key=lambda c: (-round(float(shares[c]), _TIE_DECIMALS), columns.labels[c]))
+    best = [(columns.labels[c], float(shares[c])) for c in ranked[:top]]
+    confidence = wilson_lower(best[0][1], n_eff) * float(w @ sim) / total
+    mean = None
+    has_value = (w > 0.0) & ~np.isnan(columns.values)
+    if has_value.any():
+        wv = w[has_value]
+        wv_total = float(wv.sum())
+        if wv_total * wv_total / float(wv @ wv) >= min_n - 1e-9:
+            mean = float(wv @ columns.values[has_value]) / wv_total
+    return Summary(True, n, n_eff, tuple(best), confidence, mean)
+
+
+def synthesise(
+    query_vector: Sequence[int] | np.ndarray,
+    packets: PacketSource,
+    now_s: float,
+    *,
+    half_life_s: float | None = DEFAULT_HALF_LIFE_S,
+    min_n: float = DEFAULT_MIN_N,
+    top: int = DEFAULT_TOP,
+) -> Summary:
+    """Synthesis over verified packets (a PacketColumns, or a sequence of verified OutcomePackets).
+
+    Unverified packets raise PacketError("unverified"): they are never counted.
+    """
+    columns = packets if isinstance(packets, PacketColumns) else PacketColumns.from_packets(packets)
+    return synthesise_columns(query_vector, columns, now_s, half_life_s=half_life_s, min_n=min_n, top=top)
+
+
+def synthesise_levels(
+    query_vector: Sequence[int] | np.ndarray,
+    levels: Iterable[PacketSource],
+    now_s: float,
+    **params: float | int | None,
+) -> Summary:
+    """The fallback rule: levels exact -> coarsest (may be a lazy generator); the first with enough evidence
+    answers, with `level` set to its index. If none has enough, the last consulted level's summary."""
+    summary = not_enough()
+    for level, source in enumerate(levels):
+        summary = synthesise(query_vector, source, now_s, **params).at_level(level)
+        if summary.enough:
+            break
+    return summary
+
+
+async def synthesise_levels_async(
+    query_vector: Sequence[int] | np.ndarray,
+    addresses: Sequence[bytes],
+    fetch: Callable[[bytes], Awaitable[PacketSource]],
+    now_s: float,
+    **params: float | int | None,
+) -> Summary:
+    """As `synthesise_levels`, fetching each address (exact first) only when the finer ones were too sparse."""
+    summary = not_enough()
+    for level, address in enumerate(addresses):
+        summary = synthesise(query_vector, await fetch(address), now_s, **params).at_level(level)
+        if summary.enough:
+            break
+    return summary

@@ -1,0 +1,81 @@
+"""Tunables of a swarm node (one frozen dataclass; defaults fit loopback and a LAN of Raspberry Pis).
+
+Times are seconds of the driver's clock (the core never reads one). Setting ``rate_limit_per_s`` to 0
+disables the per-source limit (the simulator does; real nodes keep it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+class ConfigError(ValueError):
+    """A SwarmConfig field is out of range."""
+
+
+@dataclass(frozen=True)
+class SwarmConfig:
+    # Kademlia paper §2: bucket size / replication k and lookup parallelism alpha.
+    k: int = 20
+    alpha: int = 3
+    # Largest datagram we send and accept (fits a 1500-byte Ethernet MTU with IP/UDP headers).
+    max_datagram: int = 1400
+    # Per-peer adaptive RPC timeout: clamp(rtt_multiplier * smoothed RTT, floor, cap); peers never
+    # measured use the node-wide smoothed RTT, starting from rpc_timeout_initial_s.
+    rpc_timeout_floor_s: float = 0.02
+    rpc_timeout_cap_s: float = 1.0
+    rpc_timeout_initial_s: float = 0.25
+    rpc_rtt_multiplier: float = 3.0
+    rpc_retries: int = 1
+    # Values: expiry after value_ttl_s unless re-stored; the origin re-stores every republish_interval_s.
+    value_ttl_s: float = 86400.0
+    republish_interval_s: float = 43200.0
+    # Buckets with no lookup inside their range for this long get a refresh lookup (Kademlia §2.3).
+    refresh_interval_s: float = 900.0
+    # Store caps; the eviction rule is in node.py / docs/swarm.md ("soonest expiry first").
+    max_values_per_address: int = 256
+    max_values_per_node: int = 100_000
+    max_value_bytes: int = 512
+    # Per-source token bucket over all incoming datagrams; key "ip" (deployments) or "addr" (ip, port).
+    rate_limit_per_s: float = 500.0
+    rate_limit_burst: float = 1000.0
+    rate_limit_key: str = "ip"
+    rate_limit_max_sources: int = 4096
+    # STORE tokens (BEP 5): MAC of the source address under a secret rotated every token_lifetime_s / 2;
+    # a token stays valid for token_lifetime_s.
+    token_lifetime_s: float = 600.0
+    # Routing table: replacement cache per bucket; a full bucket pings its least-recently-seen contact at
+    # most once per evict_ping_interval_s; a contact is dropped after contact_max_failures failed RPCs.
+    replacement_cache_size: int = 8
+    evict_ping_interval_s: float = 60.0
+    contact_max_failures: int = 2
+    # Caches bounding per-peer state: measured RTTs and proven (addr -> node id) bindings for peers that
+    # are not in the routing table.
+    rtt_cache_size: int = 1024
+    proof_cache_size: int = 1024
+    # A get ends once this many holders have delivered every value they hold (all pages) and no
+    # answered holder reported more values than collected, or when the lookup is exhausted.
+    get_quorum: int = 1
+    # Join: after the self-lookup, refresh up to this many buckets farther than the closest neighbour
+    # (Kademlia §2.3 refreshes all of them; 0 = none).
+    join_refresh_buckets: int = 256
+    # Housekeeping period (expiry, token rotation, refresh checks).
+    maintenance_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise ConfigError("SwarmConfig.%s must be >= 0, got %r" % (f.name, value))
+        if self.k < 1 or self.alpha < 1:
+            raise ConfigError("SwarmConfig.k and .alpha must be >= 1")
+        if self.max_datagram < 512:
+            raise ConfigError("SwarmConfig.max_datagram must be >= 512 bytes")
+        if self.max_value_bytes > self.max_datagram - 200:
+            raise ConfigError("SwarmConfig.max_value_bytes must leave 200 bytes of the datagram for headers")
+        if self.rate_limit_key not in ("ip", "addr"):
+            raise ConfigError("SwarmConfig.rate_limit_key must be 'ip' or 'addr'")
+        if self.rpc_timeout_floor_s <= 0 or self.rpc_timeout_cap_s < self.rpc_timeout_floor_s:
+            raise ConfigError("SwarmConfig needs 0 < rpc_timeout_floor_s <= rpc_timeout_cap_s")
+        if self.get_quorum < 1:
+            raise ConfigError("SwarmConfig.get_quorum must be >= 1")

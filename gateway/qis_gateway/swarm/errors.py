@@ -1,0 +1,22 @@
+"""Exceptions of the swarm package.
+
+    SwarmError                      base of everything raised on purpose here
+    ├── WireError                   a datagram is malformed / oversized / wrongly typed (peer's fault:
+    │                               the node counts and drops it, never raises it to the driver)
+    ├── SwarmUsageError             the caller misused the API (bad address length, oversized value)
+    └── (config.ConfigError, identity.IdentityError are ValueErrors raised at construction)
+"""
+
+from __future__ import annotations
+
+
+class SwarmError(Exception):
+    """Base class of swarm errors."""
+
+
+class WireError(SwarmError):
+    """A datagram could not be decoded: what was wrong is in the message."""
+
+
+class SwarmUsageError(SwarmError, ValueError):
+    """An API call had invalid arguments (our caller's bug, not a peer's)."""

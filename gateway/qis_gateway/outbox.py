@@ -1,0 +1,162 @@
+"""The gateway's durable state: recent readings, frames already handled, and the outcome outbox (SQLite).
+
+How it works: one SQLite file in WAL mode with synchronous=FULL, so a row is on disk when a call returns
+and a SIGKILL right after loses nothing. Tables:
+
+- `frames(device, seq, kind, digest)`: every board frame durably handled. A frame redelivered by the
+  broker (its PUBACK never arrived) has the same device, seq and digest and is recognised as a
+  duplicate instead of a replay.
+- `readings(device, seq, schema_id, fields, vector, created_s)`: what an fp said, so a later outcome can
+  be tied to it (fields give the addresses, the vector travels in the packet). Kept `reading_ttl_s`.
+- `outbox(id, device, seq, level, address, packet, attempts, next_try_s, done_s)`: signed outcome
+  packets waiting to be stored in the swarm. `due()` hands out undone rows whose retry time has come,
+  oldest first; `mark_done` / `mark_retry` record the result (retry delay doubles up to a cap).
+
+Each `record_*` call writes its rows in one transaction (INSERT OR IGNORE, so doing it twice is harmless).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS frames (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, digest BLOB NOT NULL,
+    created_s REAL NOT NULL, PRIMARY KEY (device, seq));
+CREATE TABLE IF NOT EXISTS readings (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, schema_id TEXT NOT NULL, fields TEXT NOT NULL,
+    vector BLOB NOT NULL, created_s REAL NOT NULL, PRIMARY KEY (device, seq));
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL, seq INTEGER NOT NULL, level INTEGER NOT NULL,
+    address BLOB NOT NULL, packet BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    next_try_s REAL NOT NULL, created_s REAL NOT NULL, done_s REAL, UNIQUE (device, seq, level));
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (done_s, next_try_s);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    device: str
+    seq: int
+    schema_id: str
+    fields: dict[str, str | int]
+    vector: tuple[int, ...]
+    created_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    device: str
+    seq: int
+    level: int
+    address: bytes
+    packet: bytes
+    attempts: int
+
+
+class StateDB:
+    """Durable gateway state (see module docstring). One instance per process; not thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- frames ---------------------------------------------------------------------------------------
+    def frame_digest(self, device: str, seq: int) -> bytes | None:
+        row = self._db.execute("SELECT digest FROM frames WHERE device = ? AND seq = ?", (device, seq)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def record_fp(self, device: str, seq: int, digest: bytes, schema_id: str, fields: dict[str, str | int],
+                  vector: list[int], now_s: float) -> None:
+        vec = bytes((q & 0xFF) for q in vector)
+        with self._tx():
+            self._db.execute("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?)", (device, seq, "fp", digest, now_s))
+            self._db.execute("INSERT OR IGNORE INTO readings VALUES (?,?,?,?,?,?)",
+                             (device, seq, schema_id, json.dumps(fields, sort_keys=True), vec, now_s))
+
+    def record_outcome(self, device: str, seq: int, digest: bytes, packets: list[tuple[int, bytes, bytes]],
+                       now_s: float) -> None:
+        """`packets`: (level, address, packet bytes) to store; all queued in one transaction."""
+        with self._tx():
+            self._db.execute("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?)",
+                             (device, seq, "outcome", digest, now_s))
+            for level, address, packet in packets:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO outbox (device, seq, level, address, packet, next_try_s, created_s)"
+                    " VALUES (?,?,?,?,?,?,?)", (device, seq, level, address, packet, now_s, now_s))
+
+    def record_rejected(self, device: str, seq: int, kind: str, digest: bytes, now_s: float) -> None:
+        """A well-formed, authentic frame that was refused (e.g. unknown reading): remember it as handled."""
+        self._db.execute("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?)", (device, seq, kind, digest, now_s))
+
+    def reading(self, device: str, seq: int) -> Reading | None:
+        row = self._db.execute("SELECT schema_id, fields, vector, created_s FROM readings WHERE device = ? AND seq = ?",
+                               (device, seq)).fetchone()
+        if row is None:
+            return None
+        vector = tuple(b - 256 if b > 127 else b for b in bytes(row[2]))
+        return Reading(device, seq, row[0], json.loads(row[1]), vector, row[3])
+
+    # -- outbox ---------------------------------------------------------------------------------------
+    def due(self, now_s: float, limit: int = 16) -> list[OutboxItem]:
+        rows = self._db.execute(
+            "SELECT id, device, seq, level, address, packet, attempts FROM outbox"
+            " WHERE done_s IS NULL AND next_try_s <= ? ORDER BY next_try_s, id LIMIT ?", (now_s, limit))
+        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6]) for r in rows]
+
+    def next_due_s(self) -> float | None:
+        row = self._db.execute("SELECT MIN(next_try_s) FROM outbox WHERE done_s IS NULL").fetchone()
+        return row[0] if row else None
+
+    def mark_done(self, item_id: int, now_s: float) -> None:
+        self._db.execute("UPDATE outbox SET done_s = ?, attempts = attempts + 1 WHERE id = ?", (now_s, item_id))
+
+    def mark_retry(self, item_id: int, now_s: float, min_s: float, max_s: float) -> float:
+        """Schedule the next attempt (delay doubles per attempt up to max_s); return its time."""
+        row = self._db.execute("SELECT attempts FROM outbox WHERE id = ?", (item_id,)).fetchone()
+        attempts = row[0] if row else 0
+        delay = min(max_s, min_s * (2 ** min(attempts, 30)))
+        self._db.execute("UPDATE outbox SET attempts = attempts + 1, next_try_s = ? WHERE id = ?",
+                         (now_s + delay, item_id))
+        return now_s + delay
+
+    def pending(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM outbox WHERE done_s IS NULL").fetchone()[0]
+
+    def stored(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM outbox WHERE done_s IS NOT NULL").fetchone()[0]
+
+    def prune(self, now_s: float, ttl_s: float) -> int:
+        """Forget readings, frames and stored outbox rows older than ttl_s. Returns rows removed."""
+        cutoff = now_s - ttl_s
+        removed = 0
+        with self._tx():
+            for sql in ("DELETE FROM readings WHERE created_s < ?", "DELETE FROM frames WHERE created_s < ?",
+                        "DELETE FROM outbox WHERE done_s IS NOT NULL AND done_s < ?"):
+                removed += self._db.execute(sql, (cutoff,)).rowcount
+        return removed
+
+    def _tx(self) -> _Tx:
+        return _Tx(self._db)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

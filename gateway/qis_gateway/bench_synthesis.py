@@ -69,7 +69,8 @@ def synthesise_loop(
             sim = 1.0
         else:
             p_norm = math.sqrt(sum(x * x for x in p.vector))
-            sim = 0.0 if p_norm == 0.0 else sum(a * b for a, b in zip(p.vector, query_vector)) / (p_norm * q_norm)
+            dot = sum(a * b for a, b in zip(p.vector, query_vector, strict=True))
+            sim = 0.0 if p_norm == 0.0 else dot / (p_norm * q_norm)
             sim = min(max(sim, 0.0), 1.0)
         w = sim * p.weight
         if half_life_s is not None:

@@ -203,20 +203,20 @@ class Bridge:
         started = time.perf_counter()
         schema = self.schemas[body["schema"]]
         addresses = schema.level_addresses(body["fields"])
-        packets: list[OutcomePacket] = []
         level, hops = 0, 0
-        best: tuple[int, int, list[OutcomePacket]] = (0, 0, [])  # (level, hops, packets) with the most packets
-        for level, address in enumerate(addresses):
+        summary: dict[str, Any] | None = None
+        for here, address in enumerate(addresses):
             found, hops_here = await self._lookup(address)
             hops = max(hops, hops_here)
             if found is None:
                 break  # the swarm is unreachable: answer with what we have
-            if len(found) > len(best[2]):
-                best = (level, hops_here, found)
-            if len(found) >= self.settings.min_n:
+            candidate = self._synthesise(body["vec"], found)
+            if summary is None or candidate["n"] > summary["n"] or candidate["enough"]:
+                summary, level = candidate, here
+            if candidate["enough"]:
                 break
-        level, _, packets = best
-        summary = self._synthesise(body["vec"], packets, level)
+        if summary is None:
+            summary = self._synthesise(body["vec"], [])
         ms = int((time.perf_counter() - started) * 1000)
         out = {"enough": summary["enough"], "n": summary["n"], "top": summary["top"], "conf": summary["conf"],
                "mean": summary["mean"], "level": level, "hops": hops, "ms": ms}
@@ -256,7 +256,7 @@ class Bridge:
             kept.extend(group[:cap])
         return kept, result.hops
 
-    def _synthesise(self, vector: list[int], packets: list[OutcomePacket], level: int) -> dict[str, Any]:
+    def _synthesise(self, vector: list[int], packets: list[OutcomePacket]) -> dict[str, Any]:
         from qis_gateway.synthesis import synthesise
 
         if not packets:

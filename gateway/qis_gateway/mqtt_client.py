@@ -1,0 +1,198 @@
+"""The only paho-mqtt adapter: a persistent-session, manual-ack MQTT client feeding an asyncio queue.
+
+How it works: paho 2.x runs its network loop on its own thread (`loop_start`), which also reconnects
+for ever with a doubling delay (`reconnect_delay_set`), including when the very first connection fails.
+The session is persistent -- a fixed client id with clean_session=False (MQTT 3.1.1, MQTT-3.1.2-4) or
+clean_start=False plus a Session Expiry Interval (MQTT 5, 3.1.2.11.2) -- so QoS 1 messages the broker
+queued while the gateway was away are delivered when it returns. `manual_ack=True` stops paho from
+sending PUBACK on receipt: the bridge calls `ack(msg)` only after the message was durably handled, so a
+gateway killed in between gets the message again (MQTT-4.3.2: the broker resends unacknowledged QoS 1
+messages when the session resumes). Subscriptions are (re)made in on_connect, so an expired session
+heals too.
+
+paho's callbacks run on paho's thread; each incoming message is handed to the event loop with
+`call_soon_threadsafe` and read with `await next_message()`. `publish` and `ack` are thread-safe in paho
+and are called from the loop. paho's errors are translated to MqttError here.
+
+Exceptions::
+
+    ConnectionError
+     └── MqttError   the broker refused us or a publish could not be queued
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+log = logging.getLogger(__name__)
+
+
+class MqttError(ConnectionError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    protocol: str = "3.1.1"  # or "5"
+    client_id: str = "qis-gateway"
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    keepalive_s: int = 30
+    session_expiry_s: int = 604800
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    subscriptions: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    retain: bool
+    dup: bool
+    received_s: float  # time.perf_counter() on arrival
+
+
+class MqttClient:
+    def __init__(self, settings: MqttSettings, on_connect: Callable[[bool], None] | None = None) -> None:
+        self.settings = settings
+        self._on_connect_cb = on_connect
+        v5 = settings.protocol == "5"
+        self._v5 = v5
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=settings.client_id,
+            clean_session=None if v5 else False,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311, manual_ack=True, reconnect_on_failure=True)
+        if settings.username:
+            self._client.username_pw_set(settings.username, settings.password or None)
+        if settings.tls:
+            self._client.tls_set()
+        self._client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
+        self._client.max_inflight_messages_set(100)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[Incoming] | None = None
+        self._connected = threading.Event()
+        self._pending: list[paho.MQTTMessageInfo] = []
+        self.connects = 0
+        self.last_error = ""
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background (and keep reconnecting); call from the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        s = self.settings
+        props = None
+        kwargs = {}
+        if self._v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = s.session_expiry_s
+            kwargs = {"clean_start": False, "properties": props}
+        self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, **kwargs)
+        self._client.loop_start()
+        log.info("MQTT %s client %r connecting to %s:%d (persistent session, manual ack)",
+                 s.protocol, s.client_id, s.host, s.port)
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for queued publishes to be acknowledged, then disconnect cleanly."""
+        deadline = time.monotonic() + timeout_s
+        while self._connected.is_set() and time.monotonic() < deadline and self._unpublished():
+            await asyncio.sleep(0.02)
+        self._client.disconnect()
+        await asyncio.get_running_loop().run_in_executor(None, self._client.loop_stop)
+        self._connected.clear()
+
+    def _unpublished(self) -> int:
+        self._pending = [m for m in self._pending if not m.is_published()]
+        return len(self._pending)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout_s: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not self._connected.is_set():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    # -- messages -------------------------------------------------------------------------------------
+    async def next_message(self) -> Incoming:
+        if self._queue is None:
+            raise MqttError("start() was not called")
+        return await self._queue.get()
+
+    def ack(self, msg: Incoming) -> None:
+        """PUBACK a QoS 1 message (QoS 0 needs none)."""
+        if msg.qos > 0:
+            self._client.ack(msg.mid, msg.qos)
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> None:
+        """Queue a publish; QoS 1 publishes made while disconnected are sent after the reconnect."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise MqttError("publish to %s failed: %s" % (topic, paho.error_string(info.rc)))
+        if qos > 0:
+            self._pending.append(info)
+            if len(self._pending) > 1000:
+                self._unpublished()
+
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        self._client.subscribe(topic, qos)
+
+    # -- paho callbacks (paho's thread) ----------------------------------------------------------------
+    def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: object,
+                    properties: object) -> None:
+        if getattr(reason, "is_failure", False):
+            self.last_error = str(reason)
+            log.warning("broker refused the connection: %s", reason)
+            return
+        self.connects += 1
+        present = bool(getattr(flags, "session_present", False))
+        log.info("connected to the broker (session %s)", "resumed" if present else "new")
+        if self.settings.subscriptions:
+            client.subscribe(list(self.settings.subscriptions))
+        self._connected.set()
+        if self._on_connect_cb is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_connect_cb, present)
+
+    def _on_disconnect(self, client: paho.Client, userdata: object, flags: object, reason: object,
+                       properties: object) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        if was:
+            log.warning("disconnected from the broker (%s); reconnecting", reason)
+
+    def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = "<invalid utf-8>"
+        item = Incoming(topic, bytes(message.payload), message.qos, message.mid, bool(message.retain),
+                        bool(message.dup), time.perf_counter())
+        loop, queue = self._loop, self._queue
+        if loop is not None and queue is not None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # loop closed during shutdown: the broker redelivers (not acked)
+                pass

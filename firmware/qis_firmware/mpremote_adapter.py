@@ -1,0 +1,143 @@
+"""The only module that touches mpremote: a deploy target for a MicroPython board on a serial port.
+
+How it works: one `SerialTransport` connection for the whole deploy (mpremote's CLI would reconnect per
+command). Entering the raw REPL interrupts whatever runs (Ctrl-C) and soft-resets, so the board's main
+loop stops and its heap is free while files are written; `main.py` does not run after a raw-REPL soft
+reset. Files are written in 256-byte chunks with mpremote's `fs_writefile`; parent directories are made
+first. `reset()` is mpremote's own hard reset (`machine.reset()` after 100 ms, not followed), after
+which the board boots `main.py`. mpremote errors become qis_firmware errors here:
+- cannot open the port -> NoSuchPort / PortPermissionDenied (serialport.check_port runs first);
+- no raw REPL banner within the timeout -> NotMicroPython (another firmware, or the port is in use);
+- OSError text from the board (e.g. ENOSPC) -> ToolError with the board's message.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+from qis_firmware import serialport
+from qis_firmware.errors import NotMicroPython, PortPermissionDenied, ToolError
+from qis_firmware.mpy import MpyTarget
+from qis_firmware.targets import MPY_EXPR, check_board_path
+
+log = logging.getLogger(__name__)
+
+NOT_MICROPYTHON = (
+    "%s answered, but not with a MicroPython REPL (no raw REPL banner within %.0f s). Is MicroPython "
+    "flashed (`qis-device flash --port %s --chip auto --firmware FILE`)? Is another program (a serial "
+    "monitor, Thonny, screen) holding the port? Is the board busy in a loop that ignores Ctrl-C?")
+
+
+class SerialTarget:
+    def __init__(self, port: str, *, baud: int = 115200, raw_repl_timeout_s: float = 10.0) -> None:
+        serialport.check_port(port)
+        from mpremote.transport import TransportError
+        from mpremote.transport_serial import SerialTransport
+
+        self.label = port
+        self._closed = False
+        self._timeout_s = raw_repl_timeout_s
+        try:
+            # timeout: pty devices are read with blocking reads; bound them so a silent port cannot hang us.
+            self._transport = SerialTransport(port, baudrate=baud, timeout=0.5)
+        except TransportError as exc:
+            raise PortPermissionDenied(
+                "cannot open %s (%s): it is in use by another program, or %s"
+                % (port, exc, serialport.DIALOUT_HINT % port)) from exc
+        try:
+            self._transport.enter_raw_repl(soft_reset=True, timeout_overall=raw_repl_timeout_s)
+        except TransportError as exc:
+            self._close_quietly()
+            raise NotMicroPython(NOT_MICROPYTHON % (port, raw_repl_timeout_s, port)) from exc
+        except OSError as exc:
+            self._close_quietly()
+            raise ToolError("serial error on %s while entering the raw REPL: %s" % (port, exc)) from exc
+
+    def _close_quietly(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._transport.close()
+        except OSError:
+            log.debug("closing %s", self.label, exc_info=True)
+
+    def _board_error(self, what: str, path: str, exc: Exception) -> ToolError:
+        return ToolError("board %s: %s %s failed: %s" % (self.label, what, path, exc))
+
+    def read_mpy_target(self) -> MpyTarget:
+        from mpremote.transport import TransportError
+
+        try:
+            value = self._transport.eval(MPY_EXPR)
+        except TransportError as exc:
+            raise self._board_error("reading", "sys.implementation._mpy", exc) from exc
+        return MpyTarget.from_sys_mpy(value if isinstance(value, int) else 0)
+
+    def read_file(self, path: str) -> bytes | None:
+        from mpremote.transport import TransportError
+
+        check_board_path(path)
+        try:
+            return bytes(self._transport.fs_readfile("/" + path))
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise self._board_error("reading", path, exc) from exc
+        except TransportError as exc:
+            raise self._board_error("reading", path, exc) from exc
+
+    def _make_dirs(self, path: str) -> None:
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            folder = "/" + "/".join(parts[:i])
+            try:
+                self._transport.fs_mkdir(folder)
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
+                    raise
+
+    def write_file(self, path: str, data: bytes) -> None:
+        from mpremote.transport import TransportError
+
+        check_board_path(path)
+        try:
+            self._make_dirs(path)
+            self._transport.fs_writefile("/" + path, data)
+        except (OSError, TransportError) as exc:
+            if getattr(exc, "errno", None) == errno.ENOSPC or "ENOSPC" in str(exc):
+                raise ToolError("board %s: writing %s failed: the board's flash is full (remove files, or "
+                                "`qis-device flash --erase` and deploy again)" % (self.label, path)) from exc
+            raise self._board_error("writing", path, exc) from exc
+
+    def remove_file(self, path: str) -> None:
+        from mpremote.transport import TransportError
+
+        check_board_path(path)
+        try:
+            self._transport.fs_rmfile("/" + path)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                raise self._board_error("removing", path, exc) from exc
+        except TransportError as exc:
+            raise self._board_error("removing", path, exc) from exc
+
+    def reset(self) -> None:
+        from mpremote.transport import TransportError
+
+        try:
+            self._transport.exec_raw_no_follow("import time, machine; time.sleep_ms(100); machine.reset()")
+        except (OSError, TransportError) as exc:
+            raise ToolError("board %s: reset failed: %s (press the reset button)" % (self.label, exc)) from exc
+        finally:
+            self._close_quietly()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._transport.exit_raw_repl()
+        except OSError:
+            log.debug("leaving the raw REPL on %s", self.label, exc_info=True)
+        self._close_quietly()

@@ -1,0 +1,264 @@
+"""``UdpSwarm``: the gateway's swarm object — one ``SwarmNode`` on a UDP socket, with awaitable put/get.
+
+How it works:
+- ``start()`` loads (or creates) the node key ``<data>/node.key``, opens the durable value store
+  ``<data>/values.sqlite3``, binds the socket (:mod:`.udp`) and joins through the given bootstrap addresses
+  plus the peers saved by the last run (``<data>/peers.json``, :mod:`.peers`). It waits up to
+  ``join_timeout_s`` for the join; a node that found nobody still starts (the gateway keeps working and
+  queues its puts: ``put``/``get`` raise :class:`SwarmUnavailable` until a peer answers).
+- ``put``/``get`` start an operation in the core and await the matching ``PutDone``/``GetDone`` event,
+  which the driver hands to :meth:`UdpSwarm._on_event` (futures keyed by op id).
+- ``stop(graceful=True)`` asks the core to leave (hand stored values to the next-closest nodes) and waits
+  for its ``LeaveDone`` (at most ``leave_timeout_s``), saves the peer list, and closes socket and store.
+
+Errors (added to the package tree of ``errors.py``)::
+
+    SwarmError
+     +-- SwarmUnavailable   no peer answered (put stored nowhere else / lookup reached nobody)
+     +-- SwarmStopped       the swarm is not running (not started yet, or stopped mid-operation)
+     +-- SwarmUsageError    (core) bad address length, oversized value, value the validator refused
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import peers as peer_file
+from .errors import SwarmError
+from .store_sqlite import SqliteValueStore
+from .udp import Address, SwarmDriver, open_driver
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "node.key"
+STORE_FILE = "values.sqlite3"
+
+
+class SwarmUnavailable(SwarmError):
+    """No peer answered: the put was stored nowhere else, or the lookup reached nobody. Queue and retry."""
+
+
+class SwarmStopped(SwarmError):
+    """The swarm is not running (call ``await start()`` first; or it was stopped during the operation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    """What one ``get`` found: the values, rounds until the first answer holding values, requests sent."""
+
+    values: tuple[bytes, ...]
+    hops: int
+    messages: int
+    elapsed_ms: float
+    first_ms: float | None
+
+
+class UdpSwarm:
+    """One swarm node on UDP. Not thread-safe: use it from the event loop that started it."""
+
+    def __init__(
+        self,
+        listen: Address,
+        data_dir: Path,
+        bootstrap: Iterable[Address] = (),
+        config: Any | None = None,
+        validator: Callable[[bytes, bytes], bool] | None = None,
+        identity: Any | None = None,
+        *,
+        rng: random.Random | None = None,
+        join_timeout_s: float = 5.0,
+        leave_timeout_s: float = 3.0,
+        op_timeout_s: float = 30.0,
+    ) -> None:
+        self.listen = (str(listen[0]), int(listen[1]))
+        self.data_dir = Path(data_dir)
+        self.bootstrap_addrs = [(str(h), int(p)) for h, p in bootstrap]
+        self.config = config
+        self.validator = validator
+        self.identity = identity
+        self._rng = rng
+        self.join_timeout_s = join_timeout_s
+        self.leave_timeout_s = leave_timeout_s
+        self.op_timeout_s = op_timeout_s
+        self.node: Any = None
+        self.store: SqliteValueStore | None = None
+        self._driver: SwarmDriver | None = None
+        self._address: Address | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._join: asyncio.Future[Any] | None = None
+        self._leave: asyncio.Future[Any] | None = None
+        self.joined_contacts = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    @property
+    def address(self) -> Address:
+        """The bound (host, port); valid after ``start()``."""
+        if self._address is None:
+            raise SwarmStopped("the swarm has no address before start()")
+        return self._address
+
+    @property
+    def running(self) -> bool:
+        return self._driver is not None
+
+    async def start(self) -> None:
+        """Bind the socket and join the swarm (see the module docstring)."""
+        if self._driver is not None:
+            raise SwarmError("start() called twice")
+        from .config import SwarmConfig
+        from .identity import NodeIdentity
+        from .node import SwarmNode
+
+        loop = asyncio.get_running_loop()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.identity is None:
+            self.identity = NodeIdentity.load_or_create(self.data_dir / KEY_FILE)
+        if self.config is None:
+            self.config = SwarmConfig()
+        rng = self._rng or random.Random(int.from_bytes(os.urandom(16), "big"))
+        self.store = SqliteValueStore(self.data_dir / STORE_FILE, clock_offset_s=time.time() - loop.time())
+        try:
+            self.node = SwarmNode(self.identity, self.config, rng, self.store, self.validator)
+            self._driver, self._address = await open_driver(self.node, self.listen, self._on_event)
+        except BaseException:
+            self.store.close()
+            self.store = None
+            raise
+        seeds = [a for a in self.bootstrap_addrs + peer_file.load_peers(self.data_dir) if a != self._address]
+        log.info("swarm node %s listening on %s:%d, joining via %d address(es)",
+                 self.node_id_hex[:16], self._address[0], self._address[1], len(seeds))
+        if seeds:
+            self._join = loop.create_future()
+            self.node.bootstrap(list(dict.fromkeys(seeds)), loop.time())
+            self._driver.pump()
+            try:
+                done = await asyncio.wait_for(asyncio.shield(self._join), self.join_timeout_s)
+                self.joined_contacts = int(getattr(done, "contacts", 0))
+            except TimeoutError:
+                log.warning("join did not finish within %.1f s; continuing with %d contact(s)",
+                            self.join_timeout_s, len(self.node.routing_table))
+            if len(self.node.routing_table) == 0:
+                log.warning("no bootstrap peer answered; puts and gets raise SwarmUnavailable until one does")
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Leave the swarm (graceful: hand values on first) and release socket and store. Idempotent."""
+        driver = self._driver
+        if driver is None:
+            return
+        if graceful:
+            self._leave = asyncio.get_running_loop().create_future()
+            try:
+                self.node.leave(driver.now_s)
+                driver.pump()
+                await asyncio.wait_for(asyncio.shield(self._leave), self.leave_timeout_s)
+            except TimeoutError:
+                log.warning("graceful leave did not finish within %.1f s; closing anyway", self.leave_timeout_s)
+            except Exception:
+                log.exception("graceful leave failed; closing anyway")
+        try:
+            peer_file.save_peers(self.data_dir, self._contact_addresses())
+        except OSError as exc:
+            log.warning("could not save the peer list: %s", exc)
+        self._driver = None
+        driver.close()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(SwarmStopped("the swarm was stopped during this operation"))
+        self._pending.clear()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        log.info("swarm node stopped (%s)", "graceful" if graceful else "abrupt")
+
+    async def __aenter__(self) -> UdpSwarm:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- operations -------------------------------------------------------------------------------------
+    async def put(self, address: bytes, value: bytes) -> int:
+        """Store ``value`` at ``address`` on the k closest nodes; returns how many replicas took it."""
+        driver = self._require_running()
+        op = self.node.start_put(bytes(address), bytes(value), driver.now_s)
+        done = await self._await_op(op, driver)
+        replicas = int(done.replicas)
+        if replicas <= 0:
+            raise SwarmUnavailable("no peer stored the value (kept locally; queue it and retry)")
+        return replicas
+
+    async def get(self, address: bytes, limit: int = 200) -> LookupResult:
+        """Find up to ``limit`` values stored at ``address``."""
+        driver = self._require_running()
+        op = self.node.start_get(bytes(address), int(limit), driver.now_s)
+        done = await self._await_op(op, driver)
+        if not done.ok and not done.values:
+            raise SwarmUnavailable("no peer answered the lookup for %s" % bytes(address).hex()[:16])
+        first = None if done.first_value_s is None else done.first_value_s * 1000.0
+        return LookupResult(tuple(done.values), int(done.hops), int(done.messages), done.elapsed_s * 1000.0, first)
+
+    def status(self) -> dict[str, Any]:
+        """Node id, bound address, peers, stored values and counters (JSON-serialisable)."""
+        if self.node is None:
+            return {"running": False}
+        counters = dict(self.node.counters)
+        if self._driver is not None:
+            counters.update(self._driver.counters)
+        return {
+            "running": self._driver is not None,
+            "node_id": self.node_id_hex,
+            "address": list(self._address) if self._address else None,
+            "peers": len(self.node.routing_table),
+            "stored_values": self.store.total() if self.store is not None else None,
+            "counters": counters,
+        }
+
+    @property
+    def node_id_hex(self) -> str:
+        return bytes(self.node.node_id).hex() if self.node is not None else ""
+
+    # -- internals -----------------------------------------------------------------------------------------
+    def _require_running(self) -> SwarmDriver:
+        if self._driver is None:
+            raise SwarmStopped("the swarm is not running (await start() first)")
+        return self._driver
+
+    async def _await_op(self, op: int, driver: SwarmDriver) -> Any:
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[op] = fut
+        driver.pump()  # sends the first requests, and may already deliver the done event
+        try:
+            return await asyncio.wait_for(fut, self.op_timeout_s)
+        except TimeoutError:
+            raise SwarmUnavailable("operation %d did not finish in %.0f s" % (op, self.op_timeout_s)) from None
+        finally:
+            self._pending.pop(op, None)
+
+    def _on_event(self, event: Any) -> None:
+        name = type(event).__name__
+        if name in ("JoinDone", "LeaveDone"):
+            fut = self._join if name == "JoinDone" else self._leave
+            if fut is not None and not fut.done():
+                fut.set_result(event)
+            return
+        op = getattr(event, "op_id", None)
+        fut = self._pending.get(op) if op is not None else None
+        if fut is not None and not fut.done():
+            fut.set_result(event)
+
+    def _contact_addresses(self) -> list[Address]:
+        out: list[Address] = []
+        for c in self.node.routing_table.contacts():
+            addr = getattr(c, "addr", None) or getattr(c, "address", None)
+            if isinstance(addr, tuple) and len(addr) >= 2:
+                out.append((str(addr[0]), int(addr[1])))
+        return out

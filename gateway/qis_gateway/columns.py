@@ -5,14 +5,16 @@ How it works
 `PacketColumns` keeps, for one keyspace address, parallel numpy arrays with spare capacity (doubling
 on growth, so appending is amortised O(1)):
 
-    unit     (n, d) float64  each packet's vector divided by its L2 norm (a zero vector stays zero)
-    nonzero  (n,)   bool     whether the packet's vector had any direction at all
+    vectors  (n, d) float64  each packet's int8 vector (exact in float64, so dot products are exact)
+    inv_norm (n,)   float64  1 / L2 norm of the vector, 0 for a zero vector (which has no direction)
     codes    (n,)   int32    label code; `labels[code]` is the label text
     weights  (n,)   float64  the packet's own weight (origin confidence) in (0, 1]
     times    (n,)   float64  created_s
     values   (n,)   float64  outcome value, NaN where the packet has none
 
-Normalising once at append time makes a query's cosine similarity one matrix-vector product.
+With the norms inverted once at append time, a query's cosine similarity is one matrix-vector product
+and one multiplication; the dot product of integer vectors is exact, so orthogonal vectors give exactly 0
+and the sign of a similarity is never a rounding artefact.
 Only verified packets (those carrying a packet id, i.e. returned by `packets.verify`) are accepted,
 so an unsigned or forged packet cannot be counted; duplicates (same packet id) are ignored; a packet
 for another address or with another vector length is refused with PacketError.
@@ -20,6 +22,7 @@ for another address or with another vector length is refused with PacketError.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -50,8 +53,8 @@ class PacketColumns:
             return new
 
         first = self._capacity == 0
-        self.unit_all = grow(None if first else self.unit_all, (capacity, dims), np.float64)
-        self.nonzero_all = grow(None if first else self.nonzero_all, (capacity,), np.bool_)
+        self.vectors_all = grow(None if first else self.vectors_all, (capacity, dims), np.float64)
+        self.inv_norm_all = grow(None if first else self.inv_norm_all, (capacity,), np.float64)
         self.codes_all = grow(None if first else self.codes_all, (capacity,), np.int32)
         self.weights_all = grow(None if first else self.weights_all, (capacity,), np.float64)
         self.times_all = grow(None if first else self.times_all, (capacity,), np.float64)
@@ -66,12 +69,12 @@ class PacketColumns:
 
     # Views of the filled part (no copies).
     @property
-    def unit(self) -> np.ndarray:
-        return self.unit_all[: self._n]
+    def vectors(self) -> np.ndarray:
+        return self.vectors_all[: self._n]
 
     @property
-    def nonzero(self) -> np.ndarray:
-        return self.nonzero_all[: self._n]
+    def inv_norm(self) -> np.ndarray:
+        return self.inv_norm_all[: self._n]
 
     @property
     def codes(self) -> np.ndarray:
@@ -110,13 +113,9 @@ class PacketColumns:
         if self._n == self._capacity:
             self._allocate(self._capacity * 2, self.dims)
         i = self._n
-        vec = np.asarray(packet.vector, dtype=np.float64)
-        norm = float(np.sqrt(vec @ vec)) if dims else 0.0
-        if norm > 0.0:
-            self.unit_all[i] = vec / norm
-        else:
-            self.unit_all[i] = 0.0
-        self.nonzero_all[i] = norm > 0.0
+        self.vectors_all[i] = packet.vector
+        squares = sum(c * c for c in packet.vector)
+        self.inv_norm_all[i] = 1.0 / math.sqrt(squares) if squares else 0.0
         code = self._label_codes.get(packet.label)
         if code is None:
             code = self._label_codes[packet.label] = len(self.labels)

@@ -2,10 +2,11 @@
 
 How it works (every step is one numpy operation over all packets; docs/packets.md has the derivation)
 ------------------------------------------------------------------------------------------------------
-For packet i with unit vector u_i, own weight c_i (0 < c_i <= 1), creation time t_i and label l_i, and the
+For packet i with int8 vector v_i, own weight c_i (0 < c_i <= 1), creation time t_i and label l_i, and the
 board's query vector q:
 
-    s_i  = cos(q, v_i) = u_i . q/|q|                 cosine similarity, one matrix-vector product
+    s_i  = cos(q, v_i) = (v_i . q) / (|v_i| |q|)      cosine similarity, one matrix-vector product (exact
+                                                    integer dot products, so orthogonal means exactly 0)
            (undefined for a zero vector: a zero query, or a schema without continuous fields, carries no
            direction, so every packet gets s_i = 1 -- the categorical match is the only evidence; a zero
            packet vector against a non-zero query gets s_i = 0 -- it cannot be shown to be similar)
@@ -118,7 +119,8 @@ def synthesise_columns(
     if q_norm == 0.0:
         sim = np.ones(count)
     else:
-        sim = columns.unit @ (q / q_norm)
+        sim = (columns.vectors @ q) * columns.inv_norm
+        sim *= 1.0 / q_norm
         np.clip(sim, 0.0, 1.0, out=sim)  # negatives count nothing; rounding may exceed 1 by an ulp
     w = sim * columns.weights
     if half_life_s is not None:

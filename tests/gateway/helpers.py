@@ -1,0 +1,141 @@
+"""Test helpers for the gateway: an in-memory swarm, a simulated board, a bridge builder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qis import messages
+from qis.schema import Schema
+from qis.topics import topic
+from qis_gateway.bridge import Bridge, SynthesisSettings
+from qis_gateway.keys import generate_key_file
+from qis_gateway.metrics import Metrics
+from qis_gateway.outbox import StateDB
+from qis_gateway.packets import VerifiedPacketCache, make_validator
+from qis_gateway.registry import Registry
+from qis_gateway.service import load_schemas
+from qis_gateway.swarm.api import LookupResult, SwarmUnavailable
+
+SCHEMAS = load_schemas([], Path("."))
+MACHINE = SCHEMAS["machine-health/1"]
+
+
+class MemorySwarm:
+    """A swarm double: values in a dict shared by every instance made with the same dict. Applies the
+    validator like a real node, and can be switched off (`available = False`) to simulate an outage."""
+
+    def __init__(self, shared: dict[bytes, list[bytes]] | None = None, validator: Any = None) -> None:
+        self.shared = {} if shared is None else shared
+        self.validator = validator
+        self.available = True
+        self.running = False
+        self.puts = 0
+        self.gets = 0
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def stop(self, graceful: bool = True) -> None:
+        self.running = False
+
+    async def put(self, address: bytes, value: bytes) -> int:
+        if not self.available:
+            raise SwarmUnavailable("simulated outage")
+        if self.validator is not None and not self.validator(address, value):
+            raise ValueError("validator refused the value")
+        self.puts += 1
+        held = self.shared.setdefault(address, [])
+        if value not in held:
+            held.append(value)
+        return 3
+
+    async def get(self, address: bytes, limit: int = 200) -> LookupResult:
+        if not self.available:
+            raise SwarmUnavailable("simulated outage")
+        self.gets += 1
+        return LookupResult(tuple(self.shared.get(address, [])[:limit]), 2, 3, 0.5, 0.2)
+
+    def status(self) -> dict[str, Any]:
+        return {"running": self.running, "peers": 1, "stored_values": sum(len(v) for v in self.shared.values())}
+
+
+@dataclass
+class Board:
+    """A simulated board: makes fp/outcome frames with its own secret and counter."""
+
+    site: str
+    device: str
+    secret: bytes
+    seq: int = 0
+    fixed: dict[str, Any] = field(default_factory=lambda: {"machine_class": "pump"})
+
+    def topic(self, kind: str) -> str:
+        return topic(self.site, self.device, kind)
+
+    def fp(self, temperature_c: float = 55.0, vibration: float = 2.0, load: float = 50.0,
+           current: float = 10.0, schema: Schema = MACHINE) -> tuple[str, bytes, int]:
+        reading = dict(self.fixed, temperature_c=temperature_c, vibration_mm_s=vibration, load_pct=load,
+                       current_a=current)
+        self.seq += 1
+        frame = messages.encode_fp(self.device, self.seq, schema.fingerprint(reading), self.secret)
+        return self.topic("fp"), frame, self.seq
+
+    def outcome(self, reading_seq: int, label: str, value: float | None = None) -> tuple[str, bytes, int]:
+        self.seq += 1
+        frame = messages.encode_outcome(self.device, self.seq, reading_seq, label, self.secret, value=value)
+        return self.topic("outcome"), frame, self.seq
+
+
+class Published(list):
+    """Collects (topic, payload, qos, retain) published by the bridge."""
+
+    def __call__(self, topic_name: str, payload: bytes, qos: int, retain: bool) -> None:
+        self.append((topic_name, payload, qos, retain))
+
+    def bodies(self, board: Board, kind: str) -> list[dict[str, Any]]:
+        return [messages.decode(p, board.secret, kind=kind) for t, p, _, _ in self if t == board.topic(kind)]
+
+
+@dataclass
+class Rig:
+    bridge: Bridge
+    registry: Registry
+    state: StateDB
+    swarm: MemorySwarm
+    published: Published
+    metrics: Metrics
+
+    def board(self, device: str = "pump-01", site: str = "site-a") -> Board:
+        record = self.registry.get(device) or self.registry.add(device, site)
+        return Board(site, device, record.secret)
+
+    def close(self) -> None:
+        self.state.close()
+        self.registry.close()
+
+
+def make_rig(tmp: Path, shared: dict[bytes, list[bytes]] | None = None, name: str = "gw",
+             settings: SynthesisSettings | None = None) -> Rig:
+    tmp.mkdir(parents=True, exist_ok=True)
+    key = generate_key_file(tmp / ("%s.key" % name))
+    cache = VerifiedPacketCache(1000)
+    swarm = MemorySwarm(shared, make_validator(cache))
+    registry = Registry(tmp / ("%s-registry.sqlite" % name))
+    state = StateDB(tmp / ("%s-state.sqlite" % name))
+    published = Published()
+    metrics = Metrics()
+    bridge = Bridge(registry, state, swarm, SCHEMAS, key, cache, published, metrics,
+                    settings=settings or SynthesisSettings(min_n=1), reject_log_interval_s=60.0)
+    return Rig(bridge, registry, state, swarm, published, metrics)
+
+
+def metric(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)

@@ -1,0 +1,224 @@
+"""Bridge behaviour in memory: admission, replay/duplicate rules, answers, outcomes, fallback, refusals."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from qis import messages
+from qis_gateway.bridge import SynthesisSettings
+from qis_gateway.flusher import OutboxFlusher
+from qis_gateway.packets import OutcomePacket, encode, verify
+
+from .helpers import MACHINE, make_rig, metric
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def answer(rig, topic_name, frame):
+    adm = rig.bridge.admit(topic_name, frame)
+    assert adm.outcome == "accepted", adm
+    return run(rig.bridge.answer_fp(adm))
+
+
+async def flush_all(rig) -> int:
+    flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, rate_per_s=1000, retry_min_s=0.01)
+    items = rig.state.due(1e12, 1000)
+    await flusher._flush_once()
+    return len(items)
+
+
+def test_fp_with_empty_swarm_gets_a_plain_n0_summary(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    board = rig.board()
+    t, frame, seq = board.fp()
+    out = answer(rig, t, frame)
+    bodies = rig.published.bodies(board, "summary")
+    assert len(bodies) == 1
+    assert bodies[0]["re"] == seq and bodies[0]["n"] == 0 and bodies[0]["enough"] is False
+    assert bodies[0]["top"] == [] and out["n"] == 0
+    assert rig.registry.get(board.device).last_seq == seq
+    assert rig.state.reading(board.device, seq) is not None
+    assert rig.swarm.gets == 1 + len(MACHINE.coarser)  # exact then every coarser level, all empty
+
+
+def test_outcome_is_signed_at_every_level_and_seen_by_another_gateway(tmp_path: Path) -> None:
+    shared: dict[bytes, list[bytes]] = {}
+    a = make_rig(tmp_path / "a", shared, "a")
+    b = make_rig(tmp_path / "b", shared, "b")
+    board = a.board()
+    t, frame, fp_seq = board.fp(temperature_c=85, vibration=8.0)
+    answer(a, t, frame)
+    t, frame, _ = board.outcome(fp_seq, "bearing_wear", value=12.5)
+    assert a.bridge.admit(t, frame).outcome == "accepted"
+    assert a.state.pending() == 1 + len(MACHINE.coarser)
+    assert run(flush_all(a)) == 4 and a.state.pending() == 0
+    reading = a.state.reading(board.device, fp_seq)
+    addresses = MACHINE.level_addresses(reading.fields)
+    for address in addresses:
+        (data,) = shared[address]
+        p = verify(data, None, address)
+        assert p.label == "bearing_wear" and p.value == 12.5 and p.vector == reading.vector
+    # a second gateway, another board with a similar reading: it hears about the first board's outcome
+    other = b.board("fan-07", "site-b")
+    t, frame, seq = other.fp(temperature_c=86, vibration=8.2)
+    out = answer(b, t, frame)
+    assert out["n"] == 1 and out["enough"] and out["top"][0][0] == "bearing_wear" and out["level"] == 0
+    (body,) = b.published.bodies(other, "summary")
+    assert body["top"][0] == ["bearing_wear", 1000] and body["re"] == seq
+
+
+def test_sparse_exact_address_falls_back_to_a_coarser_level(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, settings=SynthesisSettings(min_n=2))
+    board = rig.board()
+    t, frame, seq = board.fp(temperature_c=30)
+    answer(rig, t, frame)
+    reading = rig.state.reading(board.device, seq)
+    coarse = MACHINE.level_addresses(reading.fields)[2]  # machine_class + vibration_band
+    for i in range(3):
+        p = OutcomePacket(coarse, MACHINE.schema_id, 1_700_000_000 + i, reading.vector, "ok")
+        rig.swarm.shared.setdefault(coarse, []).append(encode(p, rig.bridge.signing_key))
+    t, frame, _ = board.fp(temperature_c=30)
+    out = answer(rig, t, frame)
+    assert out["level"] == 2 and out["n"] == 3 and out["top"][0][0] == "ok"
+
+
+def test_per_signer_cap_limits_one_gateways_weight(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, settings=SynthesisSettings(min_n=1, max_per_signer=2))
+    board = rig.board()
+    t, frame, seq = board.fp()
+    answer(rig, t, frame)
+    reading = rig.state.reading(board.device, seq)
+    exact = MACHINE.level_addresses(reading.fields)[0]
+    for i in range(10):
+        p = OutcomePacket(exact, MACHINE.schema_id, 1_700_000_000 + i, reading.vector, "spam")
+        rig.swarm.shared.setdefault(exact, []).append(encode(p, rig.bridge.signing_key))
+    t, frame, _ = board.fp()
+    assert answer(rig, t, frame)["n"] == 2
+
+
+def test_replay_refused_but_broker_redelivery_is_a_duplicate(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    board = rig.board()
+    t, frame, seq = board.fp()
+    answer(rig, t, frame)
+    again = rig.bridge.admit(t, frame)  # same bytes: the broker resent it (lost PUBACK)
+    assert again.outcome == "duplicate" and again.needs_answer
+    # a different frame reusing an old seq is a replay
+    board.seq = seq - 1
+    t2, frame2, _ = board.fp(temperature_c=20)
+    refused = rig.bridge.admit(t2, frame2)
+    assert refused.outcome == "rejected" and refused.reason == "replay"
+    assert metric(rig.metrics, "qis_gateway_rejections_total", reason="replay") == 1
+    (err,) = rig.published.bodies(board, "error")
+    assert err["code"] == "replay" and err["seq"] == seq
+
+
+def test_refusals_are_counted_and_good_traffic_still_answered(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    board = rig.board()
+    t, frame, _ = board.fp()
+    tampered = frame[:-1] + bytes([frame[-1] ^ 1])
+    assert rig.bridge.admit(t, tampered).reason == "tag"
+    stranger = rig.board("ghost")
+    rig.registry.revoke("ghost")
+    gt, gframe, _ = stranger.fp()
+    assert rig.bridge.admit(gt, gframe).reason == "revoked"
+    assert rig.bridge.admit("qis/v1/site-a/nobody/fp", frame).reason == "unknown_device"
+    assert rig.bridge.admit("qis/v1/site-b/pump-01/fp", frame).reason == "site"
+    assert rig.bridge.admit("not/our/topic", b"x").reason == "topic"
+    ot, oframe, _ = board.outcome(999, "late")
+    assert rig.bridge.admit(ot, oframe).reason == "unknown_reading"
+    body = {"v": 1, "kind": "fp", "dev": "pump-01", "seq": 50, "schema": "nope/1", "fields": {"schema": "nope/1"},
+            "vec": []}
+    assert rig.bridge.admit(t, messages.encode_frame(body, board.secret)).reason == "schema"
+    body = {"v": 1, "kind": "fp", "dev": "pump-01", "seq": 51, "schema": MACHINE.schema_id,
+            "fields": {"schema": MACHINE.schema_id, "machine_class": "pump"}, "vec": [1, 2, 3]}
+    assert rig.bridge.admit(t, messages.encode_frame(body, board.secret)).reason == "fields"
+    # the good frame itself still goes through
+    out = answer(rig, t, frame)
+    assert out["n"] == 0
+    for reason in ("tag", "revoked", "unknown_device", "site", "topic", "unknown_reading", "schema", "fields"):
+        assert metric(rig.metrics, "qis_gateway_rejections_total", reason=reason) == 1, reason
+    codes = sorted(b["code"] for b in rig.published.bodies(board, "error"))
+    assert codes == ["fields", "schema", "site", "tag", "unknown_reading"]  # known device: answered
+    assert rig.published.bodies(stranger, "error") == []  # revoked: not answered
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(topic_name=st.sampled_from(["qis/v1/site-a/pump-01/fp", "qis/v1/site-a/pump-01/outcome",
+                                   "qis/v1/site-a/pump-01/summary", "qis/v1/+/#/fp", "qis/v1/site-a/x/fp", ""]),
+       payload=st.binary(max_size=1200))
+def test_garbage_is_refused_never_crashes(tmp_path_factory: pytest.TempPathFactory, topic_name: str,
+                                          payload: bytes) -> None:
+    rig = _GARBAGE_RIG.get("rig")
+    if rig is None:
+        rig = _GARBAGE_RIG["rig"] = make_rig(tmp_path_factory.mktemp("garbage"))
+        rig.board()
+    before = sum(s.value for m in rig.metrics.rejections.collect() for s in m.samples if s.name.endswith("_total"))
+    adm = rig.bridge.admit(topic_name, payload)
+    assert adm.outcome == "rejected" and adm.reason
+    after = sum(s.value for m in rig.metrics.rejections.collect() for s in m.samples if s.name.endswith("_total"))
+    assert after == before + 1
+
+
+_GARBAGE_RIG: dict[str, object] = {}
+
+
+def test_outbox_keeps_packets_through_an_outage(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    board = rig.board()
+    t, frame, seq = board.fp()
+    answer(rig, t, frame)
+    rig.swarm.available = False
+    t, frame, _ = board.outcome(seq, "fixed")
+    assert rig.bridge.admit(t, frame).outcome == "accepted"
+
+    async def scenario() -> None:
+        flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, rate_per_s=1000, retry_min_s=0.05,
+                                retry_max_s=0.1)
+        flusher.start()
+        await asyncio.sleep(0.3)
+        assert rig.state.pending() == 4 and not rig.swarm.shared
+        rig.swarm.available = True
+        for _ in range(100):
+            if rig.state.pending() == 0:
+                break
+            await asyncio.sleep(0.05)
+        await flusher.stop()
+
+    run(scenario())
+    assert rig.state.pending() == 0 and rig.state.stored() == 4
+    assert metric(rig.metrics, "qis_gateway_packets_stored_total") == 4
+    assert metric(rig.metrics, "qis_gateway_put_failures_total") >= 1
+
+
+def test_flusher_rate_is_bounded(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    board = rig.board()
+    for _ in range(10):
+        t, frame, seq = board.fp()
+        rig.bridge.admit(t, frame)
+        t, frame, _ = board.outcome(seq, "x")
+        rig.bridge.admit(t, frame)
+    assert rig.state.pending() == 40
+
+    async def scenario() -> float:
+        flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, rate_per_s=10)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        flusher.start()
+        while rig.state.pending():
+            await asyncio.sleep(0.01)
+        elapsed = loop.time() - start
+        await flusher.stop()
+        return elapsed
+
+    elapsed = run(scenario())
+    # 40 puts at 10/s with a burst of 10: at least (40 - 10) / 10 = 3 s
+    assert rig.swarm.puts == 40 and 2.7 < elapsed < 6

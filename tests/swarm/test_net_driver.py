@@ -1,0 +1,131 @@
+"""The asyncio UDP driver with a scripted stand-in core: outputs drained, one timer, never crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from qis_gateway.swarm.udp import open_driver
+
+
+class ScriptedNode:
+    """Echoes datagrams back, emits an event per datagram, raises on b"boom", asks for timers."""
+
+    def __init__(self) -> None:
+        self.out: list[tuple[bytes, tuple[str, int]]] = []
+        self.events: list[object] = []
+        self.timer: float | None = None
+        self.timer_calls: list[float] = []
+        self.received: list[bytes] = []
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now_s: float) -> None:
+        if data == b"boom":
+            raise RuntimeError("core bug")
+        self.received.append(data)
+        self.out.append((b"echo:" + data, addr))
+        self.events.append(("got", data))
+        if data.startswith(b"timer:"):
+            self.timer = now_s + float(data[6:])
+
+    def handle_timer(self, now_s: float) -> None:
+        self.timer_calls.append(now_s)
+        self.timer = None
+        self.events.append(("timer", now_s))
+
+    def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self.out = self.out, []
+        return out
+
+    def next_event(self) -> object | None:
+        return self.events.pop(0) if self.events else None
+
+    def get_timer(self) -> float | None:
+        return self.timer
+
+
+async def _client() -> tuple[socket.socket, tuple[str, int]]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    return s, s.getsockname()
+
+
+async def _recv(sock: socket.socket, timeout_s: float = 2.0) -> bytes:
+    loop = asyncio.get_running_loop()
+    return await asyncio.wait_for(loop.sock_recv(sock, 2048), timeout_s)
+
+
+def test_driver_echoes_delivers_events_and_survives_core_errors() -> None:
+    async def main() -> None:
+        node = ScriptedNode()
+        seen: list[object] = []
+        driver, addr = await open_driver(node, ("127.0.0.1", 0), seen.append)
+        assert addr[0] == "127.0.0.1" and addr[1] > 0
+        sock, caddr = await _client()
+        try:
+            sock.sendto(b"hello", addr)
+            assert await _recv(sock) == b"echo:hello"
+            sock.sendto(b"boom", addr)  # the core raises: counted, logged, node keeps serving
+            sock.sendto(b"after", addr)
+            assert await _recv(sock) == b"echo:after"
+            assert driver.counters["driver_errors"] == 1
+            assert ("got", b"hello") in seen and ("got", b"after") in seen
+            assert node.received == [b"hello", b"after"]
+        finally:
+            sock.close()
+            driver.close()
+
+    asyncio.run(main())
+
+
+def test_one_timer_fires_at_the_cores_deadline() -> None:
+    async def main() -> None:
+        node = ScriptedNode()
+        seen: list[object] = []
+        loop = asyncio.get_running_loop()
+        driver, addr = await open_driver(node, ("127.0.0.1", 0), seen.append)
+        sock, _ = await _client()
+        try:
+            t0 = loop.time()
+            sock.sendto(b"timer:0.05", addr)
+            await _recv(sock)
+            for _ in range(100):
+                if node.timer_calls:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(node.timer_calls) == 1
+            assert node.timer_calls[0] - t0 >= 0.05 - 0.005
+            assert ("timer", node.timer_calls[0]) in seen
+            await asyncio.sleep(0.1)
+            assert len(node.timer_calls) == 1  # not re-armed: the core asked for no further deadline
+        finally:
+            sock.close()
+            driver.close()
+
+    asyncio.run(main())
+
+
+def test_sending_to_a_closed_port_is_counted_not_fatal() -> None:
+    async def main() -> None:
+        node = ScriptedNode()
+        driver, addr = await open_driver(node, ("127.0.0.1", 0), lambda e: None)
+        dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        dead.bind(("127.0.0.1", 0))
+        dead_addr = dead.getsockname()
+        dead.close()
+        try:
+            for _ in range(3):
+                node.out.append((b"x", dead_addr))
+                driver.pump()
+                await asyncio.sleep(0.02)
+            sock, _ = await _client()
+            sock.sendto(b"still-alive", addr)
+            assert await _recv(sock) == b"echo:still-alive"
+            sock.close()
+            # Linux reports ICMP unreachable on unconnected UDP sockets only with IP_RECVERR, so the
+            # counters may stay 0; what matters is that the driver keeps serving.
+            assert driver.counters["driver_errors"] == 0
+        finally:
+            driver.close()
+
+    asyncio.run(main())

@@ -1,0 +1,306 @@
+"""The board's loop: read -> fingerprint -> fp frame (QoS 1) -> wait for the summary -> callback -> sleep.
+
+How it works:
+- Device.step() reads the sensor, merges the config's fixed labels, computes Schema.fingerprint (binning
+  and int8 quantisation happen here, in the board's own float width; only labels and integers are sent),
+  takes a sequence number (write-ahead on flash) and sends the fp frame. send() publishes directly when
+  the link is up and the flash queue is empty; otherwise, or when the publish fails, the frame goes to
+  the queue, which is emptied in order whenever the link is up. So frames leave in seq order and a frame
+  is dropped only when the bounded queue overflows (counted, reported in the status message).
+- It then waits up to summary_timeout_s for the summary whose `re` is that seq. Summaries arrive
+  retained on the board's own topic; each is verified (HMAC tag, kind, device) with qis.messages.decode.
+  Bad frames are counted (stats "bad_frames") and ignored; summaries for older readings (e.g. the
+  retained one replayed on subscribe) are counted as "stale" and not handed on.
+- The callback on_summary(summary, device) runs for each new summary (default: log it and blink the
+  LED by confidence). report_outcome(label, value) sends an outcome frame for the last reading's seq.
+- Between readings the link is serviced (pings, reconnects with backoff, incoming packets, queue
+  drain), gc.collect() runs after every reading and the watchdog is fed; with deep_sleep on a real board
+  the board disconnects and sleeps with the CPU off instead.
+Status frames (kind "status") carry state online/offline, dropped, queued, free heap and the last
+seq handed out (no new seq: the will is built before the status it may follow).
+"""
+
+import gc
+from time import ticks_add, ticks_diff, ticks_ms
+
+from qis import messages
+from qis.errors import FrameError, QisError
+from qis.topics import topic
+
+from qis_device import board
+from qis_device.link import Link
+from qis_device.store import FrameQueue, SeqCounter, dirname, join, makedirs
+
+_STATS = ("readings", "bad_readings", "sent", "queued_sends", "summaries", "stale", "bad_frames",
+          "errors_rx", "timeouts", "outcomes")
+
+_current = None
+
+
+class Device:
+    def __init__(self, cfg, schema, sensor=None, on_summary=None, base_dir="", client=None):
+        self.cfg = cfg
+        self.schema = schema
+        self.key = cfg["key"]
+        self.dev = cfg["device"]
+        site = cfg["site"]
+        self.topics = {}
+        for kind in ("fp", "outcome", "status", "summary", "error"):
+            self.topics[kind] = topic(site, self.dev, kind)
+        state_dir = join(base_dir, cfg["state_dir"])
+        makedirs(state_dir)
+        self.seq = SeqCounter(state_dir, cfg["seq_block"])
+        self.queue = FrameQueue(state_dir, cfg["queue_max"])
+        if sensor is None:
+            from qis_device.sensors import make_sensor
+
+            sensor = make_sensor(cfg["sensor"], schema, cfg["fixed"])
+        self.sensor = sensor
+        self.on_summary = on_summary or default_on_summary
+        self.stats = {}
+        for name in _STATS:
+            self.stats[name] = 0
+        self.waiting = -1  # seq of the fp whose summary step() waits for
+        self.answered = False
+        self.last_reading_seq = -1
+        self.last_summary_re = -1
+        self.summary = None
+        self.last_fields = {}
+        self.wdt = board.Watchdog(cfg["watchdog_ms"])
+        self.led = board.Led(cfg["led_pin"])
+        self.link = Link(cfg, self.topics, self._status_frame, self._on_message, client)
+        self.link.feed = self.wdt.feed
+        self.heap = []  # (reading number, free heap after gc) samples when heap_log_every is set
+
+    # --- frames ---
+
+    def _status_frame(self, state):
+        body = {"v": messages.VERSION, "kind": "status", "dev": self.dev, "seq": max(0, self.seq.last()),
+                "state": state, "dropped": self.queue.dropped, "queued": len(self.queue),
+                "heap": board.free_heap()}
+        return messages.encode_frame(body, self.key)
+
+    def send(self, kind, frame):
+        """Publish a frame (kind b"f" or b"o") now, or keep it on flash until the link is back."""
+        if self.link.up and not len(self.queue):
+            if self.link.publish("fp" if kind == b"f" else "outcome", frame):
+                self.stats["sent"] += 1
+                return True
+        self.queue.push(kind, frame)
+        self.stats["queued_sends"] += 1
+        return self.drain()
+
+    def drain(self):
+        """Publish queued frames oldest first while the link is up; True when the queue is empty."""
+        q = self.queue
+        while self.link.up:
+            entry = q.peek()
+            if entry is None:
+                return True
+            if not self.link.publish("fp" if entry[0] == b"f" else "outcome", entry[1]):
+                return False
+            q.pop()
+            self.stats["sent"] += 1
+            self.wdt.feed()
+        return False
+
+    def _on_message(self, topic_name, msg):
+        kind = "summary" if topic_name.endswith(b"summary") else "error"
+        try:
+            body = messages.decode(msg, self.key, kind, self.dev)
+        except FrameError as exc:
+            self.stats["bad_frames"] += 1
+            board.log("dropped a bad %s frame: %s" % (kind, exc))
+            return
+        if kind == "error":
+            self.stats["errors_rx"] += 1
+            board.log("gateway error on seq %d: %s %s" % (body["seq"], body["code"], body["msg"]))
+            return
+        re = body["re"]
+        if re <= self.last_summary_re or re > self.seq.last():
+            self.stats["stale"] += 1
+            return
+        self.last_summary_re = re
+        self.stats["summaries"] += 1
+        if re == self.waiting:
+            self.answered = True
+        self.summary = body
+        try:
+            self.on_summary(body, self)
+        except Exception as exc:  # the application's callback must not stop the loop
+            board.log("on_summary failed: %r" % (exc,))
+
+    # --- the loop ---
+
+    def service(self, timeout_ms):
+        """One bounded step of link upkeep; empties the queue after a reconnect."""
+        was_up = self.link.up
+        self.link.service(timeout_ms)
+        if self.link.up and (not was_up or len(self.queue)):
+            self.drain()
+
+    def wait_until(self, deadline, stop_when_answered=False):
+        while True:
+            left = ticks_diff(deadline, ticks_ms())
+            if left <= 0 or (stop_when_answered and self.answered):
+                return
+            self.service(min(left, 1000))
+            self.wdt.feed()
+
+    def step(self):
+        """One reading; returns its seq, or -1 when the sensor or schema rejected the reading."""
+        try:
+            reading = self.sensor()
+            fixed = self.cfg["fixed"]
+            for name in fixed:
+                reading[name] = fixed[name]
+            fp = self.schema.fingerprint(reading)
+        except (QisError, OSError, ValueError, TypeError) as exc:
+            self.stats["bad_readings"] += 1
+            board.log("reading rejected: %r" % (exc,))
+            return -1
+        seq = self.seq.take()
+        frame = messages.encode_fp(self.dev, seq, fp, self.key)
+        self.last_fields = fp.fields
+        fp = reading = None
+        self.stats["readings"] += 1
+        self.last_reading_seq = seq
+        self.waiting = seq
+        self.answered = False
+        sent = self.send(b"f", frame)
+        frame = None
+        if sent and self.cfg["summary_timeout_s"] > 0:
+            self.wait_until(ticks_add(ticks_ms(), int(self.cfg["summary_timeout_s"] * 1000)), True)
+            if not self.answered:
+                self.stats["timeouts"] += 1
+        self.waiting = -1
+        return seq
+
+    def report_outcome(self, label, value=None, weight=None, reading_seq=None):
+        """Send an outcome frame explaining a reading (default: the last one); returns the frame's seq."""
+        if reading_seq is None:
+            reading_seq = self.last_reading_seq
+        if reading_seq < 0:
+            raise ValueError("report_outcome: no reading yet to tie the outcome to")
+        seq = self.seq.take()
+        frame = messages.encode_outcome(self.dev, seq, reading_seq, label, self.key, value, weight)
+        self.stats["outcomes"] += 1
+        self.send(b"o", frame)
+        return seq
+
+    def run(self, readings=None):
+        """Take `readings` readings (None: forever), one every interval_s."""
+        interval_ms = int(self.cfg["interval_s"] * 1000)
+        every = self.cfg.get("heap_log_every", 0)
+        auto = self.cfg.get("sim_outcome")
+        n = 0
+        self.service(0)
+        while readings is None or n < readings:
+            start = ticks_ms()
+            seq = self.step()
+            n += 1
+            if auto and seq >= 0:
+                self._auto_outcome(auto)
+            gc.collect()
+            self.wdt.feed()
+            if every and n % every == 0:
+                free = board.free_heap()
+                self.heap.append((n, free))
+                print("QIS-HEAP %d %d" % (n, free))
+            if readings is not None and n >= readings:
+                break
+            if self.cfg["deep_sleep"] and not board.UNIX:
+                self.link.close()
+                board.deep_sleep(max(0, interval_ms - ticks_diff(ticks_ms(), start)))
+            self.wait_until(ticks_add(start, interval_ms))
+
+    def _auto_outcome(self, auto):
+        """Emulation/demo aid (config "sim_outcome": {"field": ..., "labels": {category: outcome}}):
+        report an outcome for every reading, derived from one of its categorical fields."""
+        labels = auto.get("labels") or {}
+        value = self.last_fields.get(auto.get("field"))
+        label = labels.get(value, auto.get("default", "observed"))
+        self.report_outcome(label)
+
+    def finish(self, drain_ms=2000):
+        """Try to empty the queue for up to drain_ms, then say goodbye (status offline) and disconnect."""
+        deadline = ticks_add(ticks_ms(), drain_ms)
+        while len(self.queue) and ticks_diff(deadline, ticks_ms()) > 0:
+            self.service(min(200, max(1, ticks_diff(deadline, ticks_ms()))))
+        self.link.close()
+
+    def report(self):
+        s = self.stats
+        out = ["%s=%d" % (k, s[k]) for k in _STATS]
+        out.append("dropped=%d" % self.queue.dropped)
+        out.append("queued=%d" % len(self.queue))
+        out.append("connects=%d" % self.link.connects)
+        out.append("pings=%d" % self.link.client.pings)
+        out.append("last_seq=%d" % self.seq.last())
+        out.append("heap=%d" % board.free_heap())
+        return " ".join(out)
+
+
+def default_on_summary(summary, device):
+    top = summary["top"]
+    board.log("summary re=%d n=%d conf=%d level=%d top=%s" % (
+        summary["re"], summary["n"], summary["conf"], summary["level"], top[0][0] if top else "-"))
+    device.led.blink_confidence(summary["conf"])
+
+
+def report_outcome(label, value=None, weight=None, reading_seq=None):
+    """report_outcome on the running Device (the one main() started)."""
+    if _current is None:
+        raise ValueError("report_outcome: the device is not running")
+    return _current.report_outcome(label, value, weight, reading_seq)
+
+
+def _load_config(path):
+    """load_config, then unload the config module: its messages cost ~7 KB of heap, needed once."""
+    import sys
+
+    import qis_device
+    from qis_device.config import load_config
+
+    try:
+        return load_config(path)
+    finally:
+        sys.modules.pop("qis_device.config", None)
+        try:
+            del qis_device.config
+        except AttributeError:
+            pass
+
+
+def main(config_path="device.json", readings=None, schema_path=None, on_summary=None, drain_ms=2000):
+    """Board entry point (device/main.py calls it). Returns an exit code on the unix port (2 = bad
+    config); on a board a bad config is printed every 30 s until fixed, never a crash/reset loop."""
+    global _current
+    while True:
+        try:
+            cfg = _load_config(config_path)
+            base = dirname(config_path)
+            from qis.schema import load_schema
+
+            schema = load_schema(schema_path or join(base, cfg["schema"]))
+            gc.collect()
+            dev = Device(cfg, schema, None, on_summary, base)
+            break
+        except (QisError, ValueError, OSError) as exc:  # ConfigError is a ValueError
+            print("qis: CONFIG ERROR:", exc)
+            if board.UNIX:
+                return 2
+            from time import sleep
+
+            sleep(30)
+    _current = dev
+    board.log("device %s/%s starting, seq %d, %d queued, heap %d" % (
+        cfg["site"], cfg["device"], dev.seq.next_seq, len(dev.queue), board.free_heap()))
+    try:
+        dev.run(readings)
+        dev.finish(drain_ms)
+    except KeyboardInterrupt:
+        dev.link.close()
+    print("QIS-STATS " + dev.report())
+    _current = None
+    return 0

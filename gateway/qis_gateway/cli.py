@@ -101,7 +101,9 @@ def cmd_device(args: argparse.Namespace) -> int:
         extra: dict[str, object] = {}
         if args.fixed:
             extra["fixed"] = json.loads(args.fixed)
-        if args.broker_user:
+        if args.anonymous:
+            extra["broker_user"] = None
+        elif args.broker_user:
             extra["broker_user"] = args.broker_user
             extra["broker_password"] = args.broker_password
         config = board_config(record, args.broker_host, args.broker_port, args.schema, **extra)
@@ -141,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, help="gateway TOML file (see deploy/gateway.example.toml)")
     run.set_defaults(func=cmd_run)
 
-    keygen = sub.add_parser("keygen", help="create the gateway's Ed25519 signing key", add_help=False)
+    # prefix_chars="+": every word after "keygen" (--out FILE, --help) goes to keys.keygen_main untouched.
+    keygen = sub.add_parser("keygen", help="create the gateway's Ed25519 signing key", add_help=False, prefix_chars="+")
     keygen.add_argument("rest", nargs=argparse.REMAINDER)
     keygen.set_defaults(func=cmd_keygen)
 
@@ -158,8 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--site", default="site-a", help="site id (default site-a)")
     dev.add_argument("--broker-host", default="127.0.0.1", help="broker host the board connects to")
     dev.add_argument("--broker-port", type=int, default=1883)
-    dev.add_argument("--broker-user", help="MQTT user name for the board (default: none)")
-    dev.add_argument("--broker-password", help="MQTT password for the board")
+    dev.add_argument("--broker-user", help="MQTT user of the board (default: its device id, with a password "
+                     "derived from its secret, as broker-config sets up)")
+    dev.add_argument("--broker-password", help="MQTT password for --broker-user")
+    dev.add_argument("--anonymous", action="store_true", help="no MQTT user/password in device.json")
     dev.add_argument("--schema", default="machine_health.json", help="schema file name on the board")
     dev.add_argument("--fixed", help='fixed labels as JSON, e.g. \'{"machine_class": "pump"}\'')
     dev.add_argument("--out", "-o", help="where to write device.json (default <ID>.device.json)")
@@ -173,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--listen", default="0.0.0.0:1883", help="listener HOST:PORT (default 0.0.0.0:1883)")
     bc.add_argument("--gateway-user", default="qis-gateway", help="MQTT user of the gateway")
     bc.add_argument("--gateway-password", help="gateway password (default: env QIS_MQTT_PASSWORD, else random)")
-    bc.add_argument("--device-passwords", help="JSON file {device_id: password}; missing ones are generated")
+    bc.add_argument("--run-as", help="account Mosquitto switches to when started as root (config `user`; "
+                    "the Debian service already runs as mosquitto)")
     bc.add_argument("--persistence-dir", help="Mosquitto persistence_location (default: OUT)")
     bc.set_defaults(func=cmd_broker_config)
 

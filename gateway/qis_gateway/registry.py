@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from qis.errors import TopicError
+from qis.hmac256 import hmac_sha256
 from qis.topics import check_id
 
 SECRET_BYTES = 32
@@ -120,12 +121,22 @@ class Registry:
         return cur.rowcount == 1
 
 
+def board_password(secret: bytes) -> str:
+    """A board's MQTT password, derived from its HMAC secret (stable, so `device add` and
+    `broker-config` agree without storing it): HMAC-SHA256(secret, "qis-mqtt-password"), 32 hex chars."""
+    return hmac_sha256(secret, b"qis-mqtt-password").hex()[:32]
+
+
 def board_config(record: DeviceRecord, broker_host: str, broker_port: int, schema_file: str,
                  **extra: Any) -> dict[str, Any]:
     """The board's device.json dict (contracts.md). `extra` keys override or add top-level keys;
-    `broker_user`/`broker_password`/`broker_tls` fill the broker section."""
-    broker = {"host": broker_host, "port": int(broker_port), "user": extra.pop("broker_user", None),
-              "password": extra.pop("broker_password", None), "tls": bool(extra.pop("broker_tls", False)),
+    `broker_user`/`broker_password`/`broker_tls` fill the broker section. By default the board logs in
+    as its device id with `board_password` (what `qis-gateway broker-config` sets up); pass
+    broker_user=None for an anonymous broker."""
+    user = extra.pop("broker_user", record.device_id)
+    password = extra.pop("broker_password", board_password(record.secret) if user == record.device_id else None)
+    broker = {"host": broker_host, "port": int(broker_port), "user": user,
+              "password": password if user else None, "tls": bool(extra.pop("broker_tls", False)),
               "keepalive_s": int(extra.pop("keepalive_s", 30))}
     config: dict[str, Any] = {
         "site": record.site,

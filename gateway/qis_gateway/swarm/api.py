@@ -169,6 +169,10 @@ class UdpSwarm:
             log.warning("could not save the peer list: %s", exc)
         self._driver = None
         driver.close()
+        try:  # the transport closes its socket on the next loop turn; wait so the port is free on return
+            await asyncio.wait_for(asyncio.shield(driver.closed), 1.0)
+        except TimeoutError:
+            log.warning("socket did not close within 1 s")
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(SwarmStopped("the swarm was stopped during this operation"))

@@ -119,10 +119,14 @@ def load_trust_list(path: Path) -> frozenset[bytes]:
 
 
 def keygen_main(argv: Sequence[str] | None = None) -> int:
-    """`qis-gateway keygen --out FILE`: write a new key, print its public key and signer id."""
+    """`qis-gateway keygen --out FILE` (or `keygen FILE`): write a new key, print its public key and signer id."""
     parser = argparse.ArgumentParser(prog="qis-gateway keygen", description="Create this gateway's Ed25519 key.")
-    parser.add_argument("--out", required=True, type=Path, help="key file to create (refuses to overwrite)")
+    parser.add_argument("--out", type=Path, help="key file to create, mode 0600 (refuses to overwrite)")
+    parser.add_argument("path", nargs="?", type=Path, help="the same as --out")
     args = parser.parse_args(argv)
+    if (args.out is None) == (args.path is None):
+        parser.error("give the key file once: --out FILE")
+    args.out = args.out or args.path
     try:
         key = generate_key_file(args.out)
     except KeyFileError as exc:

@@ -103,3 +103,21 @@ def test_keygen_main_writes_and_reports(tmp_path: Path, capsys: pytest.CaptureFi
     assert keygen_main(["--out", str(path)]) == 1
     assert "refusing to overwrite" in capsys.readouterr().err
     assert bytes(load_signing_key(path)) == bytes(key)
+
+
+def test_keygen_main_accepts_a_positional_path_and_refuses_none(tmp_path: Path) -> None:
+    assert keygen_main([str(tmp_path / "k")]) == 0
+    with pytest.raises(SystemExit):
+        keygen_main([])
+    with pytest.raises(SystemExit):
+        keygen_main(["--out", str(tmp_path / "a"), str(tmp_path / "b")])
+
+
+def test_qis_gateway_keygen_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qis_gateway import cli
+
+    path = tmp_path / "gw.key"
+    assert cli.main(["keygen", "--out", str(path)]) == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert bytes(load_signing_key(path).verify_key).hex() in capsys.readouterr().out
+    assert cli.main(["keygen", "--out", str(path)]) != 0

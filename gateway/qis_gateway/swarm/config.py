@@ -55,7 +55,7 @@ class SwarmConfig:
     proof_cache_size: int = 1024
     # A get ends once this many holders have delivered every value they hold (all pages) and no
     # answered holder reported more values than collected, or when the lookup is exhausted.
-    get_quorum: int = 1
+    get_quorum: int = 2
     # Join: after the self-lookup, refresh up to this many buckets farther than the closest neighbour
     # (Kademlia §2.3 refreshes all of them; 0 = none).
     join_refresh_buckets: int = 256

@@ -1,56 +1,433 @@
-"""SwarmNode: one Kademlia node as a sans-IO state machine (body in progress)."""
+"""SwarmNode: one Kademlia node as a sans-IO state machine (inputs change state, outputs are drained).
+
+How it works:
+- Inputs: ``receive_datagram(data, addr, now_s)``, ``handle_timer(now_s)`` and the API calls
+  (``bootstrap``, ``start_get``, ``start_put``, ``leave``). Outputs: ``datagrams_to_send()``,
+  ``next_event()``, ``get_timer()``. The node never reads a clock, opens a socket or uses global random.
+- Every request carries a 32-bit transaction id; its reply must come from the address it was sent to.
+  A request carries a fresh nonce unless the recipient's (address, id) binding is already proven (in
+  the routing table or the bounded proof cache); the reply must then carry the sender's public key and
+  its signature over the nonce. Only proven contacts enter the routing table, and a requester we do not
+  know is PINGed with a nonce (when its bucket has room) before it is added.
+- Per-peer adaptive timeouts: RTT EWMA (RFC 6298 weights) per peer, clamp(max(mult * srtt, srtt + 4 *
+  rttvar), floor, cap); unknown peers use the node-wide estimate. Timed-out requests are re-sent
+  ``rpc_retries`` times with a doubled timeout, then reported failed to their op and the routing table.
+- Incoming datagrams pass a per-source token bucket, then ``wire.decode``; anything malformed or
+  unexpected is counted in ``counters`` (``drop_*``) and dropped. Replies go only to the source address.
+- STORE needs a token (BEP 5): the first 8 bytes of HMAC-SHA256(secret, "ip|port") given in our
+  NODES/VALUES answers to that address; the secret rotates every ``token_lifetime_s / 2`` and the
+  previous one is still accepted. Values pass the size cap and the validator before the storage policy.
+- Storage policy: when an address holds ``max_values_per_address`` values, the value there that expires
+  first is evicted; when the node holds ``max_values_per_node``, the address with the most values gives
+  up its soonest-expiring value. Values expire after ``value_ttl_s``; the origin re-stores its own values
+  every ``republish_interval_s``.
+"""
 
 from __future__ import annotations
 
+import heapq
+import hmac
+import logging
 import random
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
+from . import ops, wire
 from .config import SwarmConfig
+from .errors import SwarmUsageError, WireError
 from .events import SwarmEvent
 from .identity import NodeIdentity
+from .routing import Contact, RoutingTable
 from .store import ValueStore
 
+log = logging.getLogger(__name__)
+
 Address = tuple[str, int]
+COUNTER_NAMES = (
+    "received", "sent", "requests_in", "replies_in", "timeouts", "retries", "drop_malformed",
+    "drop_rate_limited", "drop_bad_token", "drop_invalid_value", "drop_bad_proof", "drop_unexpected_reply",
+    "drop_wrong_reply", "drop_self", "drop_internal_error", "stored", "evicted_address_cap",
+    "evicted_node_cap", "expired", "contacts_evicted",
+)
+
+
+class Pending:
+    __slots__ = ("tid", "msg", "addr", "expected_id", "nonce", "op", "cand", "extra", "sent_s", "deadline_s",
+                 "timeout_s", "attempts")
+
+    def __init__(self, tid: int, msg: Any, addr: Address, expected_id: bytes | None, nonce: bytes | None,
+                 op: Any, cand: Any, extra: int, sent_s: float, timeout_s: float) -> None:
+        self.tid = tid
+        self.msg = msg
+        self.addr = addr
+        self.expected_id = expected_id
+        self.nonce = nonce
+        self.op = op
+        self.cand = cand
+        self.extra = extra
+        self.sent_s = sent_s
+        self.timeout_s = timeout_s
+        self.deadline_s = sent_s + timeout_s
+        self.attempts = 1
+
+
+class _ProvePing:
+    """Marker op for PINGs that prove a requester (or check a contact before evicting it)."""
+
+    __slots__ = ("evict", "messages")
+
+    def __init__(self, evict: bool) -> None:
+        self.evict = evict
+        self.messages = 0
+
+    def on_reply(self, node: SwarmNode, p: Pending, msg: Any, now_s: float) -> None:
+        node._proving.discard(p.addr)
+
+    def on_timeout(self, node: SwarmNode, p: Pending, now_s: float) -> None:
+        node._proving.discard(p.addr)
+        if self.evict and p.expected_id is not None:
+            if node.table.remove(int.from_bytes(p.expected_id, "big")):
+                node.counters["contacts_evicted"] += 1
+
+
+_PROVE = _ProvePing(False)
+_EVICT = _ProvePing(True)
 
 
 class SwarmNode:
-    def __init__(
-        self,
-        identity: NodeIdentity,
-        config: SwarmConfig,
-        rng: random.Random,
-        store: ValueStore,
-        validator: Callable[[bytes, bytes], bool] | None = None,
-    ) -> None:
+    def __init__(self, identity: NodeIdentity, config: SwarmConfig, rng: random.Random, store: ValueStore,
+                 validator: Callable[[bytes, bytes], bool] | None = None) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.config = config
+        self.rng = rng
         self.store = store
-        self.counters: dict[str, int] = {}
+        self.validator = validator
+        self.table = RoutingTable(identity.node_id, config.k, config.replacement_cache_size,
+                                  config.evict_ping_interval_s, config.contact_max_failures)
+        self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
+        self.contact_intern: dict[bytes, Contact] | None = None  # the simulator shares Contact objects
+        self._out: list[tuple[Any, Address]] = []
+        self._events: deque[SwarmEvent] = deque()
+        self._pending: dict[int, Pending] = {}
+        self._timers: list[tuple[float, int]] = []
+        self._proving: set[Address] = set()
+        self._proof_cache: dict[Address, bytes] = {}
+        self._rtt: dict[bytes, tuple[float, float]] = {}
+        self._srtt = config.rpc_timeout_initial_s / max(config.rpc_rtt_multiplier, 1.0)
+        self._rate: dict[object, list[float]] = {}
+        self._secret = rng.getrandbits(128).to_bytes(16, "big")
+        self._old_secret = self._secret
+        self._started_s: float | None = None
+        self._maint_s = 0.0
+        self._rotate_s = 0.0
+        self._republish_s = 0.0
+        self._published: dict[bytes, dict[bytes, None]] = {}
+        self._next_op = 1
 
+    # ---- introspection ---------------------------------------------------------------------------
+    @property
+    def routing_table(self) -> RoutingTable:
+        return self.table
+
+    # ---- inputs ----------------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: Address, now_s: float) -> None:
-        raise NotImplementedError
+        """Handle one datagram; never raises (bad input is counted in ``counters``)."""
+        try:
+            self.counters["received"] += 1
+            if self.config.rate_limit_per_s > 0 and not self._rate_ok(addr, now_s):
+                self.counters["drop_rate_limited"] += 1
+                return
+            try:
+                msg = wire.decode(data, self.config.max_datagram)
+            except WireError as exc:
+                self.counters["drop_malformed"] += 1
+                log.debug("malformed datagram from %s: %s", addr, exc)
+                return
+            self._dispatch(msg, addr, now_s)
+        except Exception:  # a bug of ours must not kill the driver; counted so tests catch it
+            self.counters["drop_internal_error"] += 1
+            log.exception("internal error handling a datagram from %s", addr)
+
+    def receive_message(self, msg: Any, addr: Address, now_s: float) -> None:
+        """Simulator fast path: an already decoded message (skips the byte codec)."""
+        self.counters["received"] += 1
+        if self.config.rate_limit_per_s > 0 and not self._rate_ok(addr, now_s):
+            self.counters["drop_rate_limited"] += 1
+            return
+        self._dispatch(msg, addr, now_s)
 
     def handle_timer(self, now_s: float) -> None:
-        raise NotImplementedError
+        self._start(now_s)
+        pending = self._pending
+        timers = self._timers
+        while timers and timers[0][0] <= now_s:
+            deadline, tid = heapq.heappop(timers)
+            p = pending.get(tid)
+            if p is None or p.deadline_s != deadline:
+                continue
+            self._expired(p, now_s)
+        if now_s >= self._maint_s:
+            self._maintain(now_s)
 
     def bootstrap(self, addrs: list[Address], now_s: float) -> None:
-        raise NotImplementedError
+        """Join through known addresses (their ids are learnt from their proven PONGs)."""
+        self._start(now_s)
+        ops.JoinOp(self, [tuple(a) for a in addrs], now_s)  # type: ignore[misc]
 
     def start_get(self, address: bytes, limit: int, now_s: float) -> int:
-        raise NotImplementedError
+        self._start(now_s)
+        if type(address) is not bytes or len(address) != 32:
+            raise SwarmUsageError("address must be 32 bytes")
+        if limit < 1:
+            raise SwarmUsageError("limit must be >= 1")
+        op_id = self._op_id()
+        ops.GetOp(self, op_id, address, limit, now_s)
+        return op_id
 
     def start_put(self, address: bytes, value: bytes, now_s: float) -> int:
-        raise NotImplementedError
+        self._start(now_s)
+        if type(address) is not bytes or len(address) != 32:
+            raise SwarmUsageError("address must be 32 bytes")
+        if not value or len(value) > self.config.max_value_bytes:
+            raise SwarmUsageError("value must be 1..%d bytes" % self.config.max_value_bytes)
+        if not self._valid(address, value):
+            raise SwarmUsageError("the validator rejected the value; nothing was stored")
+        self._store_value(address, value, now_s)
+        self._published.setdefault(address, {})[value] = None
+        op_id = self._op_id()
+        ops.PutOp(self, op_id, address, [value], now_s)
+        return op_id
 
     def leave(self, now_s: float) -> None:
-        raise NotImplementedError
+        """Graceful leave: hand stored values to the k closest remaining nodes, then LEAVE to contacts;
+        ``LeaveDone`` is emitted when done."""
+        self._start(now_s)
+        self._published.clear()
+        ops.LeaveOp(self, now_s)
 
+    # ---- outputs ---------------------------------------------------------------------------------
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
-        raise NotImplementedError
+        out = []
+        for msg, addr in self._out:
+            try:
+                out.append((wire.encode(msg), addr))
+            except WireError:
+                self.counters["drop_internal_error"] += 1
+                log.exception("could not encode our own %s", type(msg).__name__)
+        self._out = []
+        return out
+
+    def messages_to_send(self) -> list[tuple[Any, Address]]:
+        """Simulator fast path: outgoing message objects."""
+        out, self._out = self._out, []
+        return out
 
     def next_event(self) -> SwarmEvent | None:
-        raise NotImplementedError
+        return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        raise NotImplementedError
+        timers = self._timers
+        pending = self._pending
+        while timers:
+            deadline, tid = timers[0]
+            p = pending.get(tid)
+            if p is not None and p.deadline_s == deadline:
+                break
+            heapq.heappop(timers)
+        if self._started_s is None:
+            return timers[0][0] if timers else None
+        return min(timers[0][0], self._maint_s) if timers else self._maint_s
+
+    # ---- internals: sending ----------------------------------------------------------------------
+    def _start(self, now_s: float) -> None:
+        if self._started_s is None:
+            cfg = self.config
+            self._started_s = now_s
+            self._maint_s = now_s + cfg.maintenance_interval_s
+            self._rotate_s = now_s + cfg.token_lifetime_s / 2
+            self._republish_s = now_s + cfg.republish_interval_s
+
+    def _op_id(self) -> int:
+        op_id = self._next_op
+        self._next_op += 1
+        return op_id
+
+    def _new_tid(self) -> int:
+        tid = self.rng.getrandbits(32)
+        while tid in self._pending:
+            tid = self.rng.getrandbits(32)
+        return tid
+
+    def _emit(self, event: SwarmEvent) -> None:
+        self._events.append(event)
+
+    def _send(self, msg: Any, addr: Address) -> None:
+        self.counters["sent"] += 1
+        self._out.append((msg, addr))
+
+    def _proven(self, node_id: bytes, addr: Address) -> bool:
+        c = self.table.find(int.from_bytes(node_id, "big"))
+        if c is not None and c.addr == addr:
+            return True
+        return self._proof_cache.get(addr) == node_id
+
+    def _timeout_for(self, node_id: bytes | None) -> float:
+        cfg = self.config
+        est = self._rtt.get(node_id) if node_id is not None else None
+        if est is None:
+            t = cfg.rpc_rtt_multiplier * self._srtt
+        else:
+            t = max(cfg.rpc_rtt_multiplier * est[0], est[0] + 4 * est[1])
+        return min(cfg.rpc_timeout_cap_s, max(cfg.rpc_timeout_floor_s, t))
+
+    def _request(self, make: Callable[[int, bytes | None], Any], addr: Address, expected_id: bytes | None,
+                 now_s: float, op: Any, cand: Any, extra: int = 0) -> None:
+        tid = self._new_tid()
+        nonce = None
+        if expected_id is None or not self._proven(expected_id, addr):
+            nonce = self.rng.getrandbits(128).to_bytes(16, "big")
+        msg = make(tid, nonce)
+        p = Pending(tid, msg, addr, expected_id, nonce, op, cand, extra, now_s, self._timeout_for(expected_id))
+        self._pending[tid] = p
+        heapq.heappush(self._timers, (p.deadline_s, tid))
+        op.messages += 1
+        self._send(msg, addr)
+
+    def _expired(self, p: Pending, now_s: float) -> None:
+        cfg = self.config
+        if p.attempts <= cfg.rpc_retries:
+            p.attempts += 1
+            p.timeout_s = min(cfg.rpc_timeout_cap_s, p.timeout_s * 2)
+            p.deadline_s = now_s + p.timeout_s
+            heapq.heappush(self._timers, (p.deadline_s, p.tid))
+            self.counters["retries"] += 1
+            p.op.messages += 1
+            self._send(p.msg, p.addr)
+            return
+        del self._pending[p.tid]
+        self.counters["timeouts"] += 1
+        if p.expected_id is not None and p.op is not _EVICT:
+            if self.table.record_failure(int.from_bytes(p.expected_id, "big")):
+                self.counters["contacts_evicted"] += 1
+        p.op.on_timeout(self, p, now_s)
+
+    def _contact(self, node_id: bytes, addr: Address) -> Contact:
+        intern = self.contact_intern
+        if intern is not None:
+            c = intern.get(node_id)
+            if c is not None and c.addr == addr:
+                return c
+        return Contact(node_id, addr)
+
+    def _seen_proven(self, contact: Contact, now_s: float) -> None:
+        to_ping = self.table.add_proven(contact, now_s)
+        if to_ping is not None and to_ping.addr not in self._proving:
+            self._proving.add(to_ping.addr)
+            self._request(lambda tid, nonce: wire.Ping(tid, self.node_id, nonce), to_ping.addr,
+                          to_ping.node_id, now_s, _EVICT, None)
+
+    def _remember_proof(self, addr: Address, node_id: bytes) -> None:
+        cache = self._proof_cache
+        cache[addr] = node_id
+        if len(cache) > self.config.proof_cache_size:
+            del cache[next(iter(cache))]
+
+    def _rtt_sample(self, node_id: bytes, sample: float) -> None:
+        est = self._rtt.get(node_id)
+        if est is None:
+            self._rtt[node_id] = (sample, sample / 2)
+            if len(self._rtt) > self.config.rtt_cache_size:
+                del self._rtt[next(iter(self._rtt))]
+        else:
+            srtt, var = est
+            self._rtt[node_id] = (0.875 * srtt + 0.125 * sample, 0.75 * var + 0.25 * abs(srtt - sample))
+        self._srtt = 0.875 * self._srtt + 0.125 * sample
+
+    # ---- internals: receiving (handlers live in rpc.py) -------------------------------------------
+    def _dispatch(self, msg: Any, addr: Address, now_s: float) -> None:
+        from .rpc import handle_reply, handle_request
+
+        self._start(now_s)
+        if msg.sender_id == self.node_id:
+            self.counters["drop_self"] += 1
+            return
+        if type(msg) in wire.REQUEST_TYPES:
+            self.counters["requests_in"] += 1
+            handle_request(self, msg, addr, now_s)
+        else:
+            self.counters["replies_in"] += 1
+            handle_reply(self, msg, addr, now_s)
+
+    def _valid(self, address: bytes, value: bytes) -> bool:
+        ok = len(value) <= self.config.max_value_bytes
+        if ok and self.validator is not None:
+            try:
+                ok = bool(self.validator(address, value))
+            except Exception as exc:
+                log.debug("validator raised %r: counted as a reject", exc)
+                ok = False
+        if not ok:
+            self.counters["drop_invalid_value"] += 1
+        return ok
+
+    def _store_value(self, address: bytes, value: bytes, now_s: float) -> None:
+        cfg = self.config
+        store = self.store
+        if store.count(address) >= cfg.max_values_per_address:
+            store.evict_for(address)
+            self.counters["evicted_address_cap"] += 1
+        elif store.total() >= cfg.max_values_per_node:
+            biggest = max(store.addresses(), key=store.count)
+            store.evict_for(biggest)
+            self.counters["evicted_node_cap"] += 1
+        if store.add(address, value, now_s, now_s + cfg.value_ttl_s):
+            self.counters["stored"] += 1
+
+    def _token(self, addr: Address, secret: bytes | None = None) -> bytes:
+        msg = ("%s|%d" % (addr[0], addr[1])).encode()
+        return hmac.digest(secret or self._secret, msg, "sha256")[:8]
+
+    def _token_ok(self, token: bytes, addr: Address) -> bool:
+        return hmac.compare_digest(token, self._token(addr)) or hmac.compare_digest(
+            token, self._token(addr, self._old_secret))
+
+    def _rate_ok(self, addr: Address, now_s: float) -> bool:
+        cfg = self.config
+        key = addr[0] if cfg.rate_limit_key == "ip" else addr
+        bucket = self._rate.get(key)
+        if bucket is None:
+            if len(self._rate) >= cfg.rate_limit_max_sources:
+                self._rate = {k: b for k, b in self._rate.items() if now_s - b[1] < 1.0}
+                if len(self._rate) >= cfg.rate_limit_max_sources:
+                    return False
+            bucket = self._rate[key] = [cfg.rate_limit_burst, now_s]
+        tokens = min(cfg.rate_limit_burst, bucket[0] + (now_s - bucket[1]) * cfg.rate_limit_per_s)
+        bucket[1] = now_s
+        if tokens < 1.0:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - 1.0
+        return True
+
+    def _random_id_in_bucket(self, i: int) -> bytes:
+        dist = (1 << i) | self.rng.getrandbits(i) if i > 0 else 1
+        return (self.table.own_int ^ dist).to_bytes(32, "big")
+
+    def _maintain(self, now_s: float) -> None:
+        cfg = self.config
+        self._maint_s = now_s + cfg.maintenance_interval_s
+        self.counters["expired"] += self.store.expire(now_s)
+        if now_s >= self._rotate_s:
+            self._old_secret, self._secret = self._secret, self.rng.getrandbits(128).to_bytes(16, "big")
+            self._rotate_s = now_s + cfg.token_lifetime_s / 2
+        since_s = self._started_s if self._started_s is not None else now_s
+        for i in self.table.stale_buckets(now_s, cfg.refresh_interval_s, since_s):
+            ops.FindNodeOp(self, self._random_id_in_bucket(i), None, now_s)
+        if now_s >= self._republish_s:
+            self._republish_s = now_s + cfg.republish_interval_s
+            for address, values in self._published.items():
+                for v in values:
+                    self._store_value(address, v, now_s)
+                ops.PutOp(self, 0, address, list(values), now_s, report=False)

@@ -1,0 +1,127 @@
+"""Iterative lookup state machine (Kademlia paper §2.3) with alpha requests kept in flight.
+
+How it works:
+- The shortlist holds every candidate heard of, sorted by XOR distance to the target. A candidate is
+  NEW, INFLIGHT, ANSWERED or FAILED. ``next_requests()`` tops the number in flight back up to ``alpha``
+  from the NEW candidates among the ``k`` closest non-failed ones: no lock-step rounds, so a slow or dead
+  peer holds one slot only until its own (adaptive) timeout, while the others keep going.
+- A candidate's ``depth`` is the length of the request chain that led to it: contacts from our own
+  table have depth 1, contacts returned by a depth-d answer have depth d + 1. The hop count reported for
+  a lookup is the depth of the first answer that held values (get) or the deepest answer among the k
+  closest (find node / put).
+- The lookup is ``finished`` when the k closest non-failed candidates have all answered (or no candidate
+  is left to ask). Retries and timeouts are the node's business; it reports ``answered`` / ``failed``.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+
+from .routing import Contact
+
+NEW, INFLIGHT, ANSWERED, FAILED = 0, 1, 2, 3
+
+
+class Candidate:
+    __slots__ = ("contact", "dist", "state", "depth", "token")
+
+    def __init__(self, contact: Contact, dist: int, depth: int) -> None:
+        self.contact = contact
+        self.dist = dist
+        self.state = NEW
+        self.depth = depth
+        self.token = b""
+
+
+class Lookup:
+    __slots__ = ("target_int", "k", "alpha", "exclude_int", "by_id", "order", "inflight", "requests")
+
+    def __init__(self, target_int: int, k: int, alpha: int, seeds: list[Contact], exclude_int: int) -> None:
+        self.target_int = target_int
+        self.k = k
+        self.alpha = alpha
+        self.exclude_int = exclude_int  # our own id: never a candidate
+        self.by_id: dict[int, Candidate] = {}
+        self.order: list[tuple[int, int]] = []  # (distance, id) sorted
+        self.inflight = 0
+        self.requests = 0
+        for c in seeds:
+            self.offer(c, 1)
+
+    def offer(self, contact: Contact, depth: int) -> None:
+        """A contact heard of at ``depth``; kept at the smallest depth it was heard at."""
+        id_int = contact.id_int
+        if id_int == self.exclude_int:
+            return
+        cand = self.by_id.get(id_int)
+        if cand is not None:
+            if depth < cand.depth and cand.state == NEW:
+                cand.depth = depth
+            return
+        dist = id_int ^ self.target_int
+        self.by_id[id_int] = Candidate(contact, dist, depth)
+        insort(self.order, (dist, id_int))
+
+    def next_requests(self) -> list[Candidate]:
+        """Candidates to ask now (marked INFLIGHT), keeping at most ``alpha`` in flight."""
+        room = self.alpha - self.inflight
+        if room <= 0:
+            return []
+        out: list[Candidate] = []
+        seen = 0
+        by_id = self.by_id
+        for _, id_int in self.order:
+            cand = by_id[id_int]
+            st = cand.state
+            if st == FAILED:
+                continue
+            seen += 1
+            if st == NEW:
+                cand.state = INFLIGHT
+                out.append(cand)
+                if len(out) >= room:
+                    break
+            if seen >= self.k:
+                break
+        self.inflight += len(out)
+        self.requests += len(out)
+        return out
+
+    def answered(self, cand: Candidate, contacts: tuple[Contact, ...] | list[Contact], token: bytes = b"") -> None:
+        if cand.state == INFLIGHT:
+            self.inflight -= 1
+        cand.state = ANSWERED
+        cand.token = token
+        depth = cand.depth + 1
+        for c in contacts:
+            self.offer(c, depth)
+
+    def failed(self, cand: Candidate) -> None:
+        if cand.state == INFLIGHT:
+            self.inflight -= 1
+        cand.state = FAILED
+
+    def finished(self) -> bool:
+        """The k closest non-failed candidates have all answered (or none is left to ask)."""
+        seen = 0
+        by_id = self.by_id
+        for _, id_int in self.order:
+            st = by_id[id_int].state
+            if st == FAILED:
+                continue
+            if st != ANSWERED:
+                return False
+            seen += 1
+            if seen >= self.k:
+                return True
+        return True
+
+    def closest_answered(self, count: int) -> list[Candidate]:
+        out = []
+        for _, id_int in self.order:
+            cand = self.by_id[id_int]
+            if cand.state == ANSWERED:
+                out.append(cand)
+                if len(out) >= count:
+                    break
+        return out

@@ -1,0 +1,283 @@
+"""Datagram codec of the swarm: msgpack arrays, one message per UDP datagram (<= 1,400 bytes).
+
+How it works:
+- Every datagram is a msgpack array ``[kind, tid, sender_id, ...]``: ``kind`` a small int (below),
+  ``tid`` a 32-bit transaction id chosen by the requester and echoed by the reply, ``sender_id`` the
+  sender's 32-byte node id.
+- Requests carry ``nonce`` (16 fresh bytes, or nil when the requester already holds a proven binding
+  of the recipient's address to its id). A reply to a request with a nonce carries ``proof = [public_key,
+  signature over PROOF_DOMAIN + nonce]``; the requester checks SHA-256(public_key) == sender_id and the
+  signature before the sender may enter its routing table (S/Kademlia-style id proof, checked once per
+  peer, then the (address, id) binding is trusted).
+- Layouts (``?`` = may be nil)::
+
+    PING        [1, tid, id, nonce?]
+    FIND_NODE   [2, tid, id, nonce?, target]
+    FIND_VALUE  [3, tid, id, nonce?, address, offset]
+    STORE       [4, tid, id, nonce?, address, token, [value, ...]]
+    LEAVE       [5, tid, id]                                   (one-way, no reply)
+    PONG        [16, tid, id, proof?]
+    NODES       [17, tid, id, proof?, token, [[id, ip, port], ...]]
+    VALUES      [18, tid, id, proof?, token, offset, total, [value, ...], [[id, ip, port], ...]]
+    STORED      [19, tid, id, proof?, stored_count]
+
+  ``token`` (BEP 5) lets the requester STORE at this node from the same source address later.
+  FIND_VALUE answers are paged: a holder returns as many values from ``offset`` as fit in one datagram
+  plus ``total`` (how many it holds); the requester asks again with a larger offset.
+- ``decode`` checks every type and length and raises ``WireError`` for anything else (never another
+  exception). Node handlers work on the decoded message objects; the simulator passes those objects
+  directly and skips the byte codec (it is tested here instead).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+
+from .errors import WireError
+from .routing import Contact
+
+PING, FIND_NODE, FIND_VALUE, STORE, LEAVE = 1, 2, 3, 4, 5
+PONG, NODES, VALUES, STORED = 16, 17, 18, 19
+PROOF_DOMAIN = b"qis-swarm/1 node-id proof:"
+NONCE_BYTES = 16
+ID_BYTES = 32
+MAX_TOKEN_BYTES = 32
+MAX_CONTACTS = 32
+MAX_DATAGRAM = 1400
+# Bytes a reply needs besides its contacts and values (kind, tid, id, proof, token, ints, array headers).
+REPLY_OVERHEAD = 1 + 1 + 5 + 34 + 1 + 34 + 66 + 34 + 5 + 5 + 3 + 3 + 8
+
+
+def proof_message(nonce: bytes) -> bytes:
+    """The bytes a node signs to prove its id to a requester that sent ``nonce``."""
+    return PROOF_DOMAIN + nonce
+
+
+def contact_size(contact: Contact) -> int:
+    """Upper bound of one encoded ``[id, ip, port]`` entry."""
+    return 1 + 34 + 2 + len(contact.addr[0]) + 3
+
+
+def value_size(value: bytes) -> int:
+    return len(value) + 3
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    tid: int
+    sender_id: bytes
+    nonce: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class FindNode:
+    tid: int
+    sender_id: bytes
+    nonce: bytes | None
+    target: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FindValue:
+    tid: int
+    sender_id: bytes
+    nonce: bytes | None
+    address: bytes
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    tid: int
+    sender_id: bytes
+    nonce: bytes | None
+    address: bytes
+    token: bytes
+    values: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    tid: int
+    sender_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    tid: int
+    sender_id: bytes
+    proof: tuple[bytes, bytes] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Nodes:
+    tid: int
+    sender_id: bytes
+    proof: tuple[bytes, bytes] | None
+    token: bytes
+    contacts: tuple[Contact, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Values:
+    tid: int
+    sender_id: bytes
+    proof: tuple[bytes, bytes] | None
+    token: bytes
+    offset: int
+    total: int
+    values: tuple[bytes, ...]
+    contacts: tuple[Contact, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    tid: int
+    sender_id: bytes
+    proof: tuple[bytes, bytes] | None
+    stored: int
+
+
+Request = Ping | FindNode | FindValue | Store | Leave
+Reply = Pong | Nodes | Values | Stored
+Message = Request | Reply
+REQUEST_TYPES = (Ping, FindNode, FindValue, Store, Leave)
+
+
+def _contacts_out(contacts: tuple[Contact, ...]) -> list[list[object]]:
+    return [[c.node_id, c.addr[0], c.addr[1]] for c in contacts]
+
+
+def _proof_out(proof: tuple[bytes, bytes] | None) -> list[bytes] | None:
+    return None if proof is None else [proof[0], proof[1]]
+
+
+def encode(msg: Message) -> bytes:
+    """Encode one message (our own output; raises WireError if it would exceed MAX_DATAGRAM)."""
+    t = type(msg)
+    if t is Ping:
+        body: list[object] = [PING, msg.tid, msg.sender_id, msg.nonce]
+    elif t is FindNode:
+        body = [FIND_NODE, msg.tid, msg.sender_id, msg.nonce, msg.target]
+    elif t is FindValue:
+        body = [FIND_VALUE, msg.tid, msg.sender_id, msg.nonce, msg.address, msg.offset]
+    elif t is Store:
+        body = [STORE, msg.tid, msg.sender_id, msg.nonce, msg.address, msg.token, list(msg.values)]
+    elif t is Leave:
+        body = [LEAVE, msg.tid, msg.sender_id]
+    elif t is Pong:
+        body = [PONG, msg.tid, msg.sender_id, _proof_out(msg.proof)]
+    elif t is Nodes:
+        body = [NODES, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.token, _contacts_out(msg.contacts)]
+    elif t is Values:
+        body = [VALUES, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.token, msg.offset, msg.total,
+                list(msg.values), _contacts_out(msg.contacts)]
+    elif t is Stored:
+        body = [STORED, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.stored]
+    else:
+        raise WireError("cannot encode %r" % (t,))
+    data = msgpack.packb(body, use_bin_type=True)
+    if len(data) > MAX_DATAGRAM:
+        raise WireError("encoded %s is %d bytes > %d" % (t.__name__, len(data), MAX_DATAGRAM))
+    return data
+
+
+# ---- decoding: every field checked --------------------------------------------------------------------
+
+
+def _int(v: object, what: str, lo: int, hi: int) -> int:
+    if type(v) is not int or not lo <= v <= hi:
+        raise WireError("%s must be an int in [%d, %d]" % (what, lo, hi))
+    return v
+
+
+def _bytes(v: object, what: str, lo: int, hi: int) -> bytes:
+    if type(v) is not bytes or not lo <= len(v) <= hi:
+        raise WireError("%s must be %d..%d bytes" % (what, lo, hi))
+    return v
+
+
+def _opt_nonce(v: object) -> bytes | None:
+    if v is None:
+        return None
+    return _bytes(v, "nonce", NONCE_BYTES, NONCE_BYTES)
+
+
+def _proof(v: object) -> tuple[bytes, bytes] | None:
+    if v is None:
+        return None
+    if type(v) is not list or len(v) != 2:
+        raise WireError("proof must be nil or [public_key, signature]")
+    return (_bytes(v[0], "public key", 32, 32), _bytes(v[1], "signature", 1, 64))
+
+
+def _values(v: object) -> tuple[bytes, ...]:
+    if type(v) is not list or len(v) > 64:
+        raise WireError("values must be a list of at most 64 byte strings")
+    return tuple(_bytes(x, "value", 1, MAX_DATAGRAM) for x in v)
+
+
+def _contacts(v: object) -> tuple[Contact, ...]:
+    if type(v) is not list or len(v) > MAX_CONTACTS:
+        raise WireError("contacts must be a list of at most %d entries" % MAX_CONTACTS)
+    out = []
+    for entry in v:
+        if type(entry) is not list or len(entry) != 3:
+            raise WireError("contact must be [id, ip, port]")
+        node_id = _bytes(entry[0], "contact id", ID_BYTES, ID_BYTES)
+        ip = entry[1]
+        if type(ip) is not str or not 1 <= len(ip) <= 45:
+            raise WireError("contact ip must be a 1..45 character string")
+        port = _int(entry[2], "contact port", 1, 65535)
+        out.append(Contact(node_id, (ip, port)))
+    return tuple(out)
+
+
+_ARITY = {PING: 4, FIND_NODE: 5, FIND_VALUE: 6, STORE: 7, LEAVE: 3, PONG: 4, NODES: 6, VALUES: 9, STORED: 5}
+
+
+def decode(data: bytes, max_datagram: int = MAX_DATAGRAM) -> Message:
+    """Decode and validate one datagram; raises WireError (only) when it is not a valid message."""
+    if len(data) > max_datagram:
+        raise WireError("datagram of %d bytes exceeds %d" % (len(data), max_datagram))
+    try:
+        body = msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=True,
+            max_bin_len=max_datagram, max_str_len=64, max_array_len=64, max_map_len=0, max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises several unrelated types (ValueError, ExtraData, ...)
+        raise WireError("not a msgpack datagram: %s" % type(exc).__name__) from exc
+    if type(body) is not list or len(body) < 3:
+        raise WireError("datagram must be an array [kind, tid, id, ...]")
+    kind = body[0]
+    if type(kind) is not int or _ARITY.get(kind) != len(body):
+        raise WireError("unknown kind or wrong field count")
+    tid = _int(body[1], "tid", 0, 0xFFFFFFFF)
+    sender = _bytes(body[2], "sender id", ID_BYTES, ID_BYTES)
+    if kind == PING:
+        return Ping(tid, sender, _opt_nonce(body[3]))
+    if kind == FIND_NODE:
+        return FindNode(tid, sender, _opt_nonce(body[3]), _bytes(body[4], "target", ID_BYTES, ID_BYTES))
+    if kind == FIND_VALUE:
+        return FindValue(tid, sender, _opt_nonce(body[3]), _bytes(body[4], "address", ID_BYTES, ID_BYTES),
+                         _int(body[5], "offset", 0, 1 << 20))
+    if kind == STORE:
+        values = _values(body[6])
+        if not values:
+            raise WireError("STORE needs at least one value")
+        return Store(tid, sender, _opt_nonce(body[3]), _bytes(body[4], "address", ID_BYTES, ID_BYTES),
+                     _bytes(body[5], "token", 1, MAX_TOKEN_BYTES), values)
+    if kind == LEAVE:
+        return Leave(tid, sender)
+    proof = _proof(body[3])
+    if kind == PONG:
+        return Pong(tid, sender, proof)
+    if kind == NODES:
+        return Nodes(tid, sender, proof, _bytes(body[4], "token", 0, MAX_TOKEN_BYTES), _contacts(body[5]))
+    if kind == VALUES:
+        return Values(tid, sender, proof, _bytes(body[4], "token", 0, MAX_TOKEN_BYTES),
+                      _int(body[5], "offset", 0, 1 << 20), _int(body[6], "total", 0, 1 << 30),
+                      _values(body[7]), _contacts(body[8]))
+    return Stored(tid, sender, proof, _int(body[4], "stored", 0, 64))

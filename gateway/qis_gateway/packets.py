@@ -219,7 +219,8 @@ def decode_unverified(data: bytes) -> OutcomePacket:
     """Parse and check the structure only. The result carries no packet id: use `verify` for trust."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise PacketError("type", "a packet must be bytes, not %s" % type(data).__name__)
-    data = bytes(data)
+    if not isinstance(data, bytes):
+        data = bytes(data)
     if len(data) > MAX_PACKET_BYTES:
         raise PacketError("long", "packet is %d bytes, the limit is %d" % (len(data), MAX_PACKET_BYTES))
     if len(data) < MIN_PACKET_BYTES:
@@ -260,15 +261,22 @@ def verify(
     trusted_keys: raw 32-byte public keys allowed to sign (None = any validly signed packet).
     address: the address the packet was stored under or fetched from; it must equal the packet's own.
     """
+    if isinstance(data, bytearray | memoryview):
+        data = bytes(data)
+    return _verify(data, trusted_keys, address, None)
+
+
+def _verify(
+    data: bytes, trusted_keys: Collection[bytes] | None, address: bytes | None, packet_id: bytes | None
+) -> OutcomePacket:
     packet = decode_unverified(data)
-    data = bytes(data)
     check_claims(packet, trusted_keys, address)
     body_end = len(data) - SIGNATURE_BYTES
     try:
         nacl.signing.VerifyKey(packet.origin_key).verify(SIGN_CONTEXT + data[:body_end], data[body_end:])
     except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
         raise PacketError("signature", "Ed25519 signature does not verify for the origin key") from exc
-    return _with_id(packet, hashlib.sha256(data).digest())
+    return _with_id(packet, packet_id or hashlib.sha256(data).digest())
 
 
 def _with_id(packet: OutcomePacket, packet_id: bytes) -> OutcomePacket:
@@ -329,7 +337,7 @@ class VerifiedPacketCache:
             if packet is not None:
                 check_claims(packet, trusted_keys, address)
                 return packet
-            packet = verify(data, trusted_keys, address)
+            packet = _verify(data, trusted_keys, address, packet_id)
             with self._lock:
                 self.misses += 1
                 self._entries[packet_id] = packet

@@ -8,6 +8,9 @@ two thirds, weights in [0.1, 1]) with a fixed seed, then measures in one run:
     cold_ms       decode + verify every packet (fresh cache) + build the columns + synthesise
     verify_per_s  packets verified per second within the cold path
     warm_ms       synthesise over the column store (packets already verified and in columns)
+    build_ms      building the column store from N verified packets (PacketColumns.from_packets)
+    cached_ms     the gateway's path: ColumnCache.columns(address, packets) finds the store by packet ids
+                  (a cache hit), then synthesise -- what a repeated lookup of the same address costs
     baseline_ms   `synthesise_loop`: a straightforward per-packet Python loop doing the same maths over the
                   same verified packets (it is checked to give the same summary)
     speedup       baseline_ms / warm_ms
@@ -32,7 +35,7 @@ from pathlib import Path
 import nacl.signing
 import numpy as np
 
-from qis_gateway.columns import PacketColumns
+from qis_gateway.columns import ColumnCache, PacketColumns
 from qis_gateway.packets import OutcomePacket, VerifiedPacketCache, encode
 from qis_gateway.synthesis import (
     DEFAULT_HALF_LIFE_S,
@@ -163,6 +166,10 @@ def run(count: int, dims: int, seed: int, repeat: int) -> dict:
     packets = [cache.verify(data, None, ADDRESS) for data in raw]
     columns = PacketColumns.from_packets(packets, ADDRESS)
     warm_ms = _median_ms(lambda: synthesise_columns(query, columns, NOW_S), repeat)
+    build_ms = _median_ms(lambda: PacketColumns.from_packets(packets, ADDRESS), max(3, repeat // 10))
+    column_cache = ColumnCache()
+    column_cache.columns(ADDRESS, packets)
+    cached_ms = _median_ms(lambda: synthesise_columns(query, column_cache.columns(ADDRESS, packets), NOW_S), repeat)
     baseline_ms = _median_ms(lambda: synthesise_loop(query, packets, NOW_S), max(3, repeat // 10))
     fast, slow = synthesise_columns(query, columns, NOW_S), synthesise_loop(query, packets, NOW_S)
     agree = summaries_agree(fast, slow)
@@ -172,6 +179,8 @@ def run(count: int, dims: int, seed: int, repeat: int) -> dict:
         "warm_ms": round(warm_ms, 4),
         "cold_ms": round(cold_ms, 3),
         "verify_per_s": round(count / statistics.median(verify_times)),
+        "build_ms": round(build_ms, 4),
+        "cached_ms": round(cached_ms, 4),
         "baseline_ms": round(baseline_ms, 4),
         "speedup": round(baseline_ms / warm_ms, 1),
         "results_agree": bool(agree),
@@ -202,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text)
     else:
         print("synthesis over %d packets (%d dims):" % (result["packets"], result["dims"]))
-        for key in ("warm_ms", "cold_ms", "verify_per_s", "baseline_ms", "speedup", "results_agree"):
+        for key in ("warm_ms", "cached_ms", "build_ms", "cold_ms", "verify_per_s", "baseline_ms", "speedup",
+                    "results_agree"):
             print("  %-13s %s" % (key, result[key]))
     return 0 if result["results_agree"] else 1
 

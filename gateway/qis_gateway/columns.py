@@ -23,7 +23,8 @@ for another address or with another vector length is refused with PacketError.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -129,8 +130,54 @@ class PacketColumns:
         return True
 
     def extend(self, packets: Iterable[OutcomePacket]) -> int:
-        """Append many; returns how many were new."""
-        return sum(1 for p in packets if self.append(p))
+        """Append many at once (a few array operations); returns how many were new. All or nothing:
+        if any packet is refused, none is added."""
+        fresh: list[OutcomePacket] = []
+        seen: set[bytes] = set()
+        for packet in packets:
+            if not isinstance(packet, OutcomePacket):
+                raise PacketError("type", "expected an OutcomePacket, got %s" % type(packet).__name__)
+            packet_id = packet.verified_id
+            if packet_id is None:
+                raise PacketError("unverified", "only packets returned by verify() may be counted (unsigned packet)")
+            if self.address is not None and packet.address != self.address:
+                raise PacketError("address", "packet belongs to another address than this column store")
+            if packet_id not in self._ids and packet_id not in seen:
+                seen.add(packet_id)
+                fresh.append(packet)
+        if not fresh:
+            return 0
+        dims = self.dims if self.dims is not None else len(fresh[0].vector)
+        if any(len(p.vector) != dims for p in fresh):
+            raise PacketError("field", "packet vectors must all have %d dimensions at this address" % dims)
+        if self.dims is None:
+            self.dims = dims
+            if self._n == 0:
+                self._allocate(self._capacity, dims)
+        k, n = len(fresh), self._n
+        if n + k > self._capacity:
+            self._allocate(max(2 * self._capacity, n + k), dims)
+        block = np.array([p.vector for p in fresh], dtype=np.float64).reshape(k, dims)
+        squares = np.einsum("ij,ij->i", block, block)
+        self.vectors_all[n : n + k] = block
+        self.inv_norm_all[n : n + k] = 0.0
+        np.divide(1.0, np.sqrt(squares), out=self.inv_norm_all[n : n + k], where=squares > 0.0)
+        codes = self._label_codes
+        for p in fresh:
+            if p.label not in codes:
+                codes[p.label] = len(self.labels)
+                self.labels.append(p.label)
+        self.codes_all[n : n + k] = np.fromiter((codes[p.label] for p in fresh), np.int32, k)
+        self.weights_all[n : n + k] = np.fromiter((p.weight for p in fresh), np.float64, k)
+        self.times_all[n : n + k] = np.fromiter((p.created_s for p in fresh), np.float64, k)
+        self.values_all[n : n + k] = np.fromiter((np.nan if p.value is None else p.value for p in fresh), np.float64, k)
+        self._ids.update(seen)
+        self._n = n + k
+        return k
+
+    @property
+    def packet_ids(self) -> frozenset[bytes]:
+        return frozenset(self._ids)
 
     @classmethod
     def from_packets(cls, packets: Iterable[OutcomePacket], address: bytes | None = None) -> PacketColumns:
@@ -138,3 +185,39 @@ class PacketColumns:
         columns = cls(address, capacity=max(1, len(packets)))
         columns.extend(packets)
         return columns
+
+
+class ColumnCache:
+    """Column stores per address, kept between queries (LRU), so the gateway's path stays warm.
+
+    `columns(address, packets)` returns the cached store when it holds exactly these packets (by id),
+    appends only the new ones when it holds a subset, and rebuilds when packets went away (expired or
+    capped out). Checking costs one set of packet ids, not a rebuild.
+    """
+
+    def __init__(self, max_addresses: int = 1024) -> None:
+        if max_addresses < 1:
+            raise ValueError("max_addresses must be at least 1")
+        self.max_addresses = max_addresses
+        self._entries: OrderedDict[bytes, PacketColumns] = OrderedDict()
+        self.hits = self.extended = self.rebuilt = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def columns(self, address: bytes, packets: Sequence[OutcomePacket]) -> PacketColumns:
+        ids = {p.packet_id for p in packets}
+        cached = self._entries.get(address)
+        if cached is not None and cached._ids == ids:
+            self.hits += 1
+        elif cached is not None and cached._ids <= ids:
+            cached.extend(p for p in packets if p.packet_id not in cached._ids)
+            self.extended += 1
+        else:
+            cached = PacketColumns.from_packets(packets, address)
+            self.rebuilt += 1
+            self._entries[address] = cached
+            if len(self._entries) > self.max_addresses:
+                self._entries.popitem(last=False)
+        self._entries.move_to_end(address)
+        return cached

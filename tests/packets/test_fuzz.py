@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from qis_gateway.bench_synthesis import summaries_agree, synthesise_loop
 from qis_gateway.packets import MAX_DIMENSIONS, OutcomePacket, PacketError, encode, verify
+from qis_gateway.synthesis import synthesise
 
-from packets.helpers import KEY_A, signed
+from packets.helpers import KEY_A, NOW_S, signed, verified
 
 text = st.text(st.characters(min_codepoint=0x20, blacklist_categories=("Cs",)), min_size=1, max_size=16).filter(
     lambda s: "\x7f" not in s
@@ -60,3 +63,37 @@ def test_spliced_packets_are_rejected(start: int, length: int, insert: bytes) ->
     except PacketError:
         return
     raise AssertionError("a mutated packet verified")  # pragma: no cover
+
+
+rows = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c"]),
+        st.tuples(st.integers(-127, 127), st.integers(-127, 127)),
+        st.integers(-100, 10_000),
+        st.sampled_from([0.25, 0.5, 1.0]),
+        st.none() | st.floats(-1e6, 1e6),
+    ),
+    min_size=1,
+    max_size=40,
+    unique_by=lambda r: (r[1], r[2]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows, st.tuples(st.integers(-127, 127), st.integers(-127, 127)), st.sampled_from([1, 2, 5]))
+def test_synthesis_invariants(rows: list, query: tuple[int, int], min_n: int) -> None:
+    packets = [verified(label=lb, vector=v, created_s=NOW_S - age, weight=c, value=x) for lb, v, age, c, x in rows]
+    s = synthesise(query, packets, NOW_S, half_life_s=1000.0, min_n=min_n, top=3)
+    assert summaries_agree(s, synthesise_loop(query, packets, NOW_S, half_life_s=1000.0, min_n=min_n, top=3))
+    assert 0 <= s.n <= len(packets)
+    if s.n:
+        assert 1.0 - 1e-9 <= s.n_eff <= s.n + 1e-9
+    if not s.enough:
+        assert (s.top, s.confidence, s.mean_value) == ((), 0.0, None)
+        return
+    full = synthesise(query, packets, NOW_S, half_life_s=1000.0, min_n=min_n, top=10)
+    assert math.fsum(share for _, share in full.top) == pytest.approx(1.0, abs=1e-9)
+    assert 0.0 <= s.confidence < 1.0
+    if s.mean_value is not None:
+        values = [x for *_, x in rows if x is not None]
+        assert min(values) - 1e-6 <= s.mean_value <= max(values) + 1e-6

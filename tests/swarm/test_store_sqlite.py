@@ -122,3 +122,36 @@ def test_closing_twice_is_harmless(tmp_path: Path) -> None:
     s.close()
     s.close()
     assert os.path.exists(tmp_path / "v.sqlite3")
+
+
+def test_matches_the_memory_store_under_random_operations(tmp_path: Path) -> None:
+    import random
+
+    from qis_gateway.swarm.store import MemoryValueStore
+
+    rng = random.Random(7)
+    mem, sql = MemoryValueStore(), SqliteValueStore(tmp_path / "v.sqlite3")
+    addrs = [bytes([i]) * 32 for i in range(4)]
+    now = 0.0
+    try:
+        for step in range(600):
+            now += rng.random()
+            op = rng.random()
+            a = rng.choice(addrs)
+            if op < 0.7:
+                v, exp = b"v%d" % rng.randrange(40), now + rng.uniform(1, 60)
+                assert sql.add(a, v, now, exp) == mem.add(a, v, now, exp), step
+            elif op < 0.8:
+                sql.evict_for(a)
+                mem.evict_for(a)
+            else:
+                assert sql.expire(now) == mem.expire(now), step
+            assert sql.count(a) == mem.count(a) and sql.total() == mem.total(), step
+            assert sorted(sql.addresses()) == sorted(mem.addresses()), step
+            assert sql.values(a, 100) == mem.values(a, 100), step
+        reopened = SqliteValueStore(tmp_path / "v.sqlite3")
+        assert reopened.total() == mem.total()
+        assert all(reopened.count(a) == mem.count(a) for a in addrs)
+        reopened.close()
+    finally:
+        sql.close()

@@ -61,10 +61,19 @@ class OursAdapter:
                     "hops": None, "messages": None}
         ok = expected.issubset(r.values)
         return {"ok": ok, "first_ms": r.first_ms, "last_ms": r.elapsed_ms if ok else None,
-                "done_ms": r.elapsed_ms, "hops": r.hops, "messages": r.messages}
+                "done_ms": r.elapsed_ms, "hops": r.hops, "messages": r.messages,
+                "found": len(expected.intersection(r.values)), "local": self.nodes[idx].store.count(key)}
 
     def messages(self) -> None:
         return None
+
+    def counters(self) -> dict[str, int]:
+        """The core's and drivers' counters summed over this worker's nodes (drops, retries, timeouts)."""
+        total: dict[str, int] = {}
+        for n in self.nodes:
+            for k, v in n.status().get("counters", {}).items():
+                total[k] = total.get(k, 0) + int(v)
+        return total
 
     async def stop(self) -> None:
         for n in self.nodes:

@@ -111,6 +111,8 @@ async def _worker_async(conn: Any, impl: str, count: int, opts: dict[str, Any], 
                 reply = await adapter.get(cmd[1], cmd[2], frozenset(cmd[3]))
             elif op == "messages":
                 reply = adapter.messages()
+            elif op == "counters":
+                reply = adapter.counters() if hasattr(adapter, "counters") else {}
             elif op == "stop":
                 await adapter.stop()
                 conn.send(("ok", None))
@@ -270,6 +272,7 @@ def run_bench(
             msg_before = sum(w.call("messages") or 0 for w in workers if w.alive)
             ok = 0
             first, last, done, hops, msgs = [], [], [], [], []
+            failures: list[dict[str, Any]] = []
             t0 = time.perf_counter()
             for _ in range(lookups):
                 a = rng.choice(addresses)
@@ -278,6 +281,9 @@ def run_bench(
                 if r["ok"]:
                     ok += 1
                     last.append(r["last_ms"])
+                elif len(failures) < 10:
+                    failures.append({k: r.get(k) for k in ("found", "local", "hops", "messages", "done_ms")}
+                                    | {"expected": len(expected[a])})
                 if r.get("first_ms") is not None:
                     first.append(r["first_ms"])
                 done.append(r["done_ms"])
@@ -287,6 +293,13 @@ def run_bench(
                     msgs.append(r["messages"])
             lookup_s = time.perf_counter() - t0
             msg_after = sum(w.call("messages") or 0 for w in workers if w.alive)
+            totals: dict[str, int] = {}
+            for w in workers:
+                if w.alive:
+                    for k, v in w.call("counters").items():
+                        totals[k] = totals.get(k, 0) + int(v)
+            if totals:
+                result["counters"] = dict(sorted(totals.items()))
             result.update({
                 "success_rate": round(ok / lookups, 4) if lookups else None,
                 "latency_ms": _summary(done),
@@ -295,6 +308,7 @@ def run_bench(
                 "hops": _summary(hops) if hops else None,
                 "requests_per_lookup": (round(statistics.fmean(msgs), 2) if msgs else
                                         (round((msg_after - msg_before) / lookups, 2) if msg_after else None)),
+                "failed_lookups_sample": failures,
                 "lookup_seconds": round(lookup_s, 3),
                 "join_seconds": round(t_joined - t_start, 3),
             })

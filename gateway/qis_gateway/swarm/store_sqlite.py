@@ -13,7 +13,10 @@ How it works:
   was told is stored survives SIGKILL of the process (it may be lost only on power loss before the next
   checkpoint; pass ``synchronous="FULL"`` to trade write speed for that too).
 - The storage *policy* (caps, which value to evict) is the core's; ``evict_for(address)`` only carries out
-  its rule: drop the value at ``address`` that expires first.
+  its rule: drop the value at ``address`` that expires first (ties: oldest inserted).
+- ``count`` and ``total`` are asked on every FIND_VALUE and STORE, so the store keeps them in memory
+  (loaded at open, updated by every write; a profile of 64 nodes under put load showed ``count`` as a
+  SELECT at ~30 us a call). Values themselves are read from SQLite.
 
 Errors: ``sqlite3`` errors are translated into :class:`StoreError` (a corrupt or unwritable file is our
 operator's problem, never a peer's input).
@@ -62,6 +65,14 @@ class SqliteValueStore:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError("cannot open value store %s: %s (check the data directory)" % (self.path, exc)) from exc
         self._closed = False
+        self._counts: dict[bytes, int] = {}
+        self._total = 0
+        self._reload_counts()
+
+    def _reload_counts(self) -> None:
+        rows = self._query("SELECT address, COUNT(*) FROM value_rows GROUP BY address", ())
+        self._counts = {bytes(a): int(n) for a, n in rows}
+        self._total = sum(self._counts.values())
 
     # -- ValueStore protocol -------------------------------------------------------------------------
     def add(self, address: bytes, value: bytes, now_s: float, expires_s: float) -> bool:
@@ -73,6 +84,9 @@ class SqliteValueStore:
                 (bytes(address), bytes(value), now_s + off, expires_s + off),
             )
             if cur.rowcount == 1:
+                key = bytes(address)
+                self._counts[key] = self._counts.get(key, 0) + 1
+                self._total += 1
                 return True
             self._db.execute(
                 "UPDATE value_rows SET expires_s = MAX(expires_s, ?) WHERE address = ? AND value = ?",
@@ -93,10 +107,10 @@ class SqliteValueStore:
         return [bytes(r[0]) for r in rows]
 
     def count(self, address: bytes) -> int:
-        return int(self._query("SELECT COUNT(*) FROM value_rows WHERE address = ?", (bytes(address),))[0][0])
+        return self._counts.get(bytes(address), 0)
 
     def total(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM value_rows", ())[0][0])
+        return self._total
 
     def expire(self, now_s: float) -> int:
         """Delete every value whose expiry is at or before ``now_s``; returns how many were deleted."""
@@ -104,21 +118,32 @@ class SqliteValueStore:
             cur = self._db.execute("DELETE FROM value_rows WHERE expires_s <= ?", (now_s + self.clock_offset_s,))
         except sqlite3.Error as exc:
             raise StoreError("cannot expire values in %s: %s" % (self.path, exc)) from exc
-        return max(0, cur.rowcount)
+        dropped = max(0, cur.rowcount)
+        if dropped:
+            self._reload_counts()
+        return dropped
 
     def evict_for(self, address: bytes) -> None:
         """Make room at ``address``: drop its value that expires first (no-op when it holds none)."""
+        key = bytes(address)
         try:
-            self._db.execute(
+            cur = self._db.execute(
                 "DELETE FROM value_rows WHERE rowid = (SELECT rowid FROM value_rows WHERE address = ? "
                 "ORDER BY expires_s, rowid LIMIT 1)",
-                (bytes(address),),
+                (key,),
             )
         except sqlite3.Error as exc:
             raise StoreError("cannot evict from %s: %s" % (self.path, exc)) from exc
+        if cur.rowcount == 1:
+            self._total -= 1
+            left = self._counts.get(key, 1) - 1
+            if left > 0:
+                self._counts[key] = left
+            else:
+                self._counts.pop(key, None)
 
     def addresses(self) -> list[bytes]:
-        return [bytes(r[0]) for r in self._query("SELECT DISTINCT address FROM value_rows ORDER BY address", ())]
+        return sorted(self._counts)
 
     def close(self) -> None:
         if self._closed:

@@ -93,6 +93,7 @@ class MqttClient:
         self._pending: list[paho.MQTTMessageInfo] = []
         self.connects = 0
         self.last_error = ""
+        self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,6 +117,7 @@ class MqttClient:
         deadline = time.monotonic() + timeout_s
         while self._connected.is_set() and time.monotonic() < deadline and self._unpublished():
             await asyncio.sleep(0.02)
+        self._stopping = True
         self._client.disconnect()
         await asyncio.get_running_loop().run_in_executor(None, self._client.loop_stop)
         self._connected.clear()
@@ -180,7 +182,7 @@ class MqttClient:
                        properties: object) -> None:
         was = self._connected.is_set()
         self._connected.clear()
-        if was:
+        if was and not self._stopping:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_message(self, client: paho.Client, userdata: object, message: paho.MQTTMessage) -> None:

@@ -139,3 +139,122 @@ def metric(metrics: Metrics, name: str, **labels: str) -> float:
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
+
+
+class BoardClient:
+    """A board on a real broker (paho, anonymous): publishes frames, collects its summaries and errors."""
+
+    def __init__(self, board: Board, host: str, port: int, password: str | None = None) -> None:
+        import threading
+
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.board = board
+        self.got: dict[str, list[dict[str, Any]]] = {"summary": [], "error": []}
+        self._ready = threading.Event()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="board-%s" % board.device,
+                                  clean_session=False)
+        if password is not None:
+            self.client.username_pw_set(board.device, password)
+
+        def on_connect(client, userdata, flags, reason, props):  # noqa: ANN001
+            client.subscribe([(board.topic("summary"), 1), (board.topic("error"), 1)])
+
+        def on_subscribe(client, userdata, mid, reasons, props):  # noqa: ANN001
+            self._ready.set()
+
+        def on_message(client, userdata, msg):  # noqa: ANN001
+            kind = msg.topic.rsplit("/", 1)[1]
+            self.got[kind].append(messages.decode(msg.payload, board.secret, kind=kind))
+
+        self.client.on_connect, self.client.on_subscribe, self.client.on_message = on_connect, on_subscribe, on_message
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+        if not self._ready.wait(10):
+            raise RuntimeError("board could not subscribe")
+
+    def send(self, item: tuple[str, bytes, int]) -> int:
+        t, frame, seq = item
+        self.client.publish(t, frame, qos=1).wait_for_publish(10)
+        return seq
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+async def wait_for(predicate: Any, timeout_s: float = 10.0, what: str = "condition") -> None:
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % what)
+        await asyncio.sleep(0.02)
+
+
+class SecureBroker:
+    """Mosquitto with the config `qis-gateway broker-config` generates for a registry (passwords, ACL,
+    persistence), on a free loopback port. stop() = SIGTERM (saves), kill() = SIGKILL."""
+
+    def __init__(self, workdir: Path, registry_path: Path, gateway_password: str = "gw-pass") -> None:
+        import os
+
+        from qis_gateway.broker_config import generate
+        from support.broker import free_port
+
+        self.workdir = workdir
+        self.port = free_port()
+        self.gateway_password = gateway_password
+        with Registry(registry_path) as reg:
+            records = reg.list()
+        self.files = generate(workdir, records, listen=("127.0.0.1", self.port), gateway_password=gateway_password,
+                              run_as="root" if os.geteuid() == 0 else None)
+        self.proc: Any = None
+        self.start()
+
+    def start(self) -> None:
+        import subprocess
+
+        from support.broker import mosquitto_path, wait_listening
+
+        log = open(self.workdir / "mosquitto.out", "ab")
+        self.proc = subprocess.Popen([mosquitto_path() or "mosquitto", "-c", str(self.files.conf), "-v"],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_listening("127.0.0.1", self.port)
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc is not None and self.proc.poll() is None:
+            self._signal(signal.SIGCONT)
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def pause(self) -> None:
+        import signal
+
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        import signal
+
+        self._signal(signal.SIGCONT)

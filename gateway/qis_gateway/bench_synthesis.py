@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import nacl.signing
 import numpy as np
 
 from qis_gateway.columns import ColumnCache, PacketColumns
+from qis_gateway.keys import signing_key_from_seed
 from qis_gateway.packets import OutcomePacket, VerifiedPacketCache, encode
 from qis_gateway.synthesis import (
     DEFAULT_HALF_LIFE_S,
@@ -123,7 +123,7 @@ def summaries_agree(a: Summary, b: Summary, rel_tol: float = 1e-9) -> bool:
 
 def make_packets(count: int, dims: int, seed: int) -> list[bytes]:
     rng = random.Random(seed)
-    key = nacl.signing.SigningKey(rng.randbytes(32))
+    key = signing_key_from_seed(rng.randbytes(32))
     out = []
     for _ in range(count):
         packet = OutcomePacket(

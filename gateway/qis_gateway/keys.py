@@ -8,7 +8,7 @@ file (not even in a race) and is never readable by others, whatever the umask. `
 warns (logging) when the file is readable or writable by group or others, and says how to fix it.
 Trust lists (permissioned swarms) are files of public keys, one hex key per line, '#' comments allowed.
 
-This module is the only one that touches pynacl's key classes besides packets.py (DESIGN.md rule 8).
+This module and packets.py are the only ones that touch pynacl (DESIGN.md rule 8).
 """
 
 from __future__ import annotations
@@ -33,6 +33,13 @@ KEY_MODE = 0o600
 
 class KeyFileError(ValueError):
     """A key or trust-list file that cannot be written or used; the message says why and what to do."""
+
+
+def signing_key_from_seed(seed: bytes) -> nacl.signing.SigningKey:
+    """A key from a 32-byte seed (deterministic keys for tests and benches; real keys come from files)."""
+    if not isinstance(seed, bytes) or len(seed) != 32:
+        raise KeyFileError("an Ed25519 seed is 32 bytes")
+    return nacl.signing.SigningKey(seed)
 
 
 def public_key_bytes(signing_key: nacl.signing.SigningKey) -> bytes:

@@ -23,11 +23,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import nacl.signing
 from qis.schema import Schema
 
 from qis_gateway.packets import OutcomePacket, PacketError, VerifiedPacketCache, encode
+
+if TYPE_CHECKING:
+    import nacl.signing
 
 log = logging.getLogger(__name__)
 

@@ -121,3 +121,12 @@ def test_qis_gateway_keygen_cli(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert bytes(load_signing_key(path).verify_key).hex() in capsys.readouterr().out
     assert cli.main(["keygen", "--out", str(path)]) != 0
+
+
+def test_signing_key_from_seed_is_deterministic() -> None:
+    from qis_gateway.keys import signing_key_from_seed
+
+    first, second = signing_key_from_seed(b"\x07" * 32), signing_key_from_seed(b"\x07" * 32)
+    assert bytes(first.verify_key) == bytes(second.verify_key)
+    with pytest.raises(KeyFileError):
+        signing_key_from_seed(b"short")

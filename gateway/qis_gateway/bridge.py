@@ -30,9 +30,8 @@ import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nacl.signing import SigningKey
 from qis import messages
 from qis.errors import FrameError, QisError, TopicError
 from qis.schema import Schema
@@ -44,6 +43,9 @@ from qis_gateway.outbox import StateDB
 from qis_gateway.packets import OutcomePacket, PacketError, VerifiedPacketCache, encode
 from qis_gateway.ratelog import RateLimitedLog
 from qis_gateway.registry import DeviceRecord, Registry
+
+if TYPE_CHECKING:  # pynacl itself is touched only by packets.py and keys.py
+    from nacl.signing import SigningKey
 
 log = logging.getLogger(__name__)
 

@@ -47,6 +47,7 @@ def test_keygen_and_bench_are_wired(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["keygen", str(key)]) == 0
     assert key.exists() and key.stat().st_mode & 0o077 == 0
     assert main(["keygen", str(key)]) == 1  # refuses to overwrite
+    capsys.readouterr()
     assert main(["bench", "synthesis", "--packets", "50", "--repeat", "3", "--json"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out)["packets"] == 50

@@ -53,6 +53,8 @@ class SwarmConfig:
     # are not in the routing table.
     rtt_cache_size: int = 1024
     proof_cache_size: int = 1024
+    # Outstanding challenges to requesters (each answered by a PROOF within 30 s or dropped).
+    challenge_cache_size: int = 1024
     # A get ends once this many holders have delivered every value they hold (all pages) and no
     # answered holder reported more values than collected, or when the lookup is exhausted.
     get_quorum: int = 2

@@ -93,8 +93,25 @@ class Lookup:
         cand.state = ANSWERED
         cand.token = token
         depth = cand.depth + 1
+        # offer() inlined (the simulator's hottest loop). Candidates beyond the 3k closest known are
+        # dropped: the lookup could only reach them after 2k failures among closer ones.
+        by_id = self.by_id
+        order = self.order
+        target = self.target_int
+        horizon = 3 * self.k
         for c in contacts:
-            self.offer(c, depth)
+            id_int = c.id_int
+            known = by_id.get(id_int)
+            if known is None:
+                if id_int == self.exclude_int:
+                    continue
+                dist = id_int ^ target
+                if len(order) >= horizon and dist > order[horizon - 1][0]:
+                    continue
+                by_id[id_int] = Candidate(c, dist, depth)
+                insort(order, (dist, id_int))
+            elif depth < known.depth and known.state == NEW:
+                known.depth = depth
 
     def failed(self, cand: Candidate) -> None:
         if cand.state == INFLIGHT:

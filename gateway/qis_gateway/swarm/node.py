@@ -7,8 +7,8 @@ How it works:
 - Every request carries a 32-bit transaction id; its reply must come from the address it was sent to.
   A request carries a fresh nonce unless the recipient's (address, id) binding is already proven (in
   the routing table or the bounded proof cache); the reply must then carry the sender's public key and
-  its signature over the nonce. Only proven contacts enter the routing table, and a requester we do not
-  know is PINGed with a nonce (when its bucket has room) before it is added.
+  its signature over the nonce. Only proven contacts enter the routing table; a requester we do not
+  know gets a challenge in our reply (when its bucket has room) and is added once its PROOF checks out.
 - Per-peer adaptive timeouts: RTT EWMA (RFC 6298 weights) per peer, clamp(max(mult * srtt, srtt + 4 *
   rttvar), floor, cap); unknown peers use the node-wide estimate. Timed-out requests are re-sent
   ``rpc_retries`` times with a doubled timeout, then reported failed to their op and the routing table.
@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import ops, wire
+from . import ops, rpc, wire
 from .config import SwarmConfig
 from .errors import SwarmUsageError, WireError
 from .events import SwarmEvent
@@ -44,6 +44,8 @@ from .store import ValueStore
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
+CHALLENGE_LIFETIME_S = 30.0
+_REQUEST_TYPES = frozenset(wire.REQUEST_TYPES)
 COUNTER_NAMES = (
     "received", "sent", "requests_in", "replies_in", "timeouts", "retries", "drop_malformed",
     "drop_rate_limited", "drop_bad_token", "drop_invalid_value", "drop_bad_proof", "drop_unexpected_reply",
@@ -73,7 +75,7 @@ class Pending:
 
 
 class _ProvePing:
-    """Marker op for PINGs that prove a requester (or check a contact before evicting it)."""
+    """Marker op for PINGs that check a contact before evicting it."""
 
     __slots__ = ("evict", "messages")
 
@@ -91,7 +93,6 @@ class _ProvePing:
                 node.counters["contacts_evicted"] += 1
 
 
-_PROVE = _ProvePing(False)
 _EVICT = _ProvePing(True)
 
 
@@ -113,6 +114,8 @@ class SwarmNode:
         self._pending: dict[int, Pending] = {}
         self._timers: list[tuple[float, int]] = []
         self._proving: set[Address] = set()
+        self._challenges: dict[Address, tuple[bytes, bytes, float]] = {}
+        self._inflight_addr: dict[Address, int] = {}
         self._proof_cache: dict[Address, bytes] = {}
         self._rtt: dict[bytes, tuple[float, float]] = {}
         self._srtt = config.rpc_timeout_initial_s / max(config.rpc_rtt_multiplier, 1.0)
@@ -291,6 +294,7 @@ class SwarmNode:
         msg = make(tid, nonce)
         p = Pending(tid, msg, addr, expected_id, nonce, op, cand, extra, now_s, self._timeout_for(expected_id))
         self._pending[tid] = p
+        self._inflight_addr[addr] = self._inflight_addr.get(addr, 0) + 1
         heapq.heappush(self._timers, (p.deadline_s, tid))
         op.messages += 1
         self._send(msg, addr)
@@ -306,12 +310,33 @@ class SwarmNode:
             p.op.messages += 1
             self._send(p.msg, p.addr)
             return
-        del self._pending[p.tid]
+        self._forget(p)
         self.counters["timeouts"] += 1
         if p.expected_id is not None and p.op is not _EVICT:
             if self.table.record_failure(int.from_bytes(p.expected_id, "big")):
                 self.counters["contacts_evicted"] += 1
         p.op.on_timeout(self, p, now_s)
+
+    def _forget(self, p: Pending) -> None:
+        del self._pending[p.tid]
+        n = self._inflight_addr[p.addr] - 1
+        if n:
+            self._inflight_addr[p.addr] = n
+        else:
+            del self._inflight_addr[p.addr]
+
+    def _inflight_to(self, addr: Address) -> bool:
+        return addr in self._inflight_addr
+
+    def _new_challenge(self, addr: Address, node_id: bytes, now_s: float) -> bytes | None:
+        old = self._challenges.get(addr)
+        if old is not None and old[1] == node_id and now_s <= old[2]:
+            return None  # one outstanding challenge per address
+        nonce = self.rng.getrandbits(128).to_bytes(16, "big")
+        self._challenges[addr] = (nonce, node_id, now_s + CHALLENGE_LIFETIME_S)
+        if len(self._challenges) > self.config.challenge_cache_size:
+            del self._challenges[next(iter(self._challenges))]
+        return nonce
 
     def _contact(self, node_id: bytes, addr: Address) -> Contact:
         intern = self.contact_intern
@@ -347,18 +372,17 @@ class SwarmNode:
 
     # ---- internals: receiving (handlers live in rpc.py) -------------------------------------------
     def _dispatch(self, msg: Any, addr: Address, now_s: float) -> None:
-        from .rpc import handle_reply, handle_request
-
-        self._start(now_s)
+        if self._started_s is None:
+            self._start(now_s)
         if msg.sender_id == self.node_id:
             self.counters["drop_self"] += 1
             return
-        if type(msg) in wire.REQUEST_TYPES:
+        if type(msg) in _REQUEST_TYPES:
             self.counters["requests_in"] += 1
-            handle_request(self, msg, addr, now_s)
+            rpc.handle_request(self, msg, addr, now_s)
         else:
             self.counters["replies_in"] += 1
-            handle_reply(self, msg, addr, now_s)
+            rpc.handle_reply(self, msg, addr, now_s)
 
     def _valid(self, address: bytes, value: bytes) -> bool:
         ok = len(value) <= self.config.max_value_bytes

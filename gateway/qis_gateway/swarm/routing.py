@@ -71,6 +71,22 @@ class RoutingTable:
                     return c
         return None
 
+    def touch(self, id_int: int, addr: Address) -> bool:
+        """Move a known contact at ``addr`` to its bucket's tail; False if not known at that address."""
+        bucket = self.buckets.get((id_int ^ self.own_int).bit_length() - 1)
+        if bucket:
+            for pos, c in enumerate(bucket):
+                if c.id_int == id_int:
+                    if c.addr != addr:
+                        return False
+                    if pos != len(bucket) - 1:
+                        del bucket[pos]
+                        bucket.append(c)
+                    if self._failures:
+                        self._failures.pop(id_int, None)
+                    return True
+        return False
+
     def has_room(self, id_int: int) -> bool:
         """True when a contact with this id would be added (or is present) without eviction."""
         i = (id_int ^ self.own_int).bit_length() - 1

@@ -3,11 +3,12 @@
 How it works:
 - ``handle_request``: answer PING / FIND_NODE / FIND_VALUE / STORE to the source address only, with a
   proof when the request carried a nonce; LEAVE removes the sender if its (address, id) matches our
-  table. Afterwards the requester is considered for the routing table: known and at the same address ->
-  moved to the tail; proven earlier -> added; otherwise PINGed with a nonce when its bucket has room.
+  table. The requester is placed in the routing table: known at the same address -> moved to the tail;
+  proven earlier -> added; otherwise, when its bucket has room, the reply carries a challenge and the
+  requester's one-way PROOF (checked in ``_accept_proof``) adds it.
 - ``handle_reply``: match the transaction id and the source address, check the expected id and the
   proof (SHA-256(public key) == id, signature over our nonce), take an RTT sample, add the proven
-  contact, then hand the reply to the op that sent the request.
+  contact, answer a challenge with a PROOF, then hand the reply to the op that sent the request.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def _proof(node: SwarmNode, nonce: bytes | None) -> tuple[bytes, bytes] | None:
 
 
 def _fit_contacts(contacts: list[Any], budget: int) -> tuple[Any, ...]:
+    if sum(len(c.addr[0]) for c in contacts) + wire.CONTACT_FIXED_BYTES * len(contacts) <= budget:
+        return tuple(contacts)
     out = []
     for c in contacts:
         size = wire.contact_size(c)
@@ -43,11 +46,21 @@ def handle_request(node: SwarmNode, msg: Any, addr: Address, now_s: float) -> No
     t = type(msg)
     cfg = node.config
     sender_int = int.from_bytes(msg.sender_id, "big")
+    if t is wire.Proof:
+        _accept_proof(node, msg, addr, now_s)
+        return
+    if t is wire.Leave:
+        c = node.table.find(sender_int)
+        if c is not None and c.addr == addr:
+            node.table.remove(sender_int)
+        return
+    challenge = _place_requester(node, msg.sender_id, sender_int, addr, now_s)
+    proof = _proof(node, msg.nonce)
     budget = cfg.max_datagram - wire.REPLY_OVERHEAD - len(addr[0])
     if t is wire.FindNode:
         target = int.from_bytes(msg.target, "big")
         contacts = _fit_contacts(node.table.closest(target, cfg.k, sender_int), budget)
-        node._send(wire.Nodes(msg.tid, node.node_id, _proof(node, msg.nonce), node._token(addr), contacts), addr)
+        node._send(wire.Nodes(msg.tid, node.node_id, proof, challenge, node._token(addr), contacts), addr)
     elif t is wire.FindValue:
         store = node.store
         total = store.count(msg.address)
@@ -63,10 +76,10 @@ def handle_request(node: SwarmNode, msg: Any, addr: Address, now_s: float) -> No
         if not values:
             target = int.from_bytes(msg.address, "big")
             contacts = _fit_contacts(node.table.closest(target, cfg.k, sender_int), budget)
-        node._send(wire.Values(msg.tid, node.node_id, _proof(node, msg.nonce), node._token(addr), msg.offset,
-                               total, tuple(values), contacts), addr)
+        node._send(wire.Values(msg.tid, node.node_id, proof, challenge, node._token(addr), msg.offset, total,
+                               tuple(values), contacts), addr)
     elif t is wire.Ping:
-        node._send(wire.Pong(msg.tid, node.node_id, _proof(node, msg.nonce)), addr)
+        node._send(wire.Pong(msg.tid, node.node_id, proof, challenge), addr)
     elif t is wire.Store:
         if not node._token_ok(msg.token, addr):
             node.counters["drop_bad_token"] += 1
@@ -76,29 +89,33 @@ def handle_request(node: SwarmNode, msg: Any, addr: Address, now_s: float) -> No
             if node._valid(msg.address, v):
                 node._store_value(msg.address, v, now_s)
                 held += 1
-        node._send(wire.Stored(msg.tid, node.node_id, _proof(node, msg.nonce), held), addr)
-    elif t is wire.Leave:
-        c = node.table.find(sender_int)
-        if c is not None and c.addr == addr:
-            node.table.remove(sender_int)
-        return
-    _consider_requester(node, msg.sender_id, sender_int, addr, now_s)
+        node._send(wire.Stored(msg.tid, node.node_id, proof, challenge, held), addr)
 
 
-def _consider_requester(node: SwarmNode, sender_id: bytes, sender_int: int, addr: Address, now_s: float) -> None:
+def _place_requester(node: SwarmNode, sender_id: bytes, sender_int: int, addr: Address,
+                     now_s: float) -> bytes | None:
+    """Touch a known requester, add a proven one; else return a challenge when its bucket has room."""
     table = node.table
-    c = table.find(sender_int)
-    if c is not None and c.addr == addr:
-        table.add_proven(c, now_s)
-        return
+    if table.touch(sender_int, addr):
+        return None
     if node._proof_cache.get(addr) == sender_id:
         node._seen_proven(node._contact(sender_id, addr), now_s)
-        return
-    if table.has_room(sender_int) and addr not in node._proving:
-        from .node import _PROVE
+        return None
+    if not table.has_room(sender_int) or node._inflight_to(addr):
+        return None  # full bucket: not worth a proof; or our own pending request will prove it
+    return node._new_challenge(addr, sender_id, now_s)
 
-        node._proving.add(addr)
-        node._request(lambda tid, nonce: wire.Ping(tid, node.node_id, nonce), addr, sender_id, now_s, _PROVE, None)
+
+def _accept_proof(node: SwarmNode, msg: Any, addr: Address, now_s: float) -> None:
+    rec = node._challenges.pop(addr, None)
+    pk, sig = msg.proof
+    if (rec is None or rec[1] != msg.sender_id or now_s > rec[2]
+            or hashlib.sha256(pk).digest() != msg.sender_id
+            or not node.identity.verify(pk, wire.proof_message(rec[0]), sig)):
+        node.counters["drop_bad_proof"] += 1
+        return
+    node._remember_proof(addr, msg.sender_id)
+    node._seen_proven(node._contact(msg.sender_id, addr), now_s)
 
 
 def handle_reply(node: SwarmNode, msg: Any, addr: Address, now_s: float) -> None:
@@ -117,9 +134,11 @@ def handle_reply(node: SwarmNode, msg: Any, addr: Address, now_s: float) -> None
             node.counters["drop_bad_proof"] += 1
             return
         node._remember_proof(addr, msg.sender_id)
-    del pending[msg.tid]
+    node._forget(p)
     if p.attempts == 1:
         node._rtt_sample(msg.sender_id, now_s - p.sent_s)
     node.table.record_success(int.from_bytes(msg.sender_id, "big"))
     node._seen_proven(node._contact(msg.sender_id, addr), now_s)
+    if msg.challenge is not None:
+        node._send(wire.Proof(0, node.node_id, _proof(node, msg.challenge)), addr)
     p.op.on_reply(node, p, msg, now_s)

@@ -9,6 +9,9 @@ How it works:
   signature over PROOF_DOMAIN + nonce]``; the requester checks SHA-256(public_key) == sender_id and the
   signature before the sender may enter its routing table (S/Kademlia-style id proof, checked once per
   peer, then the (address, id) binding is trusted).
+- The other direction costs one datagram: a reply to a requester we cannot place yet carries a
+  ``challenge`` (16 fresh bytes); the requester answers with a one-way PROOF signing it, which proves its
+  key and that it receives at its source address. Three datagrams instead of a PING/PONG round trip.
 - Layouts (``?`` = may be nil)::
 
     PING        [1, tid, id, nonce?]
@@ -16,10 +19,11 @@ How it works:
     FIND_VALUE  [3, tid, id, nonce?, address, offset]
     STORE       [4, tid, id, nonce?, address, token, [value, ...]]
     LEAVE       [5, tid, id]                                   (one-way, no reply)
-    PONG        [16, tid, id, proof?]
-    NODES       [17, tid, id, proof?, token, [[id, ip, port], ...]]
-    VALUES      [18, tid, id, proof?, token, offset, total, [value, ...], [[id, ip, port], ...]]
-    STORED      [19, tid, id, proof?, stored_count]
+    PROOF       [6, tid, id, proof]                            (one-way answer to a challenge)
+    PONG        [16, tid, id, proof?, challenge?]
+    NODES       [17, tid, id, proof?, challenge?, token, [[id, ip, port], ...]]
+    VALUES      [18, tid, id, proof?, challenge?, token, offset, total, [value, ...], [[id, ip, port], ...]]
+    STORED      [19, tid, id, proof?, challenge?, stored_count]
 
   ``token`` (BEP 5) lets the requester STORE at this node from the same source address later.
   FIND_VALUE answers are paged: a holder returns as many values from ``offset`` as fit in one datagram
@@ -38,7 +42,7 @@ import msgpack
 from .errors import WireError
 from .routing import Contact
 
-PING, FIND_NODE, FIND_VALUE, STORE, LEAVE = 1, 2, 3, 4, 5
+PING, FIND_NODE, FIND_VALUE, STORE, LEAVE, PROOF = 1, 2, 3, 4, 5, 6
 PONG, NODES, VALUES, STORED = 16, 17, 18, 19
 PROOF_DOMAIN = b"qis-swarm/1 node-id proof:"
 NONCE_BYTES = 16
@@ -47,7 +51,7 @@ MAX_TOKEN_BYTES = 32
 MAX_CONTACTS = 32
 MAX_DATAGRAM = 1400
 # Bytes a reply needs besides its contacts and values (kind, tid, id, proof, token, ints, array headers).
-REPLY_OVERHEAD = 1 + 1 + 5 + 34 + 1 + 34 + 66 + 34 + 5 + 5 + 3 + 3 + 8
+REPLY_OVERHEAD = 1 + 1 + 5 + 34 + 1 + 34 + 66 + 18 + 34 + 5 + 5 + 3 + 3 + 8
 
 
 def proof_message(nonce: bytes) -> bytes:
@@ -55,9 +59,12 @@ def proof_message(nonce: bytes) -> bytes:
     return PROOF_DOMAIN + nonce
 
 
+CONTACT_FIXED_BYTES = 1 + 34 + 2 + 3  # array header, bin8 id, str header, uint16 port
+
+
 def contact_size(contact: Contact) -> int:
     """Upper bound of one encoded ``[id, ip, port]`` entry."""
-    return 1 + 34 + 2 + len(contact.addr[0]) + 3
+    return CONTACT_FIXED_BYTES + len(contact.addr[0])
 
 
 def value_size(value: bytes) -> int:
@@ -105,10 +112,18 @@ class Leave:
 
 
 @dataclass(frozen=True, slots=True)
+class Proof:
+    tid: int
+    sender_id: bytes
+    proof: tuple[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class Pong:
     tid: int
     sender_id: bytes
     proof: tuple[bytes, bytes] | None
+    challenge: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +131,7 @@ class Nodes:
     tid: int
     sender_id: bytes
     proof: tuple[bytes, bytes] | None
+    challenge: bytes | None
     token: bytes
     contacts: tuple[Contact, ...]
 
@@ -125,6 +141,7 @@ class Values:
     tid: int
     sender_id: bytes
     proof: tuple[bytes, bytes] | None
+    challenge: bytes | None
     token: bytes
     offset: int
     total: int
@@ -137,13 +154,14 @@ class Stored:
     tid: int
     sender_id: bytes
     proof: tuple[bytes, bytes] | None
+    challenge: bytes | None
     stored: int
 
 
-Request = Ping | FindNode | FindValue | Store | Leave
+Request = Ping | FindNode | FindValue | Store | Leave | Proof
 Reply = Pong | Nodes | Values | Stored
 Message = Request | Reply
-REQUEST_TYPES = (Ping, FindNode, FindValue, Store, Leave)
+REQUEST_TYPES = (Ping, FindNode, FindValue, Store, Leave, Proof)
 
 
 def _contacts_out(contacts: tuple[Contact, ...]) -> list[list[object]]:
@@ -167,15 +185,18 @@ def encode(msg: Message) -> bytes:
         body = [STORE, msg.tid, msg.sender_id, msg.nonce, msg.address, msg.token, list(msg.values)]
     elif t is Leave:
         body = [LEAVE, msg.tid, msg.sender_id]
+    elif t is Proof:
+        body = [PROOF, msg.tid, msg.sender_id, _proof_out(msg.proof)]
     elif t is Pong:
-        body = [PONG, msg.tid, msg.sender_id, _proof_out(msg.proof)]
+        body = [PONG, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.challenge]
     elif t is Nodes:
-        body = [NODES, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.token, _contacts_out(msg.contacts)]
+        body = [NODES, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.challenge, msg.token,
+                _contacts_out(msg.contacts)]
     elif t is Values:
-        body = [VALUES, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.token, msg.offset, msg.total,
-                list(msg.values), _contacts_out(msg.contacts)]
+        body = [VALUES, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.challenge, msg.token, msg.offset,
+                msg.total, list(msg.values), _contacts_out(msg.contacts)]
     elif t is Stored:
-        body = [STORED, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.stored]
+        body = [STORED, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.challenge, msg.stored]
     else:
         raise WireError("cannot encode %r" % (t,))
     data = msgpack.packb(body, use_bin_type=True)
@@ -235,7 +256,8 @@ def _contacts(v: object) -> tuple[Contact, ...]:
     return tuple(out)
 
 
-_ARITY = {PING: 4, FIND_NODE: 5, FIND_VALUE: 6, STORE: 7, LEAVE: 3, PONG: 4, NODES: 6, VALUES: 9, STORED: 5}
+_ARITY = {PING: 4, FIND_NODE: 5, FIND_VALUE: 6, STORE: 7, LEAVE: 3, PROOF: 4, PONG: 5, NODES: 7, VALUES: 10,
+          STORED: 6}
 
 
 def decode(data: bytes, max_datagram: int = MAX_DATAGRAM) -> Message:
@@ -272,12 +294,18 @@ def decode(data: bytes, max_datagram: int = MAX_DATAGRAM) -> Message:
     if kind == LEAVE:
         return Leave(tid, sender)
     proof = _proof(body[3])
+    if kind == PROOF:
+        if proof is None:
+            raise WireError("PROOF needs a proof")
+        return Proof(tid, sender, proof)
+    challenge = _opt_nonce(body[4])
     if kind == PONG:
-        return Pong(tid, sender, proof)
+        return Pong(tid, sender, proof, challenge)
     if kind == NODES:
-        return Nodes(tid, sender, proof, _bytes(body[4], "token", 0, MAX_TOKEN_BYTES), _contacts(body[5]))
+        return Nodes(tid, sender, proof, challenge, _bytes(body[5], "token", 0, MAX_TOKEN_BYTES),
+                     _contacts(body[6]))
     if kind == VALUES:
-        return Values(tid, sender, proof, _bytes(body[4], "token", 0, MAX_TOKEN_BYTES),
-                      _int(body[5], "offset", 0, 1 << 20), _int(body[6], "total", 0, 1 << 30),
-                      _values(body[7]), _contacts(body[8]))
-    return Stored(tid, sender, proof, _int(body[4], "stored", 0, 64))
+        return Values(tid, sender, proof, challenge, _bytes(body[5], "token", 0, MAX_TOKEN_BYTES),
+                      _int(body[6], "offset", 0, 1 << 20), _int(body[7], "total", 0, 1 << 30),
+                      _values(body[8]), _contacts(body[9]))
+    return Stored(tid, sender, proof, challenge, _int(body[5], "stored", 0, 64))

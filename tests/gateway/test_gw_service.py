@@ -237,3 +237,53 @@ def test_mqtt5_session(site: Site, protocol: str) -> None:
             await stopped(gw, task)
 
     asyncio.run(scenario())
+
+
+def test_outcome_travels_through_a_real_udp_swarm(site: Site, tmp_path: Path) -> None:
+    """Two gateways and three plain nodes, real UDP on loopback: an outcome stored via gateway A shows up
+    in the summary gateway B gives its own board; hops are measured."""
+    from qis_gateway.swarm.api import UdpSwarm
+
+    other = Site(tmp_path / "other", [("fan-02", "site-b")])
+
+    async def scenario() -> None:
+        nodes = [UdpSwarm(("127.0.0.1", 0), tmp_path / ("node%d" % i)) for i in range(3)]
+        await nodes[0].start()
+        for node in nodes[1:]:
+            node.bootstrap_addrs = [nodes[0].address]
+            await node.start()
+        seed = "127.0.0.1:%d" % nodes[0].address[1]
+        gw_a = Gateway(site.config(swarm={"listen": "127.0.0.1:0", "bootstrap": [seed]}))
+        gw_b = Gateway(other.config(swarm={"listen": "127.0.0.1:0", "bootstrap": [seed]}))
+        tasks = []
+        for gw in (gw_a, gw_b):
+            await gw.start()
+            assert await gw.mqtt.wait_connected(10)
+            tasks.append(asyncio.get_running_loop().create_task(gw.serve()))
+        await asyncio.sleep(0.2)
+        pump, fan = site.boards["pump-01"], other.boards["fan-02"]
+        ca, cb = site.client("pump-01"), other.client("fan-02")
+        try:
+            seq = ca.send(pump.fp(temperature_c=90, vibration=9))
+            await wait_for(lambda: ca.got["summary"], what="first summary")
+            assert ca.got["summary"][0]["n"] == 0
+            ca.send(pump.outcome(seq, "bearing_wear", value=3.5))
+            await wait_for(lambda: gw_a.state.stored() == 4, 15, "outcome stored in the swarm")
+            seq_b = cb.send(fan.fp(temperature_c=91, vibration=9.5))
+            await wait_for(lambda: cb.got["summary"], 15, "summary at gateway B")
+            (summary,) = cb.got["summary"]
+            assert summary["re"] == seq_b and summary["n"] == 1 and summary["top"] == [["bearing_wear", 1000]]
+            assert summary["hops"] >= 1
+            text = (await scrape(gw_b, "/metrics")).__getitem__(1).decode()
+            assert "qis_gateway_lookup_hops_count 1.0" in text
+            assert gw_a.metrics.registry.get_sample_value("qis_gateway_packets_stored_total") == 4
+        finally:
+            for gw, task in zip((gw_a, gw_b), tasks, strict=True):
+                await stopped(gw, task)
+            for node in nodes:
+                await node.stop(graceful=False)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        other.close()

@@ -8,6 +8,8 @@ first. `reset()` is mpremote's own hard reset (`machine.reset()` after 100 ms, n
 which the board boots `main.py`. mpremote errors become qis_firmware errors here:
 - cannot open the port -> NoSuchPort / PortPermissionDenied (serialport.check_port runs first);
 - no raw REPL banner within the timeout -> NotMicroPython (another firmware, or the port is in use);
+  our own probe enforces that timeout, because mpremote's stops counting while bytes keep arriving
+  (a board running chatty non-MicroPython firmware made it wait forever, found by tests/firmware);
 - OSError text from the board (e.g. ENOSPC) -> ToolError with the board's message.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import time
 
 from qis_firmware import serialport
 from qis_firmware.errors import NotMicroPython, PortPermissionDenied, ToolError
@@ -22,6 +25,8 @@ from qis_firmware.mpy import MpyTarget
 from qis_firmware.targets import MPY_EXPR, check_board_path
 
 log = logging.getLogger(__name__)
+
+RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 
 NOT_MICROPYTHON = (
     "%s answered, but not with a MicroPython REPL (no raw REPL banner within %.0f s). Is MicroPython "
@@ -40,12 +45,14 @@ class SerialTarget:
         self._timeout_s = raw_repl_timeout_s
         try:
             # timeout: pty devices are read with blocking reads; bound them so a silent port cannot hang us.
-            self._transport = SerialTransport(port, baudrate=baud, timeout=0.5)
+            self._transport = SerialTransport(port, baudrate=baud, timeout=0.2)
         except TransportError as exc:
             raise PortPermissionDenied(
                 "cannot open %s (%s): it is in use by another program, or %s"
                 % (port, exc, serialport.DIALOUT_HINT % port)) from exc
         try:
+            if not self._probe_raw_repl(raw_repl_timeout_s):
+                raise TransportError("no raw REPL banner")
             self._transport.enter_raw_repl(soft_reset=True, timeout_overall=raw_repl_timeout_s)
         except TransportError as exc:
             self._close_quietly()
@@ -53,6 +60,24 @@ class SerialTarget:
         except OSError as exc:
             self._close_quietly()
             raise ToolError("serial error on %s while entering the raw REPL: %s" % (port, exc)) from exc
+
+    def _probe_raw_repl(self, timeout_s: float) -> bool:
+        """Ctrl-C, Ctrl-A and wait for the raw REPL banner within `timeout_s`, whatever else arrives.
+
+        mpremote's own enter_raw_repl enforces its overall timeout only when the line goes quiet, so a
+        board whose (non-MicroPython) firmware prints continuously would keep it waiting forever.
+        """
+        ser = self._transport.serial
+        ser.write(b"\r\x03\x03")
+        ser.write(b"\r\x01")
+        deadline = time.monotonic() + timeout_s
+        tail = b""
+        while time.monotonic() < deadline:
+            chunk = ser.read(max(1, ser.in_waiting))  # each read is bounded by the port timeout
+            tail = (tail + chunk)[-512:]
+            if RAW_REPL_BANNER in tail:
+                return True
+        return False
 
     def _close_quietly(self) -> None:
         if self._closed:

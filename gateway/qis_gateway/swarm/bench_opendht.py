@@ -5,8 +5,9 @@ network id, and the per-IP rate limit switched off (``setRateLimit(-1, -1)``; Op
 req/s per IP stalls any one-IP swarm, see research/dht-anchors.md). Keys are the first 20 bytes of our
 32-byte address (OpenDHT ids are 160-bit). ``get`` is timed on OpenDHT's own callback threads with
 ``time.perf_counter``: first value, last expected value, and the done callback (search finished).
-Requests per lookup come from ``getNodeMessageStats()`` (incoming ping/find/get/listen/put counts summed
-over every surviving node), so they include background maintenance during the lookup phase.
+Requests per lookup come from ``getNodeMessageStats()`` (incoming ping/find/get/listen/put counts since the
+previous read, summed over every surviving node; read once before the lookups to reset), so they include
+background maintenance during the lookup phase.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class OpenDhtAdapter:
             }
 
     def messages(self) -> int:
+        """Requests these nodes received since the previous call (OpenDHT resets its stats when read)."""
         return sum(sum(r.getNodeMessageStats()) for r in self.runners)
 
     async def stop(self) -> None:

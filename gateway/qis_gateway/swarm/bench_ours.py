@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
 from .api import SwarmUnavailable, UdpSwarm
+
+log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 
@@ -25,6 +28,7 @@ class OursAdapter:
     def __init__(self, opts: dict[str, Any]) -> None:
         self.opts = opts
         self.nodes: list[UdpSwarm] = []
+        self.put_exceptions = 0
 
     def _config(self) -> Any:
         from .config import SwarmConfig
@@ -50,6 +54,10 @@ class OursAdapter:
             return await self.nodes[idx].put(key, value) > 0
         except SwarmUnavailable:
             return False
+        except Exception:  # a core bug must not end the whole run; counted and reported
+            log.exception("put raised")
+            self.put_exceptions += 1
+            return False
 
     async def get(self, idx: int, key: bytes, expected: frozenset[bytes]) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -69,7 +77,7 @@ class OursAdapter:
 
     def counters(self) -> dict[str, int]:
         """The core's and drivers' counters summed over this worker's nodes (drops, retries, timeouts)."""
-        total: dict[str, int] = {}
+        total: dict[str, int] = {"bench_put_exceptions": self.put_exceptions}
         for n in self.nodes:
             for k, v in n.status().get("counters", {}).items():
                 total[k] = total.get(k, 0) + int(v)

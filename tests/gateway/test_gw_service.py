@@ -287,3 +287,30 @@ def test_outcome_travels_through_a_real_udp_swarm(site: Site, tmp_path: Path) ->
         asyncio.run(scenario())
     finally:
         other.close()
+
+
+def test_home_assistant_discovery_resent_on_birth(site: Site) -> None:
+    async def scenario() -> None:
+        gw, task = await started(site.config(homeassistant={"enabled": True}), MemorySwarm())
+        ha = BoardClient(Board("site-a", "qis-gateway", b"k" * 32), "127.0.0.1", site.broker.port, "gw-pass")
+        site.clients.append(ha)
+        seen: list[tuple[str, bytes, bool]] = []
+        ha.client.on_message = lambda c, u, m: seen.append((m.topic, m.payload, m.retain))
+        ha.client.subscribe("homeassistant/sensor/#", 1)
+        ha.client.subscribe("qis-ha/#", 1)
+        client = site.client("pump-01")
+        try:
+            await wait_for(lambda: any(t.endswith("/config") for t, _, _ in seen), what="retained discovery")
+            assert seen[0][2] is True  # delivered from the retained store
+            count = len([t for t, _, _ in seen if t.endswith("/config")])
+            ha.client.publish("homeassistant/status", b"online", qos=1).wait_for_publish(5)
+            await wait_for(lambda: len([t for t, _, _ in seen if t.endswith("/config")]) > count,
+                           what="discovery re-sent after Home Assistant's birth message")
+            client.send(site.boards["pump-01"].fp())
+            await wait_for(lambda: any(t == "qis-ha/site-a/pump-01/state" for t, _, _ in seen), what="HA state")
+            state = json.loads([p for t, p, _ in seen if t == "qis-ha/site-a/pump-01/state"][-1])
+            assert state["outcome"] == "unknown" and state["n"] == 0
+        finally:
+            await stopped(gw, task)
+
+    asyncio.run(scenario())

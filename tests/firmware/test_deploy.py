@@ -217,17 +217,17 @@ def test_sys_mpy_decoding() -> None:
 
 
 def test_full_board_code_deploys_and_imports_when_device_code_exists(tmp_path: Path) -> None:
-    """shared/qis and device/qis_device (+ main.py/boot.py when present) all compile and import."""
+    """shared/qis and device/qis_device (+ main.py/boot.py when present) all compile, and the board's
+    entry module imports from the deployed .mpy under the unix port."""
     sources = deploy_mod.default_sources()
     device_pkg = sources.packages[1][0]
-    modules = sorted(p.stem for p in device_pkg.glob("*.py") if p.stem != "__init__")
-    if not modules:
-        pytest.skip("device/qis_device has no modules yet (device engineer's issue 3)")
+    if not (device_pkg / "app.py").exists():
+        pytest.skip("device/qis_device/app.py (the board entry, device engineer's issue 3) does not exist yet")
     board = tmp_path / "board"
     result = deploy(EmulatedTarget(board), write_config(tmp_path))
-    assert "qis_device/__init__.mpy" in result.copied
+    assert "qis_device/__init__.mpy" in result.copied and "qis_device/app.mpy" in result.copied
     for name in ("main.py", "boot.py"):
         assert ((board / name).exists()) == ((sources.entry_dir / name).exists())
-    portable = [m for m in modules if m not in ("hw", "board")]  # hardware drivers import `machine`
-    script = "import %s\nprint('ok')" % ", ".join("qis_device.%s" % m for m in portable)
-    assert run_micropython(script, extra_path=[board], heap="128K").strip() == "ok"
+    script = "import qis_device.app, qis_device.config\nprint(qis_device.app.__file__, qis_device.config.__file__)"
+    out = run_micropython(script, extra_path=[board], heap="128K").split()
+    assert out == [str(board / "qis_device" / "app.mpy"), str(board / "qis_device" / "config.mpy")]

@@ -101,3 +101,15 @@ def test_bench_runs_ours_across_processes(capsys: pytest.CaptureFixture[str]) ->
     assert ours["nodes"] == 8 and ours["crashed_nodes"] == 2 and ours["procs"] == 2
     assert ours["success_rate"] == 1.0
     assert ours["latency_ms"]["p50"] > 0 and ours["requests_per_lookup"] >= 1
+
+
+def test_simulate_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--nodes", "60", "--lookups", "30", "--seed", "2", "--loss", "0.1", "--json"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert "\n" not in out
+    doc = json.loads(out)
+    assert doc["nodes"] == 60 and doc["lookups"] == 30 and doc["loss"] == 0.1
+    assert 0.9 <= doc["success_rate"] <= 1.0
+    for field in ("p50", "p90", "p99", "max"):
+        assert doc["hops"][field] >= 0
+    assert {"p50", "p99"} <= set(doc["messages"]) and doc["seconds"] > 0

@@ -168,3 +168,37 @@ def test_hostile_datagrams_are_dropped_and_counted(tmp_path: Path) -> None:
             await stop_all(nodes)
 
     run(main())
+
+
+def test_validator_refuses_values_locally_and_on_remote_nodes(tmp_path: Path) -> None:
+    from qis_gateway.swarm.errors import SwarmUsageError
+
+    def only_good(address: bytes, value: bytes) -> bool:
+        if value.startswith(b"raise"):
+            raise ValueError("a verifier that raises counts as a rejection")
+        return value.startswith(b"good")
+
+    async def main() -> None:
+        lax = UdpSwarm(("127.0.0.1", 0), tmp_path / "lax", config=CONFIG)  # no validator: stores anything
+        await lax.start()
+        strict = []
+        for i in range(4):
+            node = UdpSwarm(("127.0.0.1", 0), tmp_path / ("s%d" % i), [lax.address], config=CONFIG,
+                            validator=only_good)
+            await node.start()
+            strict.append(node)
+        try:
+            key = addr_of("validated")
+            with pytest.raises(SwarmUsageError):
+                await strict[0].put(key, b"bad value")
+            with pytest.raises(SwarmUsageError):
+                await strict[0].put(key, b"raise please")
+            with pytest.raises(SwarmUnavailable):  # every peer refuses it
+                await lax.put(key, b"bad from a lax node")
+            assert sum(n.status()["counters"].get("drop_invalid_value", 0) for n in strict) >= 1
+            assert await lax.put(key, b"good one") == len(strict)
+            assert (await strict[2].get(key)).values == (b"good one",)
+        finally:
+            await stop_all([lax, *strict])
+
+    run(main())

@@ -3,7 +3,7 @@
     qis-swarm node --listen HOST:PORT [--bootstrap HOST:PORT ...] --data DIR
         A standalone node until SIGTERM/SIGINT (= graceful leave). Prints one JSON line
         {"event": "listening", "address": [host, port], "node_id": hex} on stdout once bound, logs to stderr.
-    qis-swarm simulate --nodes N --lookups L --seed S [--churn F] [--loss P] --json
+    qis-swarm simulate --nodes N --lookups L --seed S [--churn F] [--loss P] [--kill-after-store F] --json
         In-process simulator (swarm-core's sim.run_simulation); prints one JSON object.
     qis-swarm bench --nodes N --values V --lookups L [--crash F] [--procs P] [--peers opendht,kademlia] --json
         N real UDP nodes on 127.0.0.1 in P processes, ours and the peers on the same workload and layout
@@ -101,7 +101,8 @@ def cmd_node(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .sim import run_simulation
 
-    result = run_simulation(nodes=args.nodes, lookups=args.lookups, seed=args.seed, churn=args.churn, loss=args.loss)
+    result = run_simulation(nodes=args.nodes, lookups=args.lookups, seed=args.seed, churn=args.churn, loss=args.loss,
+                            kill_after_store=args.kill_after_store, tables=args.tables)
     print(json.dumps(result, sort_keys=True) if args.json else _pretty(result))
     return EXIT_OK
 
@@ -148,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nodes", type=_positive, required=True)
     s.add_argument("--lookups", type=_positive, required=True)
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--churn", type=_fraction, default=0.0, help="fraction of nodes killed after storing")
+    s.add_argument("--churn", type=_fraction, default=0.0, help="churn fraction (see sim.run_simulation)")
     s.add_argument("--loss", type=_fraction, default=0.0, help="message loss probability")
+    s.add_argument("--kill-after-store", type=_fraction, default=0.0,
+                   help="fraction of nodes killed after storing, with no repair")
+    s.add_argument("--tables", choices=["join", "ideal"], default="join",
+                   help="routing tables built by joining (default) or pre-filled ideally (baseline)")
     s.add_argument("--json", action="store_true", help="one-line JSON (default: indented)")
     s.set_defaults(func=cmd_simulate)
 

@@ -202,3 +202,21 @@ def test_validator_refuses_values_locally_and_on_remote_nodes(tmp_path: Path) ->
             await stop_all([lax, *strict])
 
     run(main())
+
+
+def test_peer_list_is_saved_while_running(tmp_path: Path) -> None:
+    from qis_gateway.swarm.peers import load_peers
+
+    async def main() -> None:
+        nodes = await start_swarm(tmp_path, 3)
+        watcher = UdpSwarm(("127.0.0.1", 0), tmp_path / "w", [nodes[0].address], config=CONFIG,
+                           peers_save_interval_s=0.05)
+        await watcher.start()
+        try:
+            await asyncio.sleep(0.2)
+            saved = set(load_peers(tmp_path / "w"))  # written without a stop: survives a SIGKILL
+            assert {n.address for n in nodes} <= saved
+        finally:
+            await stop_all([watcher, *nodes])
+
+    run(main())

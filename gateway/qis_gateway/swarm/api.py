@@ -3,7 +3,8 @@
 How it works:
 - ``start()`` loads (or creates) the node key ``<data>/node.key``, opens the durable value store
   ``<data>/values.sqlite3``, binds the socket (:mod:`.udp`) and joins through the given bootstrap addresses
-  plus the peers saved by the last run (``<data>/peers.json``, :mod:`.peers`). It waits up to
+  plus the peers saved by the last run (``<data>/peers.json``, :mod:`.peers`; rewritten every
+  ``peers_save_interval_s`` and at stop, so a SIGKILLed node can rejoin too). It waits up to
   ``join_timeout_s`` for the join; a node that found nobody still starts (the gateway keeps working and
   queues its puts: ``put``/``get`` raise :class:`SwarmUnavailable` until a peer answers).
 - ``put``/``get`` start an operation in the core and await the matching ``PutDone``/``GetDone`` event,
@@ -77,6 +78,7 @@ class UdpSwarm:
         join_timeout_s: float = 5.0,
         leave_timeout_s: float = 3.0,
         op_timeout_s: float = 30.0,
+        peers_save_interval_s: float = 300.0,
     ) -> None:
         self.listen = (str(listen[0]), int(listen[1]))
         self.data_dir = Path(data_dir)
@@ -88,6 +90,8 @@ class UdpSwarm:
         self.join_timeout_s = join_timeout_s
         self.leave_timeout_s = leave_timeout_s
         self.op_timeout_s = op_timeout_s
+        self.peers_save_interval_s = peers_save_interval_s
+        self._saver: asyncio.Task[None] | None = None
         self.node: Any = None
         self.store: SqliteValueStore | None = None
         self._driver: SwarmDriver | None = None
@@ -147,6 +151,23 @@ class UdpSwarm:
                             self.join_timeout_s, len(self.node.routing_table))
             if len(self.node.routing_table) == 0:
                 log.warning("no bootstrap peer answered; puts and gets raise SwarmUnavailable until one does")
+        if self.peers_save_interval_s > 0:
+            self._saver = asyncio.create_task(self._save_peers_regularly())
+
+    async def _save_peers_regularly(self) -> None:
+        """Keep peers.json fresh so a node that is SIGKILLed can still rejoin on its own."""
+        while True:
+            await asyncio.sleep(self.peers_save_interval_s)
+            self._save_peers()
+
+    def _save_peers(self) -> None:
+        contacts = self._contact_addresses()
+        if not contacts:
+            return  # never overwrite a useful list with an empty one
+        try:
+            peer_file.save_peers(self.data_dir, contacts)
+        except OSError as exc:
+            log.warning("could not save the peer list: %s", exc)
 
     async def stop(self, graceful: bool = True) -> None:
         """Leave the swarm (graceful: hand values on first) and release socket and store. Idempotent."""
@@ -163,10 +184,10 @@ class UdpSwarm:
                 log.warning("graceful leave did not finish within %.1f s; closing anyway", self.leave_timeout_s)
             except Exception:
                 log.exception("graceful leave failed; closing anyway")
-        try:
-            peer_file.save_peers(self.data_dir, self._contact_addresses())
-        except OSError as exc:
-            log.warning("could not save the peer list: %s", exc)
+        if self._saver is not None:
+            self._saver.cancel()
+            self._saver = None
+        self._save_peers()
         self._driver = None
         driver.close()
         try:  # the transport closes its socket on the next loop turn; wait so the port is free on return

@@ -161,6 +161,14 @@ class Bridge:
 
     def _outcome_packets(self, body: dict[str, Any], record: DeviceRecord, seq: int,
                          now_s: float) -> list[tuple[int, bytes, bytes]]:
+        if body["re"] > messages.MAX_SEQ:
+            raise _Reject("field", "outcome.re %d is beyond any sequence number" % body["re"], record,
+                          record.device_id, "outcome", seq)
+        value = body.get("value")
+        try:
+            value = None if value is None else float(value)
+        except OverflowError as exc:
+            raise _Reject("field", "outcome.value is too large", record, record.device_id, "outcome", seq) from exc
         reading = self.state.reading(record.device_id, body["re"])
         if reading is None:
             raise _Reject("unknown_reading", "no reading with seq %d is known (expired or never sent)" % body["re"],
@@ -169,12 +177,11 @@ class Bridge:
         if schema is None:
             raise _Reject("schema", "schema %r is no longer loaded" % reading.schema_id, record,
                           record.device_id, "outcome", seq)
-        value = body.get("value")
         out = []
         for level, address in enumerate(schema.level_addresses(reading.fields)):
             packet = OutcomePacket(address=address, schema_id=reading.schema_id, created_s=int(now_s),
                                    vector=reading.vector, label=body["label"],
-                                   value=None if value is None else float(value),
+                                   value=value,
                                    weight=float(body.get("weight", 1.0)))
             try:
                 out.append((level, address, encode(packet, self.signing_key)))

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import signal
+import sqlite3
 import tempfile
 import time
 import urllib.request
@@ -161,9 +162,14 @@ class Gateway:
             return
         try:
             admitted = self.bridge.admit(msg.topic, msg.payload)
-        except Exception:  # our bug or the disk: do not ack, the broker redelivers on the next session
-            log.exception("could not handle a message on %s; leaving it unacknowledged", msg.topic)
+        except (sqlite3.Error, OSError):  # the disk: do not ack, the broker redelivers on the next session
+            log.exception("could not store a message from %s; leaving it unacknowledged", msg.topic)
+            self.metrics.rejections.labels("storage").inc()
+            return
+        except Exception:  # our bug on odd input: drop it (acked) rather than have it redelivered for ever
+            log.exception("internal error on a message from %s; dropped", msg.topic)
             self.metrics.rejections.labels("internal").inc()
+            self.mqtt.ack(msg)
             return
         self.mqtt.ack(msg)
         if admitted.needs_answer:

@@ -150,6 +150,20 @@ def test_refusals_are_counted_and_good_traffic_still_answered(tmp_path: Path) ->
     assert rig.published.bodies(stranger, "error") == []  # revoked: not answered
 
 
+def test_out_of_range_numbers_in_authentic_outcomes_are_refused(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    board = rig.board()
+    t, frame, seq = board.fp()
+    rig.bridge.admit(t, frame)
+    for extra in ({"re": 10**30}, {"re": seq, "value": 10**400}, {"re": seq, "value": float("inf")}):
+        board.seq += 1
+        body = {"v": 1, "kind": "outcome", "dev": board.device, "seq": board.seq, "label": "x"}
+        body.update(extra)
+        adm = rig.bridge.admit(board.topic("outcome"), messages.encode_frame(body, board.secret))
+        assert adm.outcome == "rejected" and adm.reason in ("field", "packet"), extra
+    assert rig.state.pending() == 0
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(topic_name=st.sampled_from(["qis/v1/site-a/pump-01/fp", "qis/v1/site-a/pump-01/outcome",
                                    "qis/v1/site-a/pump-01/summary", "qis/v1/+/#/fp", "qis/v1/site-a/x/fp", ""]),
@@ -165,9 +179,43 @@ def test_garbage_is_refused_never_crashes(tmp_path_factory: pytest.TempPathFacto
     assert adm.outcome == "rejected" and adm.reason
     after = sum(s.value for m in rig.metrics.rejections.collect() for s in m.samples if s.name.endswith("_total"))
     assert after == before + 1
+    good = rig.board()
+    good.seq = rig.registry.get(good.device).last_seq
+    t, frame, _ = good.fp()
+    assert rig.bridge.admit(t, frame).outcome == "accepted"  # good traffic still goes through
 
 
 _GARBAGE_RIG: dict[str, object] = {}
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.integers(2**53, 2**80) | st.floats(allow_nan=False)
+                     | st.text(max_size=20), lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["fp", "outcome"]),
+       extra=st.dictionaries(st.sampled_from(["schema", "fields", "vec", "re", "label", "value", "weight", "seq",
+                                              "v", "kind", "dev"]), _json, max_size=6))
+def test_authentic_but_malformed_bodies_are_refused(tmp_path_factory: pytest.TempPathFactory, kind: str,
+                                                     extra: dict) -> None:
+    """Frames with a valid tag (the board's own secret) and hostile bodies: refused with a reason, or --
+    when hypothesis happens to build a valid frame -- accepted; never an exception."""
+    rig = _GARBAGE_RIG.get("auth")
+    if rig is None:
+        rig = _GARBAGE_RIG["auth"] = make_rig(tmp_path_factory.mktemp("auth"))
+    board = rig.board("pump-09")
+    body = {"v": 1, "kind": kind, "dev": board.device, "seq": rig.registry.get(board.device).last_seq + 1,
+            "schema": MACHINE.schema_id, "fields": {"schema": MACHINE.schema_id}, "vec": [], "re": 0,
+            "label": "x"}
+    body.update(extra)
+    try:
+        frame = messages.encode_frame(body, board.secret)
+    except (ValueError, TypeError):
+        return  # not serialisable as a frame at all
+    adm = rig.bridge.admit(board.topic(kind), frame)
+    assert adm.outcome in ("accepted", "rejected")
+    if adm.outcome == "rejected":
+        assert adm.reason and metric(rig.metrics, "qis_gateway_rejections_total", reason=adm.reason) >= 1
 
 
 def test_outbox_keeps_packets_through_an_outage(tmp_path: Path) -> None:

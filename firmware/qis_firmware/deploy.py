@@ -13,8 +13,9 @@ How it works:
    Files the old manifest lists but the new plan does not are removed. The old manifest is deleted
    before the first write and the new one written after the last, so an interrupted deploy is a full
    deploy next time rather than a board that claims code it does not have.
-5. Reset the board when anything changed (a real board then boots main.py).
-`--dry-run` does steps 1-4 reading the board but writes nothing.
+5. Reset the board (a real board then boots main.py). This happens even when nothing changed, because
+   reading the board's version and manifest over the raw REPL interrupted its program.
+`--dry-run` does steps 1-4 reading the board, writes nothing, and resets it as in step 5.
 """
 
 from __future__ import annotations
@@ -183,16 +184,16 @@ def deploy(target: Target, config_path: Path, *, mpy_target: mpy.MpyTarget | Non
     result.skipped = [p.board_path for p in planned if p not in changed]
     wanted = {p.board_path for p in planned}
     result.removed = sorted(path for path in old if path not in wanted and path != MANIFEST)
-    if dry_run or not (changed or result.removed):
-        return result
-    target.remove_file(MANIFEST)
-    for item in changed:
-        log.info("copy %s -> %s:%s", item.source, target.label, item.board_path)
-        target.write_file(item.board_path, item.data)
-    for path in result.removed:
-        log.info("remove stale %s:%s", target.label, path)
-        target.remove_file(path)
-    target.write_file(MANIFEST, manifest_bytes(planned, label))
+    if not dry_run and (changed or result.removed):
+        target.remove_file(MANIFEST)
+        for item in changed:
+            log.info("copy %s -> %s:%s", item.source, target.label, item.board_path)
+            target.write_file(item.board_path, item.data)
+        for path in result.removed:
+            log.info("remove stale %s:%s", target.label, path)
+            target.remove_file(path)
+        target.write_file(MANIFEST, manifest_bytes(planned, label))
+    # Reading the board interrupted its program (raw REPL); a reset restarts it, changed or not.
     target.reset()
     result.reset = True
     return result

@@ -75,7 +75,7 @@ def test_second_deploy_copies_only_what_changed(tmp_path: Path) -> None:
     n_files = len(first.copied)
 
     again = deploy(EmulatedTarget(board), config, sources=qis_only(src))
-    assert again.copied == [] and again.removed == [] and not again.reset
+    assert again.copied == [] and again.removed == []
     assert len(again.skipped) == n_files
 
     write_config(tmp_path, device="pump-02")
@@ -108,7 +108,7 @@ def test_dry_run_writes_nothing_and_reports_the_plan(tmp_path: Path, capsys) -> 
     board = tmp_path / "board"
     config = write_config(tmp_path)
     result = deploy(EmulatedTarget(board), config, sources=qis_only(), dry_run=True)
-    assert result.copied and not result.reset
+    assert result.copied and result.dry_run
     assert list(board.iterdir()) == []
 
 

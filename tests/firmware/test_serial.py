@@ -48,7 +48,8 @@ def test_deploy_over_mpremote_to_a_pty_board_then_changed_only(tmp_path: Path) -
             again = deploy(target, config, sources=qis_only())
         finally:
             target.close()
-        assert again.copied == [] and not again.reset and board.resets == 1
+        assert again.copied == []
+        assert wait_for(lambda: board.resets == 2), "the board was left interrupted in the raw REPL"
         assert board.soft_resets == 2  # each connection interrupts and soft-resets the board first
 
     out = run_micropython("import qis.topics\nprint(qis.topics.__file__)\n"
@@ -62,7 +63,8 @@ def test_cli_deploy_over_a_pty_board(tmp_path: Path, capsys) -> None:
         rc = cli_main(["deploy", "--port", board.port, "--config", str(config), "--dry-run"])
         out = capsys.readouterr().out
         assert rc == 0 and "would copy qis/schema.mpy" in out and "bytecode v6.3" in out
-        assert not (tmp_path / "flash" / "qis").exists() and board.resets == 0
+        assert not (tmp_path / "flash" / "qis").exists()
+        assert wait_for(lambda: board.resets == 1)  # its program, interrupted by the read, restarts
 
 
 def test_board_without_micropython_is_reported(tmp_path: Path, capsys) -> None:

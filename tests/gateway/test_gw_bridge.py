@@ -270,3 +270,34 @@ def test_flusher_rate_is_bounded(tmp_path: Path) -> None:
     elapsed = run(scenario())
     # 40 puts at 10/s with a burst of 10: at least (40 - 10) / 10 = 3 s
     assert rig.swarm.puts == 40 and 2.7 < elapsed < 6
+
+
+def test_backlog_flush_is_paced_and_live_readings_are_still_answered(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    board = rig.board()
+    rig.swarm.available = False  # an outage builds a backlog
+    for _ in range(40):
+        t, frame, seq = board.fp()
+        rig.bridge.admit(t, frame)
+        t, frame, _ = board.outcome(seq, "x")
+        rig.bridge.admit(t, frame)
+    assert rig.state.pending() == 160
+    rig.swarm.available = True
+
+    async def scenario() -> tuple[int, float]:
+        flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, rate_per_s=20)
+        flusher.start()
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0.3)
+        t, frame, _ = board.fp()
+        started = loop.time()
+        await rig.bridge.answer_fp(rig.bridge.admit(t, frame))
+        answer_s = loop.time() - started
+        await asyncio.sleep(1.0 - 0.3)
+        await flusher.stop()
+        return rig.swarm.puts, answer_s
+
+    stored, answer_s = run(scenario())
+    # one second of flushing at 20/s with a burst of 20: about 40 puts, never the whole backlog
+    assert 20 <= stored <= 45 and rig.state.pending() == 160 - stored
+    assert answer_s < 0.5

@@ -54,11 +54,12 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 def _cmd_provision(args: argparse.Namespace) -> int:
     from qis_firmware.provision import parse_fixed, provision
 
-    out = Path(args.out) if args.out else Path("%s.json" % args.device_id)
+    out = Path(args.out) if args.out else Path("%s.device.json" % args.device_id)
     wifi = (args.wifi_ssid, args.wifi_password or "") if args.wifi_ssid else None
     sensor = {"driver": args.sensor, "seed": 1} if args.sensor else None
     config = provision(args.device_id, gateway_db=Path(args.gateway_db), site=args.site, broker=args.broker,
-                       out=out, schema=args.schema, fixed=parse_fixed(args.fixed), wifi=wifi, sensor=sensor)
+                       out=out, schema=args.schema, fixed=parse_fixed(args.fixed), wifi=wifi, sensor=sensor,
+                       anonymous=args.anonymous)
     print("registered %s/%s in %s; board config written to %s (mode 0600, holds the secret)"
           % (config["site"], config["device"], args.gateway_db, out))
     print("next: qis-device deploy --port PORT --config %s" % out)
@@ -105,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", required=True)
     p.add_argument("--broker", required=True, help="HOST:PORT the board connects to")
     p.add_argument("--schema", default="machine_health.json")
-    p.add_argument("--out", help="where to write the config (default: ID.json)")
+    p.add_argument("--out", help="where to write the config (default: ID.device.json)")
+    p.add_argument("--anonymous", action="store_true",
+                   help="no MQTT login in the config (default: the device id and the password that "
+                        "`qis-gateway broker-config` derives from the secret)")
     p.add_argument("--fixed", action="append", default=[], metavar="KEY=VALUE", help="fixed label (repeatable)")
     p.add_argument("--sensor", help="sensor driver (sim, adc, bme280, ...)")
     p.add_argument("--wifi-ssid")

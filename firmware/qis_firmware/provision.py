@@ -53,7 +53,8 @@ def parse_fixed(items: list[str]) -> dict[str, Any]:
 
 def provision(device_id: str, *, gateway_db: Path, site: str, broker: str, out: Path,
               schema: str = DEFAULT_SCHEMA, fixed: dict[str, Any] | None = None,
-              wifi: tuple[str, str] | None = None, sensor: dict[str, Any] | None = None) -> dict[str, Any]:
+              wifi: tuple[str, str] | None = None, sensor: dict[str, Any] | None = None,
+              anonymous: bool = False) -> dict[str, Any]:
     """Create the registry entry and write device.json; return the config written."""
     if out.exists():
         raise UsageError("%s exists; refusing to overwrite a board config (it may hold a live secret). "
@@ -65,6 +66,8 @@ def provision(device_id: str, *, gateway_db: Path, site: str, broker: str, out: 
                              "provision on the gateway, or install qis-edge fully: %s" % exc) from exc
     host, port = parse_broker(broker)
     extra: dict[str, Any] = {}
+    if anonymous:  # otherwise the board logs in as its id with the password `qis-gateway broker-config` sets
+        extra["broker_user"] = None
     if fixed:
         extra["fixed"] = fixed
     if wifi:

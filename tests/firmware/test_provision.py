@@ -33,6 +33,9 @@ def test_provision_registers_and_writes_a_config_the_gateway_and_deploy_agree_on
     assert record is not None and record.site == "site-a" and not record.revoked
     assert config["secret"] == record.secret.hex() and len(config["secret"]) == 64
     assert config["broker"]["host"] == "192.0.2.10" and config["broker"]["port"] == 1884
+    # the login `qis-gateway broker-config` writes into Mosquitto's password file for this board
+    assert config["broker"]["user"] == "pump-01"
+    assert config["broker"]["password"] == registry_mod.board_password(record.secret)
     assert config["fixed"] == {"machine_class": "pump"} and config["wifi"]["ssid"] == "plant"
     assert load_config(out)["device"] == "pump-01"
     result = deploy(EmulatedTarget(tmp_path / "board"), out, sources=qis_only())
@@ -41,8 +44,9 @@ def test_provision_registers_and_writes_a_config_the_gateway_and_deploy_agree_on
 
 def test_duplicate_id_is_refused_and_existing_config_is_not_overwritten(tmp_path: Path, capsys) -> None:
     db = tmp_path / "registry.db"
-    provision("fan-2", gateway_db=db, site="s1", broker="gw.local", out=tmp_path / "a.json")
-    assert json.loads((tmp_path / "a.json").read_text())["broker"]["port"] == 1883
+    provision("fan-2", gateway_db=db, site="s1", broker="gw.local", out=tmp_path / "a.json", anonymous=True)
+    broker = json.loads((tmp_path / "a.json").read_text())["broker"]
+    assert broker["port"] == 1883 and broker["user"] is None and broker["password"] is None
     with pytest.raises(ProvisionError, match="already registered"):
         provision("fan-2", gateway_db=db, site="s1", broker="gw.local", out=tmp_path / "b.json")
     assert not (tmp_path / "b.json").exists()

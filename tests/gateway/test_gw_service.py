@@ -314,3 +314,39 @@ def test_home_assistant_discovery_resent_on_birth(site: Site) -> None:
             await stopped(gw, task)
 
     asyncio.run(scenario())
+
+
+def test_message_not_acknowledged_until_stored_is_redelivered(site: Site) -> None:
+    """manual_ack at work: the first attempt to store an outcome fails (disk error) so no PUBACK is sent;
+    after the next reconnect the broker redelivers it and it is stored. With ack-on-receipt it would be lost."""
+    import sqlite3
+
+    async def scenario() -> None:
+        swarm = MemorySwarm()
+        gw, task = await started(site.config(), swarm)
+        board = site.boards["pump-01"]
+        client = site.client("pump-01")
+        real_record = gw.state.record_outcome
+        failures = []
+
+        def flaky(*args: Any, **kwargs: Any) -> None:
+            if not failures:
+                failures.append(1)
+                raise sqlite3.OperationalError("disk I/O error (simulated)")
+            real_record(*args, **kwargs)
+
+        gw.state.record_outcome = flaky  # type: ignore[method-assign]
+        try:
+            seq = client.send(board.fp())
+            await wait_for(lambda: client.got["summary"], what="summary")
+            client.send(board.outcome(seq, "ok"))
+            await wait_for(lambda: failures, what="the failed attempt")
+            await asyncio.sleep(0.3)
+            assert gw.state.pending() == 0 and gw.state.stored() == 0
+            assert gw.metrics.registry.get_sample_value("qis_gateway_rejections_total", {"reason": "storage"}) == 1
+            site.broker.restart()  # the session resumes; the unacknowledged outcome comes again
+            await wait_for(lambda: gw.state.stored() == 4, 20, "redelivered outcome stored")
+        finally:
+            await stopped(gw, task)
+
+    asyncio.run(scenario())

@@ -79,25 +79,16 @@ def encode_outcome(device, seq, reading_seq, label, secret, value=None, weight=N
 
 
 def encode_summary(device, reading_seq, secret, enough, n, top, conf, mean, level, hops, ms):
-    body = _base("summary", device, reading_seq)
-    body["re"] = reading_seq
-    body["enough"] = enough
-    body["n"] = n
-    body["top"] = top
-    body["conf"] = conf
-    body["mean"] = mean
-    body["level"] = level
-    body["hops"] = hops
-    body["ms"] = ms
-    _check_summary(body)
-    return encode_frame(body, secret)
+    """Gateway -> board answer to the fp frame `reading_seq` (built in qis.gwframes)."""
+    from qis.gwframes import encode_summary
+
+    return encode_summary(device, reading_seq, secret, enough, n, top, conf, mean, level, hops, ms)
 
 
 def encode_error(device, seq, code, message, secret):
-    body = _base("error", device, seq)
-    body["code"] = code
-    body["msg"] = message[:200]
-    return encode_frame(body, secret)
+    from qis.gwframes import encode_error
+
+    return encode_error(device, seq, code, message, secret)
 
 
 def split_frame(payload):
@@ -147,23 +138,9 @@ def _fail(message):
 
 
 def _check_fp(body):
-    if not isinstance(body.get("schema"), str):
-        _fail("fp.schema must be a string")
-    fields = body.get("fields")
-    if not isinstance(fields, dict) or not 0 < len(fields) <= MAX_FIELDS:
-        _fail("fp.fields must be an object of 1-%d fields" % MAX_FIELDS)
-    for name in fields:
-        value = fields[name]
-        if not isinstance(value, (str, int)):
-            _fail("fp.fields[%r] must be a string, integer or boolean" % name)
-    if fields.get("schema") != body["schema"]:
-        _fail("fp.fields.schema must equal fp.schema")
-    vec = body.get("vec")
-    if not isinstance(vec, list) or len(vec) > MAX_VECTOR:
-        _fail("fp.vec must be a list of at most %d integers" % MAX_VECTOR)
-    for q in vec:
-        if not _is_int(q) or not -127 <= q <= 127:
-            _fail("fp.vec components must be integers in -127..127")
+    from qis.gwframes import check_fp
+
+    check_fp(body)
 
 
 def _check_outcome(body):

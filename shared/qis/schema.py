@@ -44,12 +44,6 @@ class Fingerprint:
         self.vector = vector
 
 
-def _require(spec, key, where):
-    if key not in spec:
-        raise SchemaError("%s: missing %r" % (where, key))
-    return spec[key]
-
-
 def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -62,47 +56,10 @@ def _label_allowed(value, labels):
     return False
 
 
-def _check_name(name, where):
-    if not isinstance(name, str) or not name:
-        raise SchemaError("%s: name must be a non-empty string" % where)
-
-
 class _Categorical:
-    __slots__ = ("name", "kind", "input", "labels", "edges")
+    """One categorical field (filled and validated by qis.schemaparse)."""
 
-    def __init__(self, spec, index):
-        where = "categorical[%d]" % index
-        if not isinstance(spec, dict):
-            raise SchemaError("%s must be an object" % where)
-        self.name = _require(spec, "name", where)
-        _check_name(self.name, where)
-        if self.name == SCHEMA_FIELD:
-            raise SchemaError("%s: the name %r is reserved for the schema id" % (where, SCHEMA_FIELD))
-        where = "categorical field %r" % self.name
-        self.kind = _require(spec, "kind", where)
-        self.input = spec.get("input", self.name)
-        self.labels = spec.get("labels")
-        self.edges = None
-        if self.labels is not None:
-            if not isinstance(self.labels, list) or not self.labels:
-                raise SchemaError("%s: labels must be a non-empty list" % where)
-            for label in self.labels:
-                if not isinstance(label, (str, int)):
-                    raise SchemaError("%s: label %r must be a string or integer" % (where, label))
-        if self.kind == "bands":
-            edges = _require(spec, "edges", where)
-            if not isinstance(edges, list) or not edges:
-                raise SchemaError("%s: edges must be a non-empty list of numbers" % where)
-            for i in range(len(edges)):
-                if not _is_number(edges[i]):
-                    raise SchemaError("%s: edge %r is not a number" % (where, edges[i]))
-                if i and edges[i] <= edges[i - 1]:
-                    raise SchemaError("%s: edges must be strictly ascending" % where)
-            if self.labels is None or len(self.labels) != len(edges) + 1:
-                raise SchemaError("%s: bands need exactly len(edges) + 1 = %d labels" % (where, len(edges) + 1))
-            self.edges = edges
-        elif self.kind != "label":
-            raise SchemaError("%s: kind must be 'label' or 'bands', not %r" % (where, self.kind))
+    __slots__ = ("name", "kind", "input", "labels", "edges")
 
     def categorise(self, reading):
         if self.input not in reading:
@@ -124,20 +81,9 @@ class _Categorical:
 
 
 class _Continuous:
-    __slots__ = ("name", "input", "center", "scale")
+    """One continuous field (filled and validated by qis.schemaparse)."""
 
-    def __init__(self, spec, index):
-        where = "continuous[%d]" % index
-        if not isinstance(spec, dict):
-            raise SchemaError("%s must be an object" % where)
-        self.name = _require(spec, "name", where)
-        _check_name(self.name, where)
-        where = "continuous field %r" % self.name
-        self.input = spec.get("input", self.name)
-        self.center = spec.get("center", 0)
-        self.scale = spec.get("scale", 1)
-        if not _is_number(self.center) or not _is_number(self.scale) or self.scale <= 0:
-            raise SchemaError("%s: center must be a number and scale a positive number" % where)
+    __slots__ = ("name", "input", "center", "scale")
 
     def normalise(self, reading):
         value = reading.get(self.input)
@@ -167,35 +113,17 @@ def quantise(values):
 
 
 class Schema:
-    """A parsed schema. Build with Schema(dict) or load_schema(path); see the module docstring."""
+    """A parsed schema. Build with Schema(dict) or load_schema(path); see the module docstring.
+
+    Attributes: schema_id, categorical, continuous, coarser, dimensions.
+    """
 
     def __init__(self, spec):
-        if not isinstance(spec, dict):
-            raise SchemaError("a schema must be a JSON object")
-        self.schema_id = _require(spec, "schema_id", "schema")
-        if not isinstance(self.schema_id, str) or not self.schema_id:
-            raise SchemaError("schema: schema_id must be a non-empty string")
-        cats = spec.get("categorical", [])
-        conts = spec.get("continuous", [])
-        if not isinstance(cats, list) or not isinstance(conts, list):
-            raise SchemaError("schema %r: categorical and continuous must be lists" % self.schema_id)
-        self.categorical = [_Categorical(cats[i], i) for i in range(len(cats))]
-        self.continuous = [_Continuous(conts[i], i) for i in range(len(conts))]
-        names = [c.name for c in self.categorical]
-        for name in names:
-            if names.count(name) > 1:
-                raise SchemaError("schema %r: categorical field %r appears twice" % (self.schema_id, name))
-        coarser = spec.get("coarser", [])
-        if not isinstance(coarser, list):
-            raise SchemaError("schema %r: coarser must be a list of field-name lists" % self.schema_id)
-        for level in coarser:
-            if not isinstance(level, list):
-                raise SchemaError("schema %r: each coarser level must be a list of field names" % self.schema_id)
-            for name in level:
-                if name not in names:
-                    raise SchemaError("schema %r: coarser level names unknown field %r" % (self.schema_id, name))
-        self.coarser = coarser
-        self.dimensions = len(self.continuous)
+        # Parsing and its error messages live in qis.schemaparse, imported only while a schema is built,
+        # so a board can unload it afterwards (RAM figures in qis.schemaparse).
+        from qis.schemaparse import parse
+
+        parse(self, spec, _Categorical, _Continuous)
 
     def categorise(self, reading):
         """The categorical fields of a raw reading (dict), schema id included."""
@@ -216,17 +144,9 @@ class Schema:
 
     def levels(self, fields):
         """Field dicts from exact to coarsest: [fields, coarser level 1, ...], each with the schema id."""
-        if fields.get(SCHEMA_FIELD) != self.schema_id:
-            raise SchemaError("fields belong to schema %r, not %r" % (fields.get(SCHEMA_FIELD), self.schema_id))
-        out = [fields]
-        for level in self.coarser:
-            sub = {SCHEMA_FIELD: self.schema_id}
-            for name in level:
-                if name not in fields:
-                    raise SchemaError("fields lack %r, needed by a coarser level" % name)
-                sub[name] = fields[name]
-            out.append(sub)
-        return out
+        from qis.schemaparse import levels
+
+        return levels(self, fields)
 
     def level_addresses(self, fields, swarm_key=None):
         """32-byte addresses of every level, exact first (index = level)."""
@@ -234,20 +154,9 @@ class Schema:
 
     def check_fields(self, fields):
         """Validate categorical fields received from a board (gateway side): known names, allowed labels."""
-        if not isinstance(fields, dict):
-            raise SchemaError("fields must be an object")
-        if fields.get(SCHEMA_FIELD) != self.schema_id:
-            raise SchemaError("fields name schema %r, expected %r" % (fields.get(SCHEMA_FIELD), self.schema_id))
-        if len(fields) != len(self.categorical) + 1:
-            raise SchemaError("fields must be exactly the schema's %d categorical fields" % len(self.categorical))
-        for field in self.categorical:
-            if field.name not in fields:
-                raise SchemaError("fields lack %r" % field.name)
-            value = fields[field.name]
-            if field.labels is not None and not _label_allowed(value, field.labels):
-                raise SchemaError("field %r: %r is not one of %r" % (field.name, value, field.labels))
-            if field.labels is None and not isinstance(value, (str, int)):
-                raise SchemaError("field %r: %r must be a string or integer" % (field.name, value))
+        from qis.schemaparse import check_fields
+
+        check_fields(self, fields)
 
 
 def load_schema(path):

@@ -35,23 +35,13 @@ def topic(site, device, kind):
 
 def parse_topic(name):
     """Split a topic into (site, device, kind); TopicError for anything that is not ours."""
-    if isinstance(name, (bytes, bytearray)):
-        try:
-            name = bytes(name).decode()
-        except UnicodeError:
-            raise TopicError("topic is not UTF-8")
-    parts = name.split("/")
-    if len(parts) != 5 or parts[0] + "/" + parts[1] != PREFIX:
-        raise TopicError("topic %r is not %s/<site>/<device>/<kind>" % (name, PREFIX))
-    site = check_id(parts[2], "site")
-    device = check_id(parts[3], "device id")
-    if parts[4] not in KINDS:
-        raise TopicError("topic %r has unknown kind %r" % (name, parts[4]))
-    return site, device, parts[4]
+    from qis.topicparse import parse_topic
+
+    return parse_topic(name)
 
 
 def subscription(kind, site="+", device="+"):
     """A subscription filter, e.g. subscription("fp") -> "qis/v1/+/+/fp" for a gateway."""
-    if kind not in KINDS and kind != "#":
-        raise TopicError("unknown topic kind %r" % kind)
-    return "%s/%s/%s/%s" % (PREFIX, site, device, kind)
+    from qis.topicparse import subscription
+
+    return subscription(kind, site, device)

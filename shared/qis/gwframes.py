@@ -1,0 +1,48 @@
+"""Frames only the gateway builds or checks (summary and error encoders, the fp check), kept apart
+from qis.messages so a board does not hold their code: qis.messages imports this module lazily, so
+the public API (messages.encode_summary, encode_error, decode of fp frames) is unchanged.
+"""
+
+from qis.messages import MAX_FIELDS, MAX_VECTOR, _base, _check_summary, _fail, _is_int, encode_frame
+
+
+def encode_summary(device, reading_seq, secret, enough, n, top, conf, mean, level, hops, ms):
+    body = _base("summary", device, reading_seq)
+    body["re"] = reading_seq
+    body["enough"] = enough
+    body["n"] = n
+    body["top"] = top
+    body["conf"] = conf
+    body["mean"] = mean
+    body["level"] = level
+    body["hops"] = hops
+    body["ms"] = ms
+    _check_summary(body)
+    return encode_frame(body, secret)
+
+
+def encode_error(device, seq, code, message, secret):
+    body = _base("error", device, seq)
+    body["code"] = code
+    body["msg"] = message[:200]
+    return encode_frame(body, secret)
+
+
+def check_fp(body):
+    if not isinstance(body.get("schema"), str):
+        _fail("fp.schema must be a string")
+    fields = body.get("fields")
+    if not isinstance(fields, dict) or not 0 < len(fields) <= MAX_FIELDS:
+        _fail("fp.fields must be an object of 1-%d fields" % MAX_FIELDS)
+    for name in fields:
+        value = fields[name]
+        if not isinstance(value, (str, int)):
+            _fail("fp.fields[%r] must be a string, integer or boolean" % name)
+    if fields.get("schema") != body["schema"]:
+        _fail("fp.fields.schema must equal fp.schema")
+    vec = body.get("vec")
+    if not isinstance(vec, list) or len(vec) > MAX_VECTOR:
+        _fail("fp.vec must be a list of at most %d integers" % MAX_VECTOR)
+    for q in vec:
+        if not _is_int(q) or not -127 <= q <= 127:
+            _fail("fp.vec components must be integers in -127..127")

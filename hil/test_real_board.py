@@ -73,7 +73,7 @@ def test_real_board_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str
         provision(device, gateway_db=tmp_path / "registry.db", site="hil", broker="%s:%d" % (host, broker.port),
                   out=config_path, fixed={"machine_class": "pump"},
                   wifi=(os.environ["QIS_WIFI_SSID"], os.environ.get("QIS_WIFI_PASSWORD", "")),
-                  sensor={"driver": os.environ.get("QIS_BOARD_SENSOR", "sim"), "seed": 1})
+                  sensor={"driver": os.environ.get("QIS_BOARD_SENSOR", "sim"), "seed": 1}, anonymous=True)
         config = json.loads(config_path.read_text())
         config.update(interval_s=3, summary_timeout_s=5)
         config_path.write_text(json.dumps(config))

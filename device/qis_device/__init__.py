@@ -1,0 +1,59 @@
+"""qis_device: the qis-edge board runtime (MicroPython; see docs/device.md).
+
+    import qis_device
+    qis_device.main("device.json")          # what device/main.py does
+    qis_device.report_outcome("bearing_wear", 1.0)   # from an on_summary callback or later
+
+Modules: start (config + schema + sensor, unloaded after start-up), config (device.json checks), app
+(Device: the loop), link (reconnect policy), mqtt (the MQTT 3.1.1 client), store (flash queue and seq),
+sim / sensors / hw (sensor drivers), board / periph / wifi (what differs on real boards).
+"""
+
+_current = None
+
+
+def main(config_path="device.json", readings=None, schema_path=None, on_summary=None, drain_ms=2000):
+    """Run the board: `readings` readings (None: forever). Returns 0, or 2 for a bad config on the
+    unix port; on a board a bad config is printed every 30 s until fixed (no crash or reset loop).
+
+    on_summary(summary: dict, device) is called for every new verified summary.
+    """
+    global _current
+    # The running code is imported first, into a clean heap; the start-up modules (config checks,
+    # schema parser) come after and are unloaded, so their holes do not fragment the code's space.
+    import gc
+
+    from qis_device import board
+    from qis_device.app import Device
+    from qis_device.start import prepare
+
+    ready = prepare(config_path, schema_path)
+    board.unload("qis_device.start")
+    if ready is None:
+        return 2
+    dev = _current = Device(ready[0], ready[1], ready[2], on_summary, ready[3])
+    for key in ("queue_max", "seq_block", "watchdog_ms", "led_pin", "client_id", "site"):
+        ready[0].pop(key, None)  # used while building the Device only
+    ready = None
+    board.log("start %s seq=%d queued=%d heap=%d" % (dev.dev, dev.seq.next_seq, len(dev.queue), gc.mem_free()))
+    try:
+        dev.run(readings)
+        dev.finish(drain_ms)
+    except KeyboardInterrupt:
+        dev.link.close()
+    from qis_device.start import report
+
+    print("QIS-STATS " + report(dev))
+    _current = None
+    return 0
+
+
+def _import_app():
+    import qis_device.app  # noqa: F401
+
+
+def report_outcome(label, value=None, weight=None, reading_seq=None):
+    """Send an outcome frame for the last reading (or `reading_seq`) of the running board; returns its seq."""
+    if _current is None:
+        raise ValueError("report_outcome: the device is not running")
+    return _current.report_outcome(label, value, weight, reading_seq)

@@ -29,16 +29,14 @@ from qis.topics import topic
 
 from qis_device import board
 from qis_device.link import Link
-from qis_device.store import FrameQueue, SeqCounter, dirname, join, makedirs
+from qis_device.store import FrameQueue, SeqCounter
 
 _STATS = ("readings", "bad_readings", "sent", "queued_sends", "summaries", "stale", "bad_frames",
           "errors_rx", "timeouts", "outcomes")
 
-_current = None
-
 
 class Device:
-    def __init__(self, cfg, schema, sensor=None, on_summary=None, base_dir="", client=None):
+    def __init__(self, cfg, schema, sensor, on_summary=None, state_dir=".", client=None):
         self.cfg = cfg
         self.schema = schema
         self.key = cfg["key"]
@@ -47,37 +45,30 @@ class Device:
         self.topics = {}
         for kind in ("fp", "outcome", "status", "summary", "error"):
             self.topics[kind] = topic(site, self.dev, kind)
-        state_dir = join(base_dir, cfg["state_dir"])
-        makedirs(state_dir)
         self.seq = SeqCounter(state_dir, cfg["seq_block"])
         self.queue = FrameQueue(state_dir, cfg["queue_max"])
-        if sensor is None:
-            from qis_device.sensors import make_sensor
-
-            sensor = make_sensor(cfg["sensor"], schema, cfg["fixed"])
         self.sensor = sensor
         self.on_summary = on_summary or default_on_summary
         self.stats = {}
         for name in _STATS:
             self.stats[name] = 0
+        self.last_summary_re = self.seq.last()  # anything older than this boot is stale
         self.waiting = -1  # seq of the fp whose summary step() waits for
         self.answered = False
         self.last_reading_seq = -1
-        self.last_summary_re = -1
         self.summary = None
         self.last_fields = {}
-        self.wdt = board.Watchdog(cfg["watchdog_ms"])
-        self.led = board.Led(cfg["led_pin"])
+        self.wdt = board.watchdog(cfg["watchdog_ms"])
+        self.led = board.led(cfg["led_pin"])
         self.link = Link(cfg, self.topics, self._status_frame, self._on_message, client)
         self.link.feed = self.wdt.feed
-        self.heap = []  # (reading number, free heap after gc) samples when heap_log_every is set
 
     # --- frames ---
 
     def _status_frame(self, state):
         body = {"v": messages.VERSION, "kind": "status", "dev": self.dev, "seq": max(0, self.seq.last()),
                 "state": state, "dropped": self.queue.dropped, "queued": len(self.queue),
-                "heap": board.free_heap()}
+                "heap": gc.mem_free()}
         return messages.encode_frame(body, self.key)
 
     def send(self, kind, frame):
@@ -200,27 +191,20 @@ class Device:
             seq = self.step()
             n += 1
             if auto and seq >= 0:
-                self._auto_outcome(auto)
+                # emulation/demo aid: "sim_outcome": {"field": f, "labels": {category: outcome}}
+                self.report_outcome(auto["labels"].get(self.last_fields.get(auto["field"]), "observed"))
             gc.collect()
             self.wdt.feed()
             if every and n % every == 0:
-                free = board.free_heap()
-                self.heap.append((n, free))
-                print("QIS-HEAP %d %d" % (n, free))
+                print("QIS-HEAP %d %d" % (n, gc.mem_free()))
             if readings is not None and n >= readings:
                 break
             if self.cfg["deep_sleep"] and not board.UNIX:
                 self.link.close()
-                board.deep_sleep(max(0, interval_ms - ticks_diff(ticks_ms(), start)))
-            self.wait_until(ticks_add(start, interval_ms))
+                from qis_device.periph import deep_sleep
 
-    def _auto_outcome(self, auto):
-        """Emulation/demo aid (config "sim_outcome": {"field": ..., "labels": {category: outcome}}):
-        report an outcome for every reading, derived from one of its categorical fields."""
-        labels = auto.get("labels") or {}
-        value = self.last_fields.get(auto.get("field"))
-        label = labels.get(value, auto.get("default", "observed"))
-        self.report_outcome(label)
+                deep_sleep(max(0, interval_ms - ticks_diff(ticks_ms(), start)))
+            self.wait_until(ticks_add(start, interval_ms))
 
     def finish(self, drain_ms=2000):
         """Try to empty the queue for up to drain_ms, then say goodbye (status offline) and disconnect."""
@@ -229,78 +213,9 @@ class Device:
             self.service(min(200, max(1, ticks_diff(deadline, ticks_ms()))))
         self.link.close()
 
-    def report(self):
-        s = self.stats
-        out = ["%s=%d" % (k, s[k]) for k in _STATS]
-        out.append("dropped=%d" % self.queue.dropped)
-        out.append("queued=%d" % len(self.queue))
-        out.append("connects=%d" % self.link.connects)
-        out.append("pings=%d" % self.link.client.pings)
-        out.append("last_seq=%d" % self.seq.last())
-        out.append("heap=%d" % board.free_heap())
-        return " ".join(out)
-
 
 def default_on_summary(summary, device):
     top = summary["top"]
     board.log("summary re=%d n=%d conf=%d level=%d top=%s" % (
         summary["re"], summary["n"], summary["conf"], summary["level"], top[0][0] if top else "-"))
     device.led.blink_confidence(summary["conf"])
-
-
-def report_outcome(label, value=None, weight=None, reading_seq=None):
-    """report_outcome on the running Device (the one main() started)."""
-    if _current is None:
-        raise ValueError("report_outcome: the device is not running")
-    return _current.report_outcome(label, value, weight, reading_seq)
-
-
-def _load_config(path):
-    """load_config, then unload the config module: its messages cost ~7 KB of heap, needed once."""
-    import sys
-
-    import qis_device
-    from qis_device.config import load_config
-
-    try:
-        return load_config(path)
-    finally:
-        sys.modules.pop("qis_device.config", None)
-        try:
-            del qis_device.config
-        except AttributeError:
-            pass
-
-
-def main(config_path="device.json", readings=None, schema_path=None, on_summary=None, drain_ms=2000):
-    """Board entry point (device/main.py calls it). Returns an exit code on the unix port (2 = bad
-    config); on a board a bad config is printed every 30 s until fixed, never a crash/reset loop."""
-    global _current
-    while True:
-        try:
-            cfg = _load_config(config_path)
-            base = dirname(config_path)
-            from qis.schema import load_schema
-
-            schema = load_schema(schema_path or join(base, cfg["schema"]))
-            gc.collect()
-            dev = Device(cfg, schema, None, on_summary, base)
-            break
-        except (QisError, ValueError, OSError) as exc:  # ConfigError is a ValueError
-            print("qis: CONFIG ERROR:", exc)
-            if board.UNIX:
-                return 2
-            from time import sleep
-
-            sleep(30)
-    _current = dev
-    board.log("device %s/%s starting, seq %d, %d queued, heap %d" % (
-        cfg["site"], cfg["device"], dev.seq.next_seq, len(dev.queue), board.free_heap()))
-    try:
-        dev.run(readings)
-        dev.finish(drain_ms)
-    except KeyboardInterrupt:
-        dev.link.close()
-    print("QIS-STATS " + dev.report())
-    _current = None
-    return 0

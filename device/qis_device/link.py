@@ -53,25 +53,13 @@ class Link:
         self.backoff_ms = min(self.backoff_ms * 2, self.cfg["reconnect_max_ms"])
 
     def connect(self):
-        """One connection attempt; True when up (subscribed, status published)."""
-        if not board.wifi_ok(self.cfg["wifi"]):
-            board.wifi_connect(self.cfg["wifi"], self.cfg["wifi_timeout_s"], self.feed)
-        c = self.client
+        """One connection attempt (code in qis_device.mqttsetup, unloaded after); True when up."""
+        from qis_device.mqttsetup import open_session
+
         try:
-            c.set_last_will(self.topics["status"], self.make_status("offline"), retain=True, qos=1)
-            self.session_present = c.connect(self.cfg["clean_session"])
-            c.subscribe(self.topics["summary"], 1)
-            c.subscribe(self.topics["error"], 1)
-            c.publish(self.topics["status"], self.make_status("online"), retain=True, qos=1)
-        except OSError as exc:
-            self.failures += 1
-            self.down(exc)
-            return False
-        self.up = True
-        self.connects += 1
-        self.backoff_ms = self.min_ms
-        board.log("link up (%s:%d, session present %s)" % (c.server, c.port, self.session_present))
-        return True
+            return open_session(self)
+        finally:
+            board.unload("qis_device.mqttsetup")
 
     def publish(self, kind, frame):
         """QoS-1 publish, True once the broker acknowledged it; False (link down) otherwise."""
@@ -111,14 +99,8 @@ class Link:
         except OSError as exc:
             self.down(exc)
 
-    def close(self, farewell=True):
-        """Publish the `offline` status ourselves (a clean DISCONNECT suppresses the will), then disconnect."""
-        if self.up:
-            try:
-                if farewell:
-                    self.client.publish(self.topics["status"], self.make_status("offline"), retain=True, qos=1)
-                self.client.disconnect()
-            except OSError:
-                pass
-        self.client.close()
-        self.up = False
+    def close(self):
+        """Say goodbye: `offline` status, then a clean DISCONNECT (which suppresses the will)."""
+        from qis_device.mqttsetup import close_session
+
+        close_session(self)

@@ -34,42 +34,6 @@ def _read_int(path, default):
         return default
 
 
-def _exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
-def join(base_dir, name):
-    """Path of `name` relative to `base_dir` (absolute names pass through); no os.path on MicroPython."""
-    if not base_dir or name.startswith("/"):
-        return name
-    return base_dir.rstrip("/") + "/" + name
-
-
-def dirname(path):
-    i = path.rfind("/")
-    if i < 0:
-        return ""
-    return path[:i] or "/"
-
-
-def makedirs(path):
-    """mkdir -p (MicroPython's os has no makedirs)."""
-    if not path or _exists(path):
-        return
-    parent = path.rstrip("/").rpartition("/")[0]
-    if parent:
-        makedirs(parent)
-    try:
-        os.mkdir(path)
-    except OSError:
-        if not _exists(path):
-            raise
-
-
 class SeqCounter:
     def __init__(self, state_dir, block=32):
         self.path = state_dir + "/seq"
@@ -94,8 +58,7 @@ class SeqCounter:
 class FrameQueue:
     def __init__(self, state_dir, max_items):
         self.dir = state_dir + "/q"
-        self.max_items = max_items
-        makedirs(self.dir)
+        self.max_items = max_items  # the directory exists (start.py makes it)
         self.dropped = _read_int(self.dir + "/dropped", 0)
         head = -1
         tail = -1

@@ -3,7 +3,7 @@
     qis-device emulate --config FILE [--heap 64K] [--readings N] [--code DIR] [--py]
 
 How it works: the exact device code (shared/qis and device/qis_device) runs in `micropython -X
-heapsize=HEAP`, entering through qis_device.app.main(config, readings) as device/main.py does on a
+heapsize=HEAP`, entering through qis_device.main(config, readings) as device/main.py does on a
 board. The code comes from --code DIR (a directory of .mpy or .py files, e.g. one filled by
 `qis-device deploy --port emulated:DIR`), or, by default, from this checkout compiled to .mpy with
 mpy-cross into a cache directory (the unix port needs ~4x the heap to compile .py; --py runs the
@@ -113,7 +113,7 @@ def command(config: Path, heap: str = "64K", readings: int | None = None, schema
     schema_arg = repr(str(schema)) if schema is not None else "None"
     script = (
         "import sys\n"
-        "from qis_device.app import main\n"
+        "from qis_device import main\n"
         "sys.exit(main(%r, %r, %s, None, %d))\n" % (str(config), readings, schema_arg, drain_ms)
     )
     return [micropython_executable(), "-X", "heapsize=%s" % heap, "-c", script]

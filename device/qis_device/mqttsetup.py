@@ -1,0 +1,148 @@
+"""Connection set-up and tear-down: socket (TCP_NODELAY, TLS), CONNECT/CONNACK, SUBSCRIBE (for
+qis_device.mqtt), and the link's session: last will, connect, resubscribe, `online`/`offline` status.
+
+Loaded per (re)connect and unloaded by the link afterwards, so the running board does not hold this
+code (RAM discipline, DESIGN.md rule 7: ~4 KB of heap on the 64-bit unix port). Functions take the
+client or the link as their first argument.
+"""
+
+import select
+import socket
+from time import ticks_ms
+
+from qis_device import board
+from qis_device.mqtt import MQTTError, _b
+
+_CONNECT = 0x10
+_CONNACK = 0x20
+_SUBSCRIBE = 0x82
+_SUBACK = 0x90
+
+
+def open_socket(c):
+    """TCP socket with the timeout set and TCP_NODELAY (setsockopt(6, 1, 1): no constant on the unix port)."""
+    addr = socket.getaddrinfo(c.server, c.port)[0][-1]
+    sock = socket.socket()
+    try:
+        sock.settimeout(c.timeout_s)
+        if c.nodelay:
+            try:
+                sock.setsockopt(6, 1, 1)
+            except (OSError, TypeError):
+                pass
+        sock.connect(addr)
+        if c.ssl:
+            import ssl
+
+            ctx = c.ssl
+            if ctx is True:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.verify_mode = ssl.CERT_NONE
+            sock = ctx.wrap_socket(sock, server_hostname=c.server)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def connect(c, clean_session=True):
+    """Connect and return the Session Present flag (bool). Raises OSError/MQTTError on failure."""
+    c.close()
+    c.sock = c._open()
+    c._poll = select.poll()
+    c._poll.register(c.sock, select.POLLIN)
+    cid = c.client_id.encode() if isinstance(c.client_id, str) else c.client_id
+    flags = 0x02 if clean_session else 0
+    rem = 10 + 2 + len(cid)
+    if c.lw_topic:
+        lw_topic = _b(c.lw_topic)
+        lw_msg = _b(c.lw_msg)
+        rem += 4 + len(lw_topic) + len(lw_msg)
+        flags |= 0x04 | (c.lw_qos & 1) << 3 | (0x20 if c.lw_retain else 0)
+    if c.user:
+        user = _b(c.user)
+        rem += 2 + len(user)
+        flags |= 0x80
+        if c.pswd is not None:
+            pswd = _b(c.pswd)
+            rem += 2 + len(pswd)
+            flags |= 0x40
+    i = c._begin(_CONNECT, rem)
+    i = c._put_str(i, b"MQTT")
+    buf = c._buf
+    buf[i] = 4  # protocol level 4 = MQTT 3.1.1
+    buf[i + 1] = flags
+    buf[i + 2] = c.keepalive >> 8
+    buf[i + 3] = c.keepalive & 0xFF
+    i = c._put_str(i + 4, cid)
+    if c.lw_topic:
+        i = c._put_str(i, lw_topic)
+        i = c._put_str(i, lw_msg)
+    if flags & 0x80:
+        i = c._put_str(i, user)
+        if flags & 0x40:
+            i = c._put_str(i, pswd)
+    c._send(i)
+    resp = c._read(4)
+    if resp[0] != _CONNACK or resp[1] != 2:
+        raise MQTTError(-1, "bad CONNACK %r" % (resp,))
+    if resp[3] != 0:
+        raise MQTTError(resp[3], "connection refused, CONNACK code %d" % resp[3])
+    c.last_rx = ticks_ms()
+    # MQTT-3.2.2-2: bit 0 of the acknowledge flags is Session Present; the other bits are reserved.
+    return bool(resp[2] & 1)
+
+
+def subscribe(c, topic, qos=0):
+    topic = _b(topic)
+    pid = c.pid = c.pid % 65535 + 1
+    i = c._begin(_SUBSCRIBE, 2 + 2 + len(topic) + 1)
+    c._buf[i] = pid >> 8
+    c._buf[i + 1] = pid & 0xFF
+    i = c._put_str(i + 2, topic)
+    c._buf[i] = qos
+    c._send(i + 1)
+    granted = c._await(_SUBACK, pid)
+    if granted == 0x80:
+        raise MQTTError(-1, "subscription refused")
+    return granted
+
+
+# --- the link's session (qis_device.link.Link.connect / close) ---
+
+
+def open_session(link):
+    """One connection attempt; True when up (subscribed, status published)."""
+    if link.cfg["wifi"] and not board.UNIX:
+        from qis_device.wifi import wifi_connect, wifi_ok
+
+        if not wifi_ok(link.cfg["wifi"]):
+            wifi_connect(link.cfg["wifi"], link.cfg["wifi_timeout_s"], link.feed)
+    c = link.client
+    try:
+        c.set_last_will(link.topics["status"], link.make_status("offline"), retain=True, qos=1)
+        link.session_present = c.connect(link.cfg["clean_session"])
+        c.subscribe(link.topics["summary"], 1)
+        c.subscribe(link.topics["error"], 1)
+        c.publish(link.topics["status"], link.make_status("online"), retain=True, qos=1)
+    except OSError as exc:
+        link.failures += 1
+        link.down(exc)
+        return False
+    link.up = True
+    link.connects += 1
+    link.backoff_ms = link.min_ms
+    board.log("link up (%s:%d, session present %s)" % (c.server, c.port, link.session_present))
+    return True
+
+
+def close_session(link):
+    """Publish the `offline` status ourselves (a clean DISCONNECT suppresses the will), then disconnect."""
+    if link.up:
+        try:
+            link.client.publish(link.topics["status"], link.make_status("offline"), retain=True, qos=1)
+            link.client.disconnect()
+        except OSError:
+            pass
+    link.client.close()
+    link.up = False

@@ -167,21 +167,28 @@ def _run_unprivileged(args: list[str], tmp_path: Path) -> subprocess.CompletedPr
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
 
 
-def test_permission_denied_gives_the_dialout_hint() -> None:
+@pytest.mark.parametrize("command", ["flash", "deploy", "monitor"])
+def test_permission_denied_gives_the_dialout_hint(command: str) -> None:
     with tempfile.TemporaryDirectory(prefix="qis-perm-") as folder:  # /tmp/pytest-of-root is 0700
         tmp_path = Path(folder)
         tmp_path.chmod(0o755)
-        _check_permission_denied(tmp_path)
+        _check_permission_denied(command, tmp_path)
 
 
-def _check_permission_denied(tmp_path: Path) -> None:
+def _check_permission_denied(command: str, tmp_path: Path) -> None:
     port = tmp_path / "ttyUSB0"
     port.write_bytes(b"")
     port.chmod(0o600 if os.geteuid() == 0 else 0o000)
     fw = tmp_path / "fw.bin"
     fw.write_bytes(esp32_image(0))
-    fw.chmod(0o644)
-    proc = _run_unprivileged(["flash", "--port", str(port), "--chip", "esp32", "--firmware", str(fw)], tmp_path)
+    config = tmp_path / "device.json"
+    config.write_text("{}")
+    for path in (fw, config):
+        path.chmod(0o644)
+    args = {"flash": ["flash", "--port", str(port), "--chip", "esp32", "--firmware", str(fw)],
+            "deploy": ["deploy", "--port", str(port), "--config", str(config)],
+            "monitor": ["monitor", "--port", str(port), "--seconds", "0.1"]}[command]
+    proc = _run_unprivileged(args, tmp_path)
     if "No module named" in proc.stderr:
         pytest.skip("the unprivileged user cannot read the venv: %s" % proc.stderr.strip().splitlines()[-1])
     assert proc.returncode == 1, proc.stderr

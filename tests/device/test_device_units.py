@@ -1,0 +1,256 @@
+"""Board units under the MicroPython unix port (compiled .mpy): config checks, flash store, simulated
+sensor, BME280/ADC drivers against a mock `machine`, float32 emulation, mpy-cross of every module."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from devsupport import SCHEMA_SRC, SECRET_HEX
+from qis.schema import load_schema
+from qis_firmware import emulate
+from support.micropython import ROOT, run_micropython
+
+pytestmark = pytest.mark.micropython
+
+GOOD = {"site": "site-a", "device": "pump-01", "secret": SECRET_HEX, "broker": {"host": "127.0.0.1"},
+        "schema": "machine_health.json"}
+
+
+def run(script: str, mpy_dir: Path, heap: str = "128K", **kw: object) -> str:
+    return run_micropython(script, heap=heap, extra_path=[mpy_dir], **kw)  # type: ignore[arg-type]
+
+
+# --- config -------------------------------------------------------------------------------------------
+
+BAD_CONFIGS = [
+    ({k: v for k, v in GOOD.items() if k != "secret"}, "'secret' is missing"),
+    ({**GOOD, "secret": "zz" * 32}, "non-hex"),
+    ({**GOOD, "secret": "ab"}, "64 hex"),
+    ({**GOOD, "broker": {"port": 1883}}, "broker.host"),
+    ({**GOOD, "broker": {"host": "h", "port": 70000}}, "broker.port"),
+    ({**GOOD, "device": "pump/01"}, "device"),
+    ({**GOOD, "interval_s": -1}, "interval_s"),
+    ({**GOOD, "queue_max": 0}, "queue_max"),
+    ({**GOOD, "fixed": {"machine_class": 1.5}}, "fixed"),
+    ({**GOOD, "sensor": {"seed": 1}}, "driver"),
+]
+
+
+@pytest.mark.parametrize("raw,needle", BAD_CONFIGS, ids=[n for _, n in BAD_CONFIGS])
+def test_bad_config_is_a_clear_message_on_both_runtimes(raw: dict, needle: str, mpy_dir: Path) -> None:
+    from qis_device.config import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match=None) as info:
+        check_config(raw)
+    assert needle in str(info.value)
+    out = run("from qis_device.config import check_config\n"
+              "try:\n    check_config(%r)\nexcept ValueError as e:\n    print('ERR', e)\n" % (raw,), mpy_dir)
+    assert out.startswith("ERR") and needle in out
+
+
+def test_config_defaults_filled(mpy_dir: Path) -> None:
+    from qis_device.config import check_config
+
+    cfg = check_config(GOOD)
+    assert cfg["key"] == bytes.fromhex(SECRET_HEX)
+    assert cfg["broker"]["port"] == 1883 and cfg["interval_s"] == 10 and cfg["queue_max"] == 200
+    assert cfg["client_id"] == "qis-site-a-pump-01"
+
+
+def test_board_with_bad_config_prints_reason_and_exits_2(tmp_path: Path, mpy_dir: Path) -> None:
+    cfg = tmp_path / "device.json"
+    cfg.write_text(json.dumps({**GOOD, "secret": "12"}))
+    proc = emulate.spawn(cfg, "128K", 1, mpy_dir, stdout=-1, stderr=-1, text=True)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "CONFIG ERROR" in out and "secret must be 64 hex characters" in out
+    cfg.write_text("{not json")
+    assert emulate.main(["--config", str(cfg), "--code", str(mpy_dir)]) == 2
+
+
+# --- flash store ----------------------------------------------------------------------------------------
+
+STORE = """
+import os
+from qis_device.store import FrameQueue, SeqCounter
+d = %(dir)r
+try:
+    os.mkdir(d + "/q")
+except OSError:
+    pass
+s = SeqCounter(d, 4)
+seqs = [s.take() for i in range(%(take)d)]
+q = FrameQueue(d, %(qmax)d)
+for i in range(%(push)d):
+    q.push(b"f", b"frame-%%d" %% i)
+print("SEQS", seqs, "LEN", len(q), "DROPPED", q.dropped, "HEAD", q.peek())
+"""
+
+
+def test_seq_is_write_ahead_and_never_reused_after_a_reset(tmp_path: Path, mpy_dir: Path) -> None:
+    out1 = run(STORE % {"dir": str(tmp_path), "take": 6, "qmax": 3, "push": 0}, mpy_dir)
+    assert "SEQS [0, 1, 2, 3, 4, 5]" in out1
+    assert (tmp_path / "seq").read_text() == "8"  # two blocks of 4 reserved before use
+    out2 = run(STORE % {"dir": str(tmp_path), "take": 2, "qmax": 3, "push": 0}, mpy_dir)
+    assert "SEQS [8, 9]" in out2  # 6 and 7 skipped, nothing reused
+
+
+def test_queue_survives_a_reset_drops_oldest_and_counts(tmp_path: Path, mpy_dir: Path) -> None:
+    out1 = run(STORE % {"dir": str(tmp_path), "take": 0, "qmax": 3, "push": 5}, mpy_dir)
+    assert "LEN 3 DROPPED 2 HEAD (b'f', b'frame-2')" in out1
+    (tmp_path / "q" / "0000000099.tmp").write_bytes(b"torn")  # a write cut by a reset
+    out2 = run(STORE % {"dir": str(tmp_path), "take": 0, "qmax": 3, "push": 0}, mpy_dir)
+    assert "LEN 3 DROPPED 3 HEAD (b'f', b'frame-2')" in out2  # torn temp file removed and counted
+    assert not (tmp_path / "q" / "0000000099.tmp").exists()
+    drain = ("from qis_device.store import FrameQueue\nq = FrameQueue(%r, 3)\nout = []\n"
+             "while q.peek():\n    out.append(q.peek()[1])\n    q.pop()\nprint(out, len(q))\n")
+    out3 = run(drain % str(tmp_path), mpy_dir)
+    assert "[b'frame-2', b'frame-3', b'frame-4'] 0" in out3
+
+
+# --- simulated sensor -----------------------------------------------------------------------------------
+
+SIM = """
+from qis.schema import load_schema
+from qis_device.sim import SimSensor
+schema = load_schema(%(schema)r)
+sim = SimSensor(schema, %(seed)d, %(mode)r, {"machine_class": "pump"}, %(f32)s)
+seen = {}
+for i in range(%(n)d):
+    r = sim()
+    r["machine_class"] = "pump"
+    f = schema.categorise(r)
+    seen[(f["temp_band"], f["vibration_band"], f["load_band"])] = 1
+    if i < 3:
+        print("R", sorted(r.items()))
+print("SITUATIONS", len(seen))
+"""
+
+
+def test_sim_produces_every_situation_of_machine_health(mpy_dir: Path) -> None:
+    out = run(SIM % {"schema": str(SCHEMA_SRC), "seed": 1, "mode": "cycle", "f32": False, "n": 64}, mpy_dir)
+    assert "SITUATIONS 64" in out  # 4 temperature x 4 vibration x 4 load bands, all within 64 readings
+    again = run(SIM % {"schema": str(SCHEMA_SRC), "seed": 1, "mode": "cycle", "f32": False, "n": 64}, mpy_dir)
+    assert again == out  # deterministic for a seed
+    other = run(SIM % {"schema": str(SCHEMA_SRC), "seed": 2, "mode": "random", "f32": False, "n": 1000}, mpy_dir)
+    assert "SITUATIONS 64" in other and other.splitlines()[0] != out.splitlines()[0]
+
+
+def test_sim_float32_values_are_float32_representable(mpy_dir: Path) -> None:
+    out = run(SIM % {"schema": str(SCHEMA_SRC), "seed": 3, "mode": "cycle", "f32": True, "n": 3}, mpy_dir)
+    for line in out.splitlines():
+        if line.startswith("R "):
+            for _name, value in eval(line[2:]):  # noqa: S307 - our own printed list
+                if isinstance(value, float):
+                    assert struct.unpack("<f", struct.pack("<f", value))[0] == value
+
+
+def test_float32_board_bins_and_the_gateway_takes_its_labels(tmp_path: Path, mpy_dir: Path) -> None:
+    """A board with 32-bit floats reads 1.4 mm/s as 1.39999997 and bins it to band A, where a float64
+    host would say B. The board's labels and integers are what travel; the gateway checks them and
+    derives addresses from them without re-binning (DESIGN.md, layer 3)."""
+    from qis import messages
+
+    f32 = struct.unpack("<f", struct.pack("<f", 1.4))[0]
+    reading = {"machine_class": "pump", "temperature_c": 55.0, "vibration_mm_s": f32, "load_pct": 50.0,
+               "current_a": 10.0}
+    out = run("from qis.schema import load_schema\nfrom qis import messages\n"
+              "s = load_schema(%r)\nfp = s.fingerprint(%r)\n"
+              "print(messages.encode_fp('pump-01', 7, fp, b'k' * 32).hex())\n" % (str(SCHEMA_SRC), reading), mpy_dir)
+    body = messages.decode(bytes.fromhex(out.strip()), b"k" * 32, "fp", "pump-01")
+    assert body["fields"]["vibration_band"] == "A"
+    host = load_schema(str(SCHEMA_SRC)).categorise({**reading, "vibration_mm_s": 1.4})
+    assert host["vibration_band"] == "B"  # what re-binning on the host would have (wrongly) said
+    schema = load_schema(str(SCHEMA_SRC))
+    schema.check_fields(body["fields"])
+    assert all(isinstance(v, (str, int)) for v in body["fields"].values())
+    assert all(isinstance(q, int) for q in body["vec"])
+
+
+# --- hardware drivers against a mock machine -------------------------------------------------------------
+
+MOCK_MACHINE = '''
+class Pin:
+    OUT = 1
+    def __init__(self, n, mode=None):
+        self.n = n
+class ADC:
+    def __init__(self, pin):
+        self.values = [1000, 3000]
+        self.i = 0
+    def atten(self, a):
+        self.att = a
+    def read_u16(self):
+        self.i += 1
+        return self.values[self.i % 2]
+class I2C:
+    def __init__(self, id, freq=100000, scl=None, sda=None):
+        self.mem = {}
+    def readfrom_mem(self, addr, reg, n):
+        return bytes(self.mem.get(reg + i, 0) for i in range(n))
+    def readfrom_mem_into(self, addr, reg, buf):
+        for i in range(len(buf)):
+            buf[i] = self.mem.get(reg + i, 0)
+    def writeto_mem(self, addr, reg, data):
+        self.mem[reg] = data[0]
+'''
+
+BME = """
+import struct
+import machine
+from qis_device import hw
+i2c = machine.I2C(0)
+cal = struct.pack("<HhhHhhhhhhhh", 27504, 26435, -1000, 36477, -10685, 3024, 2855, 140, -7, 15500, -14600, 6000)
+for i, b in enumerate(cal):
+    i2c.mem[0x88 + i] = b
+i2c.mem[0xD0] = 0x58  # BMP280: no humidity
+adc_t, adc_p = 519888, 415148
+raw = [adc_p >> 12, (adc_p >> 4) & 0xFF, (adc_p & 0xF) << 4, adc_t >> 12, (adc_t >> 4) & 0xFF, (adc_t & 0xF) << 4, 0, 0]
+for i, b in enumerate(raw):
+    i2c.mem[0xF7 + i] = b
+s = hw.Bme280({"driver": "bme280"}, i2c)
+print("BME", s())
+a = hw.make({"driver": "adc", "pin": 34, "input": "current_a", "scale": 0.001, "samples": 4, "atten": 3})
+print("ADC", a())
+"""
+
+
+def test_bme280_and_adc_drivers_with_a_mock_machine(tmp_path: Path, mpy_dir: Path) -> None:
+    mocks = tmp_path / "mocks"
+    mocks.mkdir()
+    (mocks / "machine.py").write_text(MOCK_MACHINE)  # shadows the unix port's built-in `machine`
+    out = run_micropython(BME, heap="128K", extra_path=[mocks, mpy_dir])
+    bme = eval(out.split("BME ", 1)[1].splitlines()[0])  # noqa: S307
+    # Bosch datasheet worked example (BMP280 3.12 / BME280 8.1): 25.08 degC, 100653 Pa
+    assert abs(bme["temperature_c"] - 25.08) < 0.01
+    assert abs(bme["pressure_hpa"] - 1006.53) < 0.02
+    assert "humidity_pct" not in bme
+    adc = eval(out.split("ADC ", 1)[1].splitlines()[0])  # noqa: S307
+    assert adc == {"current_a": pytest.approx(2.0)}  # mean of 1000 and 3000, x 0.001
+
+
+def test_machine_drivers_are_not_imported_on_the_unix_port(tmp_path: Path, mpy_dir: Path) -> None:
+    cfg = tmp_path / "device.json"
+    cfg.write_text(json.dumps({**GOOD, "broker": {"host": "127.0.0.1", "port": 1}, "state_dir": "st"}))
+    (tmp_path / "machine_health.json").write_text(SCHEMA_SRC.read_text())
+    out = run("import sys\nfrom qis_device.start import prepare\nr = prepare(%r)\n"
+              "print(sorted(m for m in sys.modules if m.startswith('qis')))\n" % str(cfg), mpy_dir)
+    for name in ("qis_device.hw", "qis_device.periph", "qis_device.wifi", "qis_device.config", "qis.schemaparse"):
+        assert name not in out
+
+
+# --- compilation ------------------------------------------------------------------------------------------
+
+def test_every_board_module_compiles_with_mpy_cross(tmp_path: Path) -> None:
+    out = emulate.build_mpy(tmp_path / "all")
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*.mpy")}
+    sources = {rel.with_suffix(".mpy").as_posix() for _, rel in emulate.source_files()}
+    assert names == sources
+    assert {"qis_device/mqtt.mpy", "qis_device/hw.mpy", "qis_device/periph.mpy", "qis_device/wifi.mpy",
+            "qis/messages.mpy"} <= names
+    for p in out.rglob("*.mpy"):
+        assert p.read_bytes()[:2] == b"M\x06"  # mpy v6: loads on every current MicroPython port
+    assert ROOT.exists()

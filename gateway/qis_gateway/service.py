@@ -4,8 +4,9 @@ How it works: `Gateway.start()` opens the SQLite files, loads (or creates) the s
 schemas, starts the swarm node (its validator verifies packets through the shared cache), the metrics
 endpoint, the outbox flusher and the MQTT client. `Gateway.serve()` reads board messages in arrival
 order: `bridge.admit` decides and durably records each synchronously, the message is PUBACKed only
-then, and an admitted fp's lookup + summary runs as a task (at most `MAX_ANSWERS` at once, which also
-bounds how far ahead of the answers the reader runs). SIGTERM/SIGINT set a stop flag: the reader stops,
+then (a disk error retries the same message with backoff, holding the later ones behind it), and an
+admitted fp's lookup + summary runs as a task (at most `MAX_ANSWERS` at once, which also bounds how far
+ahead of the answers the reader runs). SIGTERM/SIGINT set a stop flag: the reader stops,
 answers in flight finish (bounded), the flusher finishes its current put, paho gets its queued
 publishes out, the swarm node leaves gracefully, then the files close. Nothing unacknowledged is lost:
 the broker keeps it in the persistent session.
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 MAX_ANSWERS = 64
 PRUNE_EVERY_S = 3600.0
+STORAGE_RETRY_MIN_S = 0.2
+STORAGE_RETRY_MAX_S = 30.0
 
 
 def load_schemas(extra: list[str], base: Path) -> dict[str, Schema]:
@@ -82,6 +85,7 @@ class Gateway:
         self.http: HttpEndpoint | None = None
         self.ha: HomeAssistant | None = None
         self.started_s = time.time()
+        self.storage_ok = True
 
     async def start(self) -> None:
         from qis_gateway.keys import generate_key_file, load_signing_key
@@ -160,17 +164,28 @@ class Gateway:
             self.ha.on_birth(msg.payload, self.registry.list())
             self.mqtt.ack(msg)
             return
-        try:
-            admitted = self.bridge.admit(msg.topic, msg.payload)
-        except (sqlite3.Error, OSError):  # the disk: do not ack, the broker redelivers on the next session
-            log.exception("could not store a message from %s; leaving it unacknowledged", msg.topic)
-            self.metrics.rejections.labels("storage").inc()
-            return
-        except Exception:  # our bug on odd input: drop it (acked) rather than have it redelivered for ever
-            log.exception("internal error on a message from %s; dropped", msg.topic)
-            self.metrics.rejections.labels("internal").inc()
-            self.mqtt.ack(msg)
-            return
+        delay_s = STORAGE_RETRY_MIN_S
+        while True:
+            try:
+                admitted = self.bridge.admit(msg.topic, msg.payload)
+                break
+            except (sqlite3.Error, OSError) as exc:
+                # The disk failed: retry this same message (later ones wait behind it, so sequence order
+                # holds) and never acknowledge it unstored; stopped meanwhile, the broker redelivers it.
+                self.storage_ok = False
+                self.metrics.rejections.labels("storage").inc()
+                log.error("could not store a message from %s (%s); retrying in %.1f s", msg.topic, exc, delay_s)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), delay_s)
+                    return  # stopping: leave it unacknowledged
+                except TimeoutError:
+                    delay_s = min(STORAGE_RETRY_MAX_S, delay_s * 2)
+            except Exception:  # our bug on odd input: drop it (acked) rather than have it redelivered for ever
+                log.exception("internal error on a message from %s; dropped", msg.topic)
+                self.metrics.rejections.labels("internal").inc()
+                self.mqtt.ack(msg)
+                return
+        self.storage_ok = True
         self.mqtt.ack(msg)
         if admitted.needs_answer:
             await self._slots.acquire()
@@ -220,8 +235,9 @@ class Gateway:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         swarm_running = bool(self.swarm.status().get("running", True))
-        ok = self.mqtt.connected and swarm_running
+        ok = self.mqtt.connected and swarm_running and self.storage_ok
         return ok, {"ok": ok, "mqtt_connected": self.mqtt.connected, "swarm_running": swarm_running,
+                    "storage_ok": self.storage_ok,
                     "uptime_s": round(time.time() - self.started_s, 1)}
 
     def status(self) -> dict[str, Any]:

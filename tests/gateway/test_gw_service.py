@@ -317,35 +317,40 @@ def test_home_assistant_discovery_resent_on_birth(site: Site) -> None:
 
 
 def test_message_not_acknowledged_until_stored_is_redelivered(site: Site) -> None:
-    """manual_ack at work: the first attempt to store an outcome fails (disk error) so no PUBACK is sent;
-    after the next reconnect the broker redelivers it and it is stored. With ack-on-receipt it would be lost."""
+    """manual_ack at work: storing an outcome keeps failing (disk error), so the gateway retries it, holds the
+    next frame behind it, reports unhealthy and sends no PUBACK. Stopped and restarted with a healthy disk,
+    the broker redelivers both in order and both are handled. With ack-on-receipt the outcome would be lost
+    (checked by flipping manual_ack)."""
     import sqlite3
 
+    config = site.config()
+    board = site.boards["pump-01"]
+
     async def scenario() -> None:
-        swarm = MemorySwarm()
-        gw, task = await started(site.config(), swarm)
-        board = site.boards["pump-01"]
+        gw, task = await started(config, MemorySwarm())
         client = site.client("pump-01")
-        real_record = gw.state.record_outcome
-        failures = []
+        failures: list[int] = []
 
-        def flaky(*args: Any, **kwargs: Any) -> None:
-            if not failures:
-                failures.append(1)
-                raise sqlite3.OperationalError("disk I/O error (simulated)")
-            real_record(*args, **kwargs)
+        def broken(*args: Any, **kwargs: Any) -> None:
+            failures.append(1)
+            raise sqlite3.OperationalError("disk I/O error (simulated)")
 
-        gw.state.record_outcome = flaky  # type: ignore[method-assign]
         try:
             seq = client.send(board.fp())
             await wait_for(lambda: client.got["summary"], what="summary")
+            gw.state.record_outcome = broken  # type: ignore[method-assign]
             client.send(board.outcome(seq, "ok"))
-            await wait_for(lambda: failures, what="the failed attempt")
-            await asyncio.sleep(0.3)
-            assert gw.state.pending() == 0 and gw.state.stored() == 0
-            assert gw.metrics.registry.get_sample_value("qis_gateway_rejections_total", {"reason": "storage"}) == 1
-            site.broker.restart()  # the session resumes; the unacknowledged outcome comes again
+            later = client.send(board.fp(temperature_c=70))
+            await wait_for(lambda: len(failures) >= 2, what="retries")
+            code, body = await scrape(gw, "/health")
+            assert code == 503 and json.loads(body)["storage_ok"] is False
+            assert len(client.got["summary"]) == 1  # the later fp waits behind the failing outcome
+        finally:
+            await stopped(gw, task)
+        gw, task = await started(config, MemorySwarm())
+        try:
             await wait_for(lambda: gw.state.stored() == 4, 20, "redelivered outcome stored")
+            await wait_for(lambda: any(s["re"] == later for s in client.got["summary"]), what="later fp answered")
         finally:
             await stopped(gw, task)
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from qis_firmware import chips
-from qis_firmware.errors import FirmwareError
+from qis_firmware.errors import FirmwareError, UsageError
 
 log = logging.getLogger("qis_device_cli")
 
@@ -28,15 +28,16 @@ def _cmd_flash(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
+    from qis_firmware.config import find_schema, load_config
     from qis_firmware.deploy import deploy
     from qis_firmware.mpy import MpyTarget
     from qis_firmware.targets import open_target
 
     given = MpyTarget.parse(args.mpy_version, args.arch) if args.mpy_version else None
     if given is None and args.arch:
-        from qis_firmware.errors import UsageError
-
         raise UsageError("--arch needs --mpy-version too (e.g. --mpy-version 6.3 --arch xtensawin)")
+    # Check the config before the board is touched (opening it interrupts its program).
+    find_schema(load_config(Path(args.config)), Path(args.config))
     target = open_target(args.port, baud=args.baud, raw_repl_timeout_s=args.raw_repl_timeout)
     try:
         result = deploy(target, Path(args.config), mpy_target=given, compile_code=not args.no_compile,

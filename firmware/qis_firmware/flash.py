@@ -92,6 +92,8 @@ def plan_flash(*, port: str, chip: str, firmware: Path, baud: int = esptool_adap
     note = chips.check_image(concrete, head, firmware_name=str(firmware))
     if concrete == chips.RP2:
         return FlashPlan(concrete, None, note, RP2_STEPS.format(port=port or "PORT", firmware=firmware))
+    if not port:
+        raise UsageError("--port is required for %s (e.g. /dev/ttyUSB0, /dev/ttyACM0, COM3)" % concrete)
     argv = esptool_adapter.write_flash_argv(chips.CHIPS[concrete], port, firmware, baud=baud, erase=erase)
     return FlashPlan(concrete, argv, note, None)
 

@@ -20,7 +20,7 @@ import logging
 import time
 
 from qis_firmware import serialport
-from qis_firmware.errors import NotMicroPython, PortPermissionDenied, ToolError
+from qis_firmware.errors import NotMicroPython, PortError, ToolError
 from qis_firmware.mpy import MpyTarget
 from qis_firmware.targets import MPY_EXPR, check_board_path
 
@@ -47,9 +47,8 @@ class SerialTarget:
             # timeout: pty devices are read with blocking reads; bound them so a silent port cannot hang us.
             self._transport = SerialTransport(port, baudrate=baud, timeout=0.2)
         except TransportError as exc:
-            raise PortPermissionDenied(
-                "cannot open %s (%s): it is in use by another program, or %s"
-                % (port, exc, serialport.DIALOUT_HINT % port)) from exc
+            raise PortError("cannot open %s (%s): another program holds it (a serial monitor, Thonny, screen, "
+                            "another qis-device); close it and retry" % (port, exc)) from exc
         try:
             if not self._probe_raw_repl(raw_repl_timeout_s):
                 raise TransportError("no raw REPL banner")

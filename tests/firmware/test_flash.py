@@ -16,6 +16,7 @@ from qis_firmware.cli import main as cli_main
 from qis_firmware.errors import FirmwareImageMismatch, NoSuchPort, PortPermissionDenied, UsageError
 
 from .images import CHIP_IDS, esp32_image, esp8266_image, uf2_image
+from .test_deploy import write_config
 
 # Offsets from MicroPython's board files and esp8266 tutorial (DESIGN.md, research note §2).
 EXPECTED = {
@@ -181,8 +182,7 @@ def _check_permission_denied(command: str, tmp_path: Path) -> None:
     port.chmod(0o600 if os.geteuid() == 0 else 0o000)
     fw = tmp_path / "fw.bin"
     fw.write_bytes(esp32_image(0))
-    config = tmp_path / "device.json"
-    config.write_text("{}")
+    config = write_config(tmp_path)
     for path in (fw, config):
         path.chmod(0o644)
     args = {"flash": ["flash", "--port", str(port), "--chip", "esp32", "--firmware", str(fw)],
@@ -210,3 +210,10 @@ def test_port_checks_directly(tmp_path: Path) -> None:
         port.chmod(0)
         with pytest.raises(PortPermissionDenied):
             check_port(str(port))
+
+
+def test_espressif_chips_need_a_port(tmp_path: Path, capsys) -> None:
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(esp32_image(0))
+    assert cli_main(["flash", "--chip", "esp32", "--firmware", str(fw), "--dry-run"]) == UsageError.exit_code
+    assert "--port is required for esp32" in capsys.readouterr().err

@@ -5,10 +5,11 @@ requests it sent (the node routes replies by transaction id). Ops send through `
 report through ``node._emit``; they never touch time or I/O themselves.
 
 - ``FindNodeOp``: iterative FIND_NODE towards a target; calls ``on_done(node, op, now)`` when finished.
-- ``GetOp``: iterative FIND_VALUE. A holder answers with one page of values (as many as fit in a datagram)
-  and its total; the op fetches the further pages from that same holder. Done when ``limit`` values are
-  in, or ``get_quorum`` holders delivered all their pages and no holder reported more values than were
-  collected, or the lookup is exhausted.
+- ``GetOp``: iterative FIND_VALUE. A holder answers with one page of values (as many as fit in a datagram),
+  its total and the digest of its whole set. A holder is complete once the digest of the values we
+  collected equals its digest, or once we paged it to the end; the op pages one incomplete holder at a
+  time (further pages from that same holder). Done when ``limit`` values are in, or ``get_quorum``
+  holders are complete, or the lookup is exhausted. Identical replicas cost one request each.
 - ``PutOp``: FIND_NODE for the address (collecting each answer's STORE token), then STORE to the k
   closest that answered; ``replicas`` = STORED acknowledgements with a non-zero count.
 - ``JoinOp``: PING the bootstrap addresses (ids unknown, proven by the PONG), look up our own id, then
@@ -75,9 +76,21 @@ class FindNodeOp:
         return max((c.depth for c in self.lookup.closest_answered(self.lookup.k)), default=0)
 
 
+class _Holder:
+    __slots__ = ("cand", "digest", "total", "next_offset", "paging", "complete")
+
+    def __init__(self, cand: Candidate, digest: bytes, total: int, next_offset: int) -> None:
+        self.cand = cand
+        self.digest = digest
+        self.total = total
+        self.next_offset = next_offset
+        self.paging = False
+        self.complete = next_offset >= total
+
+
 class GetOp:
-    __slots__ = ("op_id", "address", "limit", "lookup", "started_s", "values", "first_value_s", "hops",
-                 "holders_complete", "max_total", "pages_inflight", "done", "messages")
+    __slots__ = ("op_id", "address", "limit", "lookup", "started_s", "values", "digest", "first_value_s", "hops",
+                 "holders", "pages_inflight", "done", "messages")
 
     def __init__(self, node: SwarmNode, op_id: int, address: bytes, limit: int, now_s: float) -> None:
         self.op_id = op_id
@@ -88,31 +101,54 @@ class GetOp:
         self.lookup = Lookup(t, node.config.k, node.config.alpha, node.table.closest(t, node.config.k),
                              node.table.own_int)
         self.started_s = now_s
-        self.values: dict[bytes, None] = dict.fromkeys(node.store.values(address, limit))
+        self.values: dict[bytes, None] = {}
+        self.digest = 0
+        for v in node.store.values(address, limit):
+            self._add(v)
         self.first_value_s: float | None = 0.0 if self.values else None
         self.hops: int | None = None
-        self.holders_complete = 0
-        self.max_total = 0
+        self.holders: list[_Holder] = []
         self.pages_inflight = 0
         self.done = False
         self.messages = 0
         self.step(node, now_s)
+
+    def _add(self, value: bytes) -> None:
+        self.values[value] = None
+        self.digest ^= wire.value_hash(value)
 
     def _ask(self, node: SwarmNode, cand: Candidate, offset: int, now_s: float) -> None:
         node._request(lambda tid, nonce: wire.FindValue(tid, node.node_id, nonce, self.address, offset),
                       cand.contact.addr, cand.contact.node_id, now_s, self, cand, offset)
 
     def step(self, node: SwarmNode, now_s: float) -> None:
+        """Holders whose digest equals our collection's are complete; page at most one holder at a time,
+        and only one whose set still differs from ours."""
         if self.done:
             return
-        n = len(self.values)
-        cfg = node.config
-        if n >= self.limit or (self.holders_complete >= cfg.get_quorum and n >= self.max_total):
+        mine = self.digest.to_bytes(8, "big")
+        complete = 0
+        paging = False
+        for h in self.holders:
+            if not h.complete and h.digest == mine:
+                h.complete = True
+            complete += h.complete
+            paging = paging or h.paging
+        if len(self.values) >= self.limit or complete >= node.config.get_quorum:
             self.finish(node, now_s, True)
             return
-        for cand in self.lookup.next_requests():
-            self._ask(node, cand, 0, now_s)
-        if self.lookup.inflight == 0 and self.pages_inflight == 0 and self.lookup.finished():
+        if not paging:
+            for h in self.holders:
+                if not h.complete:
+                    h.paging = True
+                    self.pages_inflight += 1
+                    self._ask(node, h.cand, h.next_offset, now_s)
+                    break
+        if len(self.holders) < node.config.get_quorum:  # enough holders known: only page them now
+            for cand in self.lookup.next_requests():
+                self._ask(node, cand, 0, now_s)
+        if self.lookup.inflight == 0 and self.pages_inflight == 0 and (
+                self.lookup.finished() or len(self.holders) >= node.config.get_quorum):
             answered = any(c.state == 2 for c in self.lookup.by_id.values())
             self.finish(node, now_s, answered or bool(self.values))
 
@@ -123,15 +159,25 @@ class GetOp:
         node._emit(GetDone(self.op_id, self.address, tuple(self.values)[: self.limit], hops, self.messages,
                            self.first_value_s, now_s - self.started_s, ok))
 
+    def _holder(self, cand: Candidate) -> _Holder | None:
+        for h in self.holders:
+            if h.cand is cand:
+                return h
+        return None
+
     def on_reply(self, node: SwarmNode, p: Pending, msg: Any, now_s: float) -> None:
         if self.done:
             return
         page = p.extra != 0
-        if page:
+        holder = self._holder(p.cand) if page else None
+        if holder is not None:
+            holder.paging = False
             self.pages_inflight -= 1
         if type(msg) is not wire.Values:
             node.counters["drop_wrong_reply"] += 1
-            if not page:
+            if holder is not None:
+                holder.complete = True  # give up on this holder
+            else:
                 self.lookup.failed(p.cand)
             self.step(node, now_s)
             return
@@ -141,20 +187,20 @@ class GetOp:
             fresh = 0
             for v in msg.values:
                 if v not in self.values and node._valid(self.address, v):
-                    self.values[v] = None
+                    self._add(v)
                     fresh += 1
             if fresh and self.first_value_s is None:
                 self.first_value_s = now_s - self.started_s
             if self.hops is None:
                 self.hops = p.cand.depth
-            if msg.total > self.max_total:
-                self.max_total = msg.total
             next_offset = msg.offset + len(msg.values)
-            if next_offset < msg.total and len(self.values) < self.limit:
-                self.pages_inflight += 1
-                self._ask(node, p.cand, next_offset, now_s)
+            if holder is None:
+                self.holders.append(_Holder(p.cand, msg.digest, msg.total, next_offset))
             else:
-                self.holders_complete += 1
+                holder.next_offset = next_offset
+                holder.complete = next_offset >= msg.total
+        elif holder is not None:
+            holder.complete = True  # its set shrank (expiry) while we paged
         self.step(node, now_s)
 
     def on_timeout(self, node: SwarmNode, p: Pending, now_s: float) -> None:
@@ -162,6 +208,11 @@ class GetOp:
             return
         if p.extra != 0:
             self.pages_inflight -= 1
+            holder = self._holder(p.cand)
+            if holder is not None:
+                holder.paging = False
+                holder.complete = True  # unreachable: stop counting on it (it does not add to quorum)
+                self.holders.remove(holder)
         else:
             self.lookup.failed(p.cand)
         self.step(node, now_s)

@@ -66,6 +66,9 @@ def handle_request(node: SwarmNode, msg: Any, addr: Address, now_s: float) -> No
         total = store.count(msg.address)
         values: list[bytes] = []
         contacts: tuple[Any, ...] = ()
+        digest = b""
+        if total and msg.offset == 0:
+            digest = wire.set_digest(store.values(msg.address, cfg.max_values_per_address))
         if total and msg.offset < total:
             for v in store.values(msg.address, 64, msg.offset):
                 size = wire.value_size(v)
@@ -77,7 +80,7 @@ def handle_request(node: SwarmNode, msg: Any, addr: Address, now_s: float) -> No
             target = int.from_bytes(msg.address, "big")
             contacts = _fit_contacts(node.table.closest(target, cfg.k, sender_int), budget)
         node._send(wire.Values(msg.tid, node.node_id, proof, challenge, node._token(addr), msg.offset, total,
-                               tuple(values), contacts), addr)
+                               digest, tuple(values), contacts), addr)
     elif t is wire.Ping:
         node._send(wire.Pong(msg.tid, node.node_id, proof, challenge), addr)
     elif t is wire.Store:

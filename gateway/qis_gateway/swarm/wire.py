@@ -22,12 +22,14 @@ How it works:
     PROOF       [6, tid, id, proof]                            (one-way answer to a challenge)
     PONG        [16, tid, id, proof?, challenge?]
     NODES       [17, tid, id, proof?, challenge?, token, [[id, ip, port], ...]]
-    VALUES      [18, tid, id, proof?, challenge?, token, offset, total, [value, ...], [[id, ip, port], ...]]
+    VALUES      [18, tid, id, proof?, challenge?, token, offset, total, digest, [value, ...], [[id, ip, port], ...]]
     STORED      [19, tid, id, proof?, challenge?, stored_count]
 
   ``token`` (BEP 5) lets the requester STORE at this node from the same source address later.
   FIND_VALUE answers are paged: a holder returns as many values from ``offset`` as fit in one datagram
-  plus ``total`` (how many it holds); the requester asks again with a larger offset.
+  plus ``total`` (how many it holds) and ``digest`` (``set_digest`` of everything it holds; sent with
+  offset 0); the requester asks again with a larger offset only while the holder's digest differs from
+  the digest of the values it already collected, so identical replicas are never paged twice.
 - ``decode`` checks every type and length and raises ``WireError`` for anything else (never another
   exception). Node handlers work on the decoded message objects; the simulator passes those objects
   directly and skips the byte codec (it is tested here instead).
@@ -35,6 +37,7 @@ How it works:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import msgpack
@@ -51,7 +54,7 @@ MAX_TOKEN_BYTES = 32
 MAX_CONTACTS = 32
 MAX_DATAGRAM = 1400
 # Bytes a reply needs besides its contacts and values (kind, tid, id, proof, token, ints, array headers).
-REPLY_OVERHEAD = 1 + 1 + 5 + 34 + 1 + 34 + 66 + 18 + 34 + 5 + 5 + 3 + 3 + 8
+REPLY_OVERHEAD = 1 + 1 + 5 + 34 + 1 + 34 + 66 + 18 + 34 + 5 + 5 + 10 + 3 + 3 + 8
 
 
 def proof_message(nonce: bytes) -> bytes:
@@ -69,6 +72,18 @@ def contact_size(contact: Contact) -> int:
 
 def value_size(value: bytes) -> int:
     return len(value) + 3
+
+
+def value_hash(value: bytes) -> int:
+    return int.from_bytes(hashlib.sha256(value).digest()[:8], "big")
+
+
+def set_digest(values: list[bytes]) -> bytes:
+    """Order-independent 8-byte digest of a value set: XOR of each value's truncated SHA-256."""
+    x = 0
+    for v in values:
+        x ^= value_hash(v)
+    return x.to_bytes(8, "big")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +160,7 @@ class Values:
     token: bytes
     offset: int
     total: int
+    digest: bytes
     values: tuple[bytes, ...]
     contacts: tuple[Contact, ...]
 
@@ -194,7 +210,7 @@ def encode(msg: Message) -> bytes:
                 _contacts_out(msg.contacts)]
     elif t is Values:
         body = [VALUES, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.challenge, msg.token, msg.offset,
-                msg.total, list(msg.values), _contacts_out(msg.contacts)]
+                msg.total, msg.digest, list(msg.values), _contacts_out(msg.contacts)]
     elif t is Stored:
         body = [STORED, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.challenge, msg.stored]
     else:
@@ -256,7 +272,7 @@ def _contacts(v: object) -> tuple[Contact, ...]:
     return tuple(out)
 
 
-_ARITY = {PING: 4, FIND_NODE: 5, FIND_VALUE: 6, STORE: 7, LEAVE: 3, PROOF: 4, PONG: 5, NODES: 7, VALUES: 10,
+_ARITY = {PING: 4, FIND_NODE: 5, FIND_VALUE: 6, STORE: 7, LEAVE: 3, PROOF: 4, PONG: 5, NODES: 7, VALUES: 11,
           STORED: 6}
 
 
@@ -307,5 +323,5 @@ def decode(data: bytes, max_datagram: int = MAX_DATAGRAM) -> Message:
     if kind == VALUES:
         return Values(tid, sender, proof, challenge, _bytes(body[5], "token", 0, MAX_TOKEN_BYTES),
                       _int(body[6], "offset", 0, 1 << 20), _int(body[7], "total", 0, 1 << 30),
-                      _values(body[8]), _contacts(body[9]))
+                      _bytes(body[8], "digest", 0, 8), _values(body[9]), _contacts(body[10]))
     return Stored(tid, sender, proof, challenge, _int(body[5], "stored", 0, 64))

@@ -1,0 +1,280 @@
+"""SwarmNode over encoded datagrams on a virtual clock: join, put/get with paging, id proofs, tokens,
+validation, caps, expiry, rate limits, dead peers, leave."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+from qis_gateway.swarm import wire
+from qis_gateway.swarm.errors import SwarmUsageError
+from qis_gateway.swarm.events import GetDone, JoinDone, LeaveDone, PutDone
+from qis_gateway.swarm.identity import NodeIdentity
+
+from .conftest import TEST_CONFIG, MemNet
+
+ADDR = bytes(range(32))
+
+
+def _value(i: int, size: int = 300) -> bytes:
+    return bytes([i % 256]) * size
+
+
+def _put(net: MemNet, node, address: bytes, value: bytes) -> PutDone:
+    op = node.start_put(address, value, net.now)
+    (_, done), = net.wait_for(PutDone)
+    assert done.op_id == op
+    return done
+
+
+def _get(net: MemNet, node, address: bytes, limit: int = 100) -> GetDone:
+    op = node.start_get(address, limit, net.now)
+    (_, done), = net.wait_for(GetDone)
+    assert done.op_id == op
+    return done
+
+
+def test_join_put_get_returns_every_value_in_few_requests(memnet: MemNet) -> None:
+    nodes = memnet.build(40)
+    assert all(len(n.table) > 0 for n in nodes)
+    stored = [_value(i, 400) for i in range(7)]  # 7 x 400 B: three pages per holder
+    for i, v in enumerate(stored):
+        done = _put(memnet, nodes[i], ADDR, v)
+        assert done.replicas >= 15
+    for reader in nodes[20:30]:
+        got = _get(memnet, reader, ADDR)
+        assert got.ok
+        assert set(got.values) == set(stored)
+        assert 1 <= got.hops <= 3
+        assert got.messages <= 10, got
+        assert got.first_value_s is not None and got.first_value_s <= got.elapsed_s
+    errors = sum(n.counters["drop_internal_error"] for n in nodes)
+    assert errors == 0
+
+
+def test_get_of_unknown_address_completes_empty(memnet: MemNet) -> None:
+    nodes = memnet.build(12)
+    got = _get(memnet, nodes[3], b"\x07" * 32)
+    assert got.ok and got.values == ()
+
+
+class _NoProofIdentity:
+    """A node that will not prove its id: right public key, garbage signatures."""
+
+    def __init__(self, real: NodeIdentity) -> None:
+        self.public_key = real.public_key
+        self.node_id = real.node_id
+
+    def sign(self, message: bytes) -> bytes:
+        return b"\x00" * 64
+
+    verify = staticmethod(NodeIdentity.verify)
+
+
+class _ImpostorIdentity(_NoProofIdentity):
+    """Claims another node's id while signing with its own key."""
+
+    def __init__(self, own: NodeIdentity, victim_id: bytes) -> None:
+        self._own = own
+        self.public_key = own.public_key
+        self.node_id = victim_id
+
+    def sign(self, message: bytes) -> bytes:
+        return self._own.sign(message)
+
+
+def test_a_node_that_does_not_prove_its_id_is_never_added(memnet: MemNet) -> None:
+    honest = memnet.build(15)
+    liar = memnet.add(identity=_NoProofIdentity(NodeIdentity.generate(b"L" * 32)))
+    impostor = memnet.add(identity=_ImpostorIdentity(NodeIdentity.generate(b"I" * 32), b"\xaa" * 32))
+    for bad in (liar, impostor):
+        bad.bootstrap([honest[0].test_addr], memnet.now)
+        memnet.wait_for(JoinDone)
+        bad.start_get(b"\x01" * 32, 10, memnet.now)
+        memnet.wait_for(GetDone)
+    for reader in honest[:5]:  # traffic that would normally teach everyone about newcomers
+        _get(memnet, reader, liar.node_id)
+        _get(memnet, reader, b"\xaa" * 32)
+    for n in honest:
+        ids = {c.node_id for c in n.table.contacts()}
+        assert liar.node_id not in ids
+        assert b"\xaa" * 32 not in ids
+    assert sum(n.counters["drop_bad_proof"] for n in honest) > 0
+    # honest nodes still learnt about each other
+    assert all(len(n.table) >= 5 for n in honest)
+
+
+def _token_from(net: MemNet, asker, target) -> bytes:
+    """Ask ``target`` a FIND_NODE from ``asker``'s address and return the token it answered with."""
+    req = wire.FindNode(99, asker.node_id, None, b"\x00" * 32)
+    target.receive_datagram(wire.encode(req), asker.test_addr, net.now)
+    for data, dst in target.datagrams_to_send():
+        msg = wire.decode(data)
+        if dst == asker.test_addr and isinstance(msg, wire.Nodes) and msg.tid == 99:
+            return msg.token
+    raise AssertionError("no NODES reply")
+
+
+def _store(net: MemNet, target, src_addr, sender_id: bytes, token: bytes, value: bytes) -> list[wire.Message]:
+    req = wire.Store(7, sender_id, None, ADDR, token, (value,))
+    target.receive_datagram(wire.encode(req), src_addr, net.now)
+    return [wire.decode(d) for d, dst in target.datagrams_to_send() if dst == src_addr]
+
+
+def test_store_needs_a_token_for_the_same_source_address(memnet: MemNet) -> None:
+    a, b = memnet.add(), memnet.add()
+    token = _token_from(memnet, a, b)
+    forged_src = ("127.0.0.1", 29999)
+    # forged source: A's token replayed from another address is refused, nothing stored, no reply
+    assert _store(memnet, b, forged_src, a.node_id, token, _value(1)) == []
+    assert b.counters["drop_bad_token"] == 1 and b.store.count(ADDR) == 0
+    # made-up token from A's own address: refused
+    assert _store(memnet, b, a.test_addr, a.node_id, b"\x00" * 8, _value(1)) == []
+    assert b.counters["drop_bad_token"] == 2
+    # the real token from the real source: stored and acknowledged
+    replies = _store(memnet, b, a.test_addr, a.node_id, token, _value(1))
+    assert isinstance(replies[0], wire.Stored) and replies[0].stored == 1
+    assert b.store.values(ADDR, 10) == [_value(1)]
+
+
+def test_tokens_rotate_previous_accepted_then_expire(memnet: MemNet) -> None:
+    cfg = replace(TEST_CONFIG, token_lifetime_s=20.0, maintenance_interval_s=1.0)
+    a, b = memnet.add(cfg), memnet.add(cfg)
+    token = _token_from(memnet, a, b)
+    memnet.now = 11.0
+    b.handle_timer(memnet.now)  # one rotation: previous secret still accepted
+    assert _store(memnet, b, a.test_addr, a.node_id, token, _value(1))
+    memnet.now = 22.0
+    b.handle_timer(memnet.now)  # two rotations: refused
+    assert _store(memnet, b, a.test_addr, a.node_id, token, _value(2)) == []
+    assert b.counters["drop_bad_token"] == 1
+
+
+def test_validator_rejects_and_exceptions_count_as_rejects(memnet: MemNet) -> None:
+    def validator(address: bytes, value: bytes) -> bool:
+        if value.startswith(b"boom"):
+            raise ValueError("broken packet")
+        return value.startswith(b"ok")
+
+    a, b = memnet.add(validator=validator), memnet.add(validator=validator)
+    token = _token_from(memnet, a, b)
+    for bad in (b"nope" * 10, b"boom" * 10):
+        (reply,) = _store(memnet, b, a.test_addr, a.node_id, token, bad)
+        assert reply.stored == 0
+    assert b.counters["drop_invalid_value"] == 2 and b.store.total() == 0
+    (reply,) = _store(memnet, b, a.test_addr, a.node_id, token, b"ok" * 10)
+    assert reply.stored == 1
+    with pytest.raises(SwarmUsageError):
+        a.start_put(ADDR, b"nope", memnet.now)
+    big = replace(TEST_CONFIG, max_value_bytes=100)
+    c = memnet.add(big)
+    (reply,) = _store(memnet, c, a.test_addr, a.node_id, _token_from(memnet, a, c), b"x" * 101)
+    assert reply.stored == 0
+
+
+def test_storage_caps_evict_soonest_expiring_and_values_expire(memnet: MemNet) -> None:
+    cfg = replace(TEST_CONFIG, max_values_per_address=3, max_values_per_node=5, value_ttl_s=100.0,
+                  maintenance_interval_s=5.0)
+    node = memnet.add(cfg)
+    other = b"\x01" * 32
+    for t, v in enumerate([b"v0", b"v1", b"v2", b"v3"]):
+        node._store_value(ADDR, v, float(t))
+    assert node.store.values(ADDR, 10) == [b"v1", b"v2", b"v3"]  # v0 expired first: evicted
+    assert node.counters["evicted_address_cap"] == 1
+    node._store_value(other, b"o0", 10.0)
+    node._store_value(other, b"o1", 11.0)
+    node._store_value(other, b"o2", 12.0)  # node full (5): ADDR holds most values, gives up v1
+    assert node.store.values(ADDR, 10) == [b"v2", b"v3"]
+    assert node.counters["evicted_node_cap"] == 1
+    node.handle_timer(0.0)
+    node.handle_timer(104.0)  # v2 (t=2) and v3 (t=3) expired, o* not yet
+    assert node.store.count(ADDR) == 0 and node.store.count(other) == 3
+
+
+def test_rate_limit_per_source_ip(memnet: MemNet) -> None:
+    cfg = replace(TEST_CONFIG, rate_limit_per_s=10.0, rate_limit_burst=5.0)
+    node = memnet.add(cfg)
+    ping = wire.encode(wire.Ping(1, b"\x05" * 32, None))
+    for _ in range(20):
+        node.receive_datagram(ping, ("10.0.0.9", 5000), 0.0)
+    assert node.counters["drop_rate_limited"] == 15
+    assert len(node.datagrams_to_send()) == 5
+    node.receive_datagram(ping, ("10.0.0.8", 5000), 0.0)  # another source has its own bucket
+    node.receive_datagram(ping, ("10.0.0.9", 5000), 0.5)  # refilled at 10/s
+    assert node.counters["drop_rate_limited"] == 15
+
+
+def test_replies_only_from_the_asked_address_are_accepted(memnet: MemNet) -> None:
+    nodes = memnet.build(6)
+    a = nodes[-1]
+    a.start_get(ADDR, 10, memnet.now)
+    sent = [(wire.decode(d), dst) for d, dst in a.datagrams_to_send()]
+    req, dst = sent[0]
+    fake = wire.Values(req.tid, memnet.nodes[dst].node_id, None, None, b"", 0, 1, b"", (b"evil",), ())
+    a.receive_datagram(wire.encode(fake), ("127.0.0.1", 29998), memnet.now)
+    assert a.counters["drop_unexpected_reply"] == 1
+
+
+def test_dead_peers_cost_about_a_round_trip_not_seconds() -> None:
+    net = MemNet(seed=3, latency_s=0.001)
+    nodes = net.build(32)
+    for i in range(3):
+        _put(net, nodes[i], ADDR, _value(i))
+    rng = random.Random(4)
+    dead = rng.sample(nodes[3:], 8)  # 25% crash-stop, no goodbye
+    for n in dead:
+        net.dead.add(n.test_addr)
+    live = [n for n in nodes if n not in dead]
+    slow = []
+    for reader in live[:15]:
+        got = _get(net, reader, ADDR)
+        assert got.ok and len(got.values) == 3
+        slow.append(got.elapsed_s)
+    # virtual seconds: a dead contact costs one adaptive timeout (~3 RTT, floor 20 ms), not a fixed 5 s
+    assert max(slow) < 0.15, slow
+
+
+def test_leave_hands_values_over_and_tells_peers(memnet: MemNet) -> None:
+    nodes = memnet.build(20)
+    _put(memnet, nodes[0], ADDR, _value(1))
+    holders = [n for n in nodes if n.store.count(ADDR)]
+    leaver = holders[0]
+    leaver.leave(memnet.now)
+    (_, done), = memnet.wait_for(LeaveDone)
+    assert done.values_handed >= 1
+    memnet.dead.add(leaver.test_addr)
+    memnet.run(until=memnet.now + 1.0)
+    assert all(leaver.node_id not in {c.node_id for c in n.table.contacts()} for n in nodes if n is not leaver)
+    got = _get(memnet, nodes[-1], ADDR)
+    assert got.values == (_value(1),)
+
+
+def test_lossy_network_still_completes(memnet: MemNet) -> None:
+    nodes = memnet.build(25)
+    rng = random.Random(9)
+    memnet.drop = lambda src, data, dst: rng.random() < 0.2
+    _put(memnet, nodes[0], ADDR, _value(5))
+    ok = 0
+    for reader in nodes[5:15]:
+        got = _get(memnet, reader, ADDR)
+        ok += got.values == (_value(5),)
+    assert ok >= 9
+    assert sum(n.counters["retries"] for n in nodes) > 0
+
+
+def test_bootstrap_through_unknown_id_and_usage_errors(memnet: MemNet) -> None:
+    a, b = memnet.add(), memnet.add()
+    b.bootstrap([a.test_addr], memnet.now)
+    (_, done), = memnet.wait_for(JoinDone)
+    assert done.contacts == 1 and b.table.find(a.table.own_int) is not None
+    memnet.run(until=memnet.now + 0.5)
+    assert a.table.find(b.table.own_int) is not None  # b proved itself to a via the challenge
+    with pytest.raises(SwarmUsageError):
+        b.start_get(b"short", 1, memnet.now)
+    with pytest.raises(SwarmUsageError):
+        b.start_put(ADDR, b"x" * 513, memnet.now)
+    lonely = memnet.add()
+    lonely.bootstrap([("127.0.0.1", 1)], memnet.now)
+    (_, done), = memnet.wait_for(JoinDone)
+    assert done.contacts == 0

@@ -7,6 +7,8 @@ import random
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from qis_gateway.swarm import wire
 from qis_gateway.swarm.errors import SwarmUsageError
 from qis_gateway.swarm.events import GetDone, JoinDone, LeaveDone, PutDone
@@ -278,3 +280,34 @@ def test_bootstrap_through_unknown_id_and_usage_errors(memnet: MemNet) -> None:
     lonely.bootstrap([("127.0.0.1", 1)], memnet.now)
     (_, done), = memnet.wait_for(JoinDone)
     assert done.contacts == 0
+
+
+_FUZZ_NET = MemNet(seed=11)
+_FUZZ_NODES = _FUZZ_NET.build(4)
+_ids = st.binary(min_size=32, max_size=32)
+_nonce = st.none() | st.binary(min_size=16, max_size=16)
+_valid_msgs = st.one_of(
+    st.builds(wire.Ping, st.integers(0, 2**32 - 1), _ids, _nonce),
+    st.builds(wire.FindNode, st.integers(0, 2**32 - 1), _ids, _nonce, _ids),
+    st.builds(wire.FindValue, st.integers(0, 2**32 - 1), _ids, _nonce, _ids, st.integers(0, 100)),
+    st.builds(wire.Store, st.integers(0, 2**32 - 1), _ids, _nonce, _ids, st.binary(min_size=1, max_size=8),
+              st.lists(st.binary(min_size=1, max_size=600), min_size=1, max_size=2).map(tuple)),
+    st.builds(wire.Proof, st.integers(0, 2**32 - 1), _ids, st.tuples(_ids, st.binary(min_size=64, max_size=64))),
+    st.builds(wire.Pong, st.integers(0, 2**32 - 1), _ids, st.none(), _nonce),
+    st.builds(wire.Leave, st.integers(0, 2**32 - 1), _ids),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=1500) | _valid_msgs.map(lambda m: wire.encode(m) if len(repr(m)) < 3000 else b""),
+       cut=st.integers(0, 1500), port=st.integers(1, 65535))
+def test_receive_datagram_never_raises_and_counts_drops(data: bytes, cut: int, port: int) -> None:
+    node = _FUZZ_NODES[1]
+    before = dict(node.counters)
+    for chunk in (data, data[:cut]):  # whole and truncated
+        node.receive_datagram(chunk, ("127.0.0.1", port), _FUZZ_NET.now)
+    node.datagrams_to_send()
+    assert node.counters["drop_internal_error"] == 0
+    assert node.counters["received"] == before["received"] + 2
+    handled = sum(node.counters[k] - before[k] for k in ("drop_malformed", "requests_in", "replies_in"))
+    assert handled == 2

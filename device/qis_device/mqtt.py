@@ -38,6 +38,8 @@ class MQTTError(OSError):
 
 
 class MQTTClient:
+    sock_class = None  # socket.socket by default; tests put a socket subclass here to watch the calls
+
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0, ssl=None,
                  timeout_s=5, nodelay=True):
         self.client_id = client_id

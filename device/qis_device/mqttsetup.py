@@ -22,7 +22,7 @@ _SUBACK = 0x90
 def open_socket(c):
     """TCP socket with the timeout set and TCP_NODELAY (setsockopt(6, 1, 1): no constant on the unix port)."""
     addr = socket.getaddrinfo(c.server, c.port)[0][-1]
-    sock = socket.socket()
+    sock = (c.sock_class or socket.socket)()
     try:
         sock.settimeout(c.timeout_s)
         if c.nodelay:

@@ -3,10 +3,12 @@
 How it works: one `SerialTransport` connection for the whole deploy (mpremote's CLI would reconnect per
 command). Entering the raw REPL interrupts whatever runs (Ctrl-C) and soft-resets, so the board's main
 loop stops and its heap is free while files are written; `main.py` does not run after a raw-REPL soft
-reset. Files are written in 256-byte chunks with mpremote's `fs_writefile`; parent directories are made
-first. `reset()` is mpremote's own hard reset (`machine.reset()` after 100 ms, not followed), after
-which the board boots `main.py`. mpremote errors become qis_firmware errors here:
-- cannot open the port -> NoSuchPort / PortPermissionDenied (serialport.check_port runs first);
+reset. A watchdog armed by the board's program survives both, so the deploy takes it over and feeds
+it before every file (WDT_SETUP). Files are written in 256-byte chunks with mpremote's
+`fs_writefile`, parent directories first. `reset()` is mpremote's own hard reset (`machine.reset()`
+after 100 ms, not followed), after which the board boots `main.py`. mpremote errors become qis_firmware errors here:
+- cannot open the port -> NoSuchPort / PortPermissionDenied (serialport.check_port runs first), or
+  PortError when another program holds it;
 - no raw REPL banner within the timeout -> NotMicroPython (another firmware, or the port is in use);
   our own probe enforces that timeout, because mpremote's stops counting while bytes keep arriving
   (a board running chatty non-MicroPython firmware made it wait forever, found by tests/firmware);
@@ -27,6 +29,13 @@ from qis_firmware.targets import MPY_EXPR, check_board_path
 log = logging.getLogger(__name__)
 
 RAW_REPL_BANNER = b"raw REPL; CTRL-B to exit\r\n"
+# A watchdog the board's program armed keeps running after Ctrl-C and soft reset, and would reset the
+# board in the middle of a deploy (RP2040's maximum is 8,388 ms). So the deploy takes the watchdog over
+# (creating one arms it, which is harmless: the deploy ends with a reset) and feeds it before every file.
+WDT_TIMEOUT_MS = 8000
+WDT_SETUP = ("try:\n import machine\n _qis_wdt = machine.WDT(timeout=%d)\n _qis_wdt.feed()\n"
+             "except Exception:\n _qis_wdt = None\n" % WDT_TIMEOUT_MS)
+WDT_FEED = "if _qis_wdt:\n _qis_wdt.feed()\n"
 
 NOT_MICROPYTHON = (
     "%s answered, but not with a MicroPython REPL (no raw REPL banner within %.0f s). Is MicroPython "
@@ -59,6 +68,15 @@ class SerialTarget:
         except OSError as exc:
             self._close_quietly()
             raise ToolError("serial error on %s while entering the raw REPL: %s" % (port, exc)) from exc
+        self._exec(WDT_SETUP, "taking over the watchdog")
+
+    def _exec(self, code: str, what: str) -> None:
+        from mpremote.transport import TransportError
+
+        try:
+            self._transport.exec(code)
+        except (OSError, TransportError) as exc:
+            raise ToolError("board %s: %s failed: %s" % (self.label, what, exc)) from exc
 
     def _probe_raw_repl(self, timeout_s: float) -> bool:
         """Ctrl-C, Ctrl-A and wait for the raw REPL banner within `timeout_s`, whatever else arrives.
@@ -126,6 +144,7 @@ class SerialTarget:
         from mpremote.transport import TransportError
 
         check_board_path(path)
+        self._exec(WDT_FEED, "feeding the watchdog")
         try:
             self._make_dirs(path)
             self._transport.fs_writefile("/" + path, data)
@@ -139,6 +158,7 @@ class SerialTarget:
         from mpremote.transport import TransportError
 
         check_board_path(path)
+        self._exec(WDT_FEED, "feeding the watchdog")
         try:
             self._transport.fs_rmfile("/" + path)
         except OSError as exc:

@@ -63,6 +63,17 @@ while True:
 
 MACHINE_MOCK = """
 import sys
+class WDT:
+    def __init__(self, id=0, timeout=5000):
+        self.timeout = timeout
+    def feed(self):
+        try:
+            with open('/.wdt_feeds') as f:
+                n = int(f.read())
+        except OSError:
+            n = 0
+        with open('/.wdt_feeds', 'w') as f:
+            f.write(str(n + 1))
 def reset():
     sys.stdout.write('<<RESET>>')
     raise SystemExit

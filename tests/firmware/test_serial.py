@@ -41,6 +41,8 @@ def test_deploy_over_mpremote_to_a_pty_board_then_changed_only(tmp_path: Path) -
         assert result.mpy == "v6.3 (x64)"  # read from the board's sys.implementation._mpy
         assert wait_for(lambda: board.resets == 1), "machine.reset() was not sent"
         assert (flash_root / "qis" / "schema.mpy").read_bytes()[:2] == b"M\x06"
+        # the watchdog (machine.WDT, mocked) was fed before every file written
+        assert int((flash_root / ".wdt_feeds").read_text()) > len(result.copied)
         assert json.loads((flash_root / MANIFEST).read_text())["files"]["device.json"]
 
         target = SerialTarget(board.port, raw_repl_timeout_s=5)

@@ -217,3 +217,9 @@ def test_espressif_chips_need_a_port(tmp_path: Path, capsys) -> None:
     fw.write_bytes(esp32_image(0))
     assert cli_main(["flash", "--chip", "esp32", "--firmware", str(fw), "--dry-run"]) == UsageError.exit_code
     assert "--port is required for esp32" in capsys.readouterr().err
+
+
+def test_esptool_detection_errors_are_translated(tmp_path: Path) -> None:
+    """esptool's own failure (not our pre-check) on a missing port becomes NoSuchPort."""
+    with pytest.raises(NoSuchPort, match="does not exist"):
+        esptool_adapter.detect_chip(str(tmp_path / "ttyUSB0"))

@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "emulate":  # `qis-device -v emulate ...`
+        return _emulate(list(args.rest))
     try:
         return int(args.func(args))
     except FirmwareError as exc:

@@ -6,9 +6,11 @@ How it works, for one board message (topic, payload):
    verify the HMAC tag and body (`qis.messages.decode`), then the sequence number. A frame whose seq is
    not above the stored one is a replay -- unless the state DB already holds that very frame (same
    device, seq and SHA-256), which is the broker redelivering a message whose PUBACK was lost: a
-   `duplicate`, acknowledged again without a second effect. Then the durable part: an fp's fields and
-   vector go to `readings`, an outcome's signed packets (one per schema level: exact, then coarser) go to
-   the outbox -- in one SQLite transaction -- and only then does the registry's seq move forward.
+   `duplicate`, acknowledged again without a second effect. An authentic frame refused for its content
+   (unknown schema or reading, bad fields) still consumes its seq, so replaying it is a duplicate too.
+   Then the durable part: an fp's fields and vector go to `readings`, an outcome's signed packets (one
+   per schema level: exact, then coarser) go to the outbox -- in one SQLite transaction -- and only then
+   does the registry's seq move forward.
    Crashing between those steps is harmless: the redelivered frame re-inserts idempotently.
    The caller acknowledges the MQTT message once `admit` has returned (durably handled or refused).
 2. fp only, asynchronous: `answer_fp` recomputes every level address from the fields with the schema
@@ -73,7 +75,7 @@ class Admitted:
 
     @property
     def needs_answer(self) -> bool:
-        return self.kind == "fp" and self.outcome in ("accepted", "duplicate")
+        return self.kind == "fp" and self.outcome in ("accepted", "duplicate") and self.body is not None
 
 
 class Bridge:
@@ -96,6 +98,7 @@ class Bridge:
         self.on_summary = on_summary
         self.ratelog = RateLimitedLog(log, reject_log_interval_s)
         self.outbox_wakeup: Callable[[], None] = lambda: None
+        self._digest, self._now_s = b"", 0.0  # of the frame being admitted
 
     # -- step 1: admission (synchronous) --------------------------------------------------------------
     def admit(self, topic_name: str, payload: bytes) -> Admitted:
@@ -126,11 +129,13 @@ class Bridge:
         digest = hashlib.sha256(payload).digest()
         now_s = self.clock()
         if seq <= record.last_seq:
-            if self.state.frame_digest(device_id, seq) == digest:
+            seen = self.state.frame_digest(device_id, seq)
+            if seen is not None and seen[0] == digest:
                 self.metrics.messages.labels(kind, "duplicate").inc()
-                return Admitted("duplicate", kind, record, body)
+                return Admitted("duplicate", kind, record, body if seen[1] == kind else None)
             raise _Reject("replay", "seq %d is not above the last accepted %d" % (seq, record.last_seq),
                           record, device_id, kind, seq)
+        self._digest, self._now_s = digest, now_s
         if kind == "fp":
             schema = self._check_fp(body, record)
             self.state.record_fp(device_id, seq, digest, schema.schema_id, body["fields"], body["vec"], now_s)
@@ -149,34 +154,35 @@ class Bridge:
         seq = body["seq"]
         schema = self.schemas.get(body["schema"])
         if schema is None:
-            raise _Reject("schema", "unknown schema %r" % body["schema"], record, record.device_id, "fp", seq)
+            raise _Reject("schema", "unknown schema %r" % body["schema"], record, record.device_id, "fp", seq, True)
         try:
             schema.check_fields(body["fields"])
         except QisError as exc:
-            raise _Reject("fields", str(exc), record, record.device_id, "fp", seq) from exc
+            raise _Reject("fields", str(exc), record, record.device_id, "fp", seq, True) from exc
         if len(body["vec"]) != schema.dimensions:
             raise _Reject("vector", "vector has %d components, schema %s has %d" % (
-                len(body["vec"]), schema.schema_id, schema.dimensions), record, record.device_id, "fp", seq)
+                len(body["vec"]), schema.schema_id, schema.dimensions), record, record.device_id, "fp", seq, True)
         return schema
 
     def _outcome_packets(self, body: dict[str, Any], record: DeviceRecord, seq: int,
                          now_s: float) -> list[tuple[int, bytes, bytes]]:
         if body["re"] > messages.MAX_SEQ:
             raise _Reject("field", "outcome.re %d is beyond any sequence number" % body["re"], record,
-                          record.device_id, "outcome", seq)
+                          record.device_id, "outcome", seq, True)
         value = body.get("value")
         try:
             value = None if value is None else float(value)
         except OverflowError as exc:
-            raise _Reject("field", "outcome.value is too large", record, record.device_id, "outcome", seq) from exc
+            raise _Reject("field", "outcome.value is too large", record, record.device_id, "outcome", seq,
+                          True) from exc
         reading = self.state.reading(record.device_id, body["re"])
         if reading is None:
             raise _Reject("unknown_reading", "no reading with seq %d is known (expired or never sent)" % body["re"],
-                          record, record.device_id, "outcome", seq)
+                          record, record.device_id, "outcome", seq, True)
         schema = self.schemas.get(reading.schema_id)
         if schema is None:
             raise _Reject("schema", "schema %r is no longer loaded" % reading.schema_id, record,
-                          record.device_id, "outcome", seq)
+                          record.device_id, "outcome", seq, True)
         out = []
         for level, address in enumerate(schema.level_addresses(reading.fields)):
             packet = OutcomePacket(address=address, schema_id=reading.schema_id, created_s=int(now_s),
@@ -186,10 +192,15 @@ class Bridge:
             try:
                 out.append((level, address, encode(packet, self.signing_key)))
             except PacketError as exc:
-                raise _Reject("packet", str(exc), record, record.device_id, "outcome", seq) from exc
+                raise _Reject("packet", str(exc), record, record.device_id, "outcome", seq, True) from exc
         return out
 
     def _refuse(self, rej: _Reject) -> Admitted:
+        if rej.authentic and rej.record is not None and rej.seq is not None:
+            # The board really sent it (valid tag, fresh seq): consume the seq so the same frame replayed
+            # is a duplicate, not a second error answer.
+            self.state.record_refused(rej.record.device_id, rej.seq, self._digest, self._now_s)
+            self.registry.accept_seq(rej.record.device_id, rej.seq)
         self.metrics.rejections.labels(rej.reason).inc()
         self.metrics.messages.labels(rej.kind or "unknown", "rejected").inc()
         self.ratelog.reject(rej.device_id, rej.reason, rej.detail, self.clock())
@@ -280,7 +291,7 @@ class Bridge:
 
 class _Reject(Exception):
     def __init__(self, reason: str, detail: str, record: DeviceRecord | None, device_id: str, kind: str = "",
-                 seq: int | None = None) -> None:
+                 seq: int | None = None, authentic: bool = False) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -288,3 +299,4 @@ class _Reject(Exception):
         self.device_id = device_id
         self.kind = kind
         self.seq = seq
+        self.authentic = authentic  # tag valid and seq fresh: refused for its content

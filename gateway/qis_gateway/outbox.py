@@ -73,9 +73,11 @@ class StateDB:
         self._db.close()
 
     # -- frames ---------------------------------------------------------------------------------------
-    def frame_digest(self, device: str, seq: int) -> bytes | None:
-        row = self._db.execute("SELECT digest FROM frames WHERE device = ? AND seq = ?", (device, seq)).fetchone()
-        return bytes(row[0]) if row else None
+    def frame_digest(self, device: str, seq: int) -> tuple[bytes, str] | None:
+        """(digest, kind) of a handled frame; kind is "fp", "outcome" or "refused"."""
+        row = self._db.execute("SELECT digest, kind FROM frames WHERE device = ? AND seq = ?",
+                               (device, seq)).fetchone()
+        return (bytes(row[0]), row[1]) if row else None
 
     def record_fp(self, device: str, seq: int, digest: bytes, schema_id: str, fields: dict[str, str | int],
                   vector: list[int], now_s: float) -> None:
@@ -96,9 +98,9 @@ class StateDB:
                     "INSERT OR IGNORE INTO outbox (device, seq, level, address, packet, next_try_s, created_s)"
                     " VALUES (?,?,?,?,?,?,?)", (device, seq, level, address, packet, now_s, now_s))
 
-    def record_rejected(self, device: str, seq: int, kind: str, digest: bytes, now_s: float) -> None:
-        """A well-formed, authentic frame that was refused (e.g. unknown reading): remember it as handled."""
-        self._db.execute("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?)", (device, seq, kind, digest, now_s))
+    def record_refused(self, device: str, seq: int, digest: bytes, now_s: float) -> None:
+        """An authentic frame that was refused (e.g. unknown reading): remember it as handled."""
+        self._db.execute("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?)", (device, seq, "refused", digest, now_s))
 
     def reading(self, device: str, seq: int) -> Reading | None:
         row = self._db.execute("SELECT schema_id, fields, vector, created_s FROM readings WHERE device = ? AND seq = ?",

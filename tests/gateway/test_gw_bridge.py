@@ -134,13 +134,20 @@ def test_refusals_are_counted_and_good_traffic_still_answered(tmp_path: Path) ->
     assert rig.bridge.admit("not/our/topic", b"x").reason == "topic"
     ot, oframe, _ = board.outcome(999, "late")
     assert rig.bridge.admit(ot, oframe).reason == "unknown_reading"
-    body = {"v": 1, "kind": "fp", "dev": "pump-01", "seq": 50, "schema": "nope/1", "fields": {"schema": "nope/1"},
-            "vec": []}
-    assert rig.bridge.admit(t, messages.encode_frame(body, board.secret)).reason == "schema"
-    body = {"v": 1, "kind": "fp", "dev": "pump-01", "seq": 51, "schema": MACHINE.schema_id,
+    again = rig.bridge.admit(ot, oframe)  # the authentic refused frame consumed its seq: replaying it is
+    assert again.outcome == "duplicate" and not again.needs_answer  # a duplicate, with no second error
+    board.seq += 1
+    body = {"v": 1, "kind": "fp", "dev": "pump-01", "seq": board.seq, "schema": "nope/1",
+            "fields": {"schema": "nope/1"}, "vec": []}
+    bad_schema = messages.encode_frame(body, board.secret)
+    assert rig.bridge.admit(t, bad_schema).reason == "schema"
+    assert not rig.bridge.admit(t, bad_schema).needs_answer  # duplicate of a refused fp: nothing to answer
+    board.seq += 1
+    body = {"v": 1, "kind": "fp", "dev": "pump-01", "seq": board.seq, "schema": MACHINE.schema_id,
             "fields": {"schema": MACHINE.schema_id, "machine_class": "pump"}, "vec": [1, 2, 3]}
     assert rig.bridge.admit(t, messages.encode_frame(body, board.secret)).reason == "fields"
-    # the good frame itself still goes through
+    # good traffic still goes through
+    t, frame, _ = board.fp()
     out = answer(rig, t, frame)
     assert out["n"] == 0
     for reason in ("tag", "revoked", "unknown_device", "site", "topic", "unknown_reading", "schema", "fields"):

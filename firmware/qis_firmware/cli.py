@@ -143,12 +143,16 @@ def _emulate(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "emulate":
-        return _emulate(argv[1:])
+    if "emulate" in argv:  # hand everything after it to the emulator's own parser
+        at = argv.index("emulate")
+        if all(arg in ("-v", "--verbose") for arg in argv[:at]):
+            if at:
+                logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+            return _emulate(argv[at + 1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "emulate":  # `qis-device -v emulate ...`
+    if args.command == "emulate":
         return _emulate(list(args.rest))
     try:
         return int(args.func(args))

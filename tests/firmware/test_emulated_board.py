@@ -47,3 +47,12 @@ def test_deployed_code_runs_as_an_emulated_board_and_publishes_verified_frames(t
         client.disconnect()
     assert [b["seq"] for b in bodies] == [0, 1]
     assert all(b["fields"]["machine_class"] == "pump" for b in bodies)
+
+
+@pytest.mark.parametrize("argv", [["emulate", "--help"], ["-v", "emulate", "--help"]])
+def test_emulate_is_dispatched_to_the_emulator(argv: list[str], capsys) -> None:
+    pytest.importorskip("qis_firmware.emulate", reason="qis-device emulate (device engineer, issue 3) not present")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(argv)
+    assert exit_info.value.code == 0
+    assert "--readings" in capsys.readouterr().out

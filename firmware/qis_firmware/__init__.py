@@ -14,6 +14,7 @@ plain planning code that can be tested without hardware:
     provision.py         `qis-device provision`: registry entry + device.json in one step
     config.py            required-field check of device.json (contracts.md)
     cli.py               argparse front end (`qis-device`)
+    emulate.py           `qis-device emulate` (the device engineer's): run board code on the unix port
 
 Exception tree (errors.py):
 

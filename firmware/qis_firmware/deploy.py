@@ -177,11 +177,12 @@ def deploy(target: Target, config_path: Path, *, mpy_target: mpy.MpyTarget | Non
     with tempfile.TemporaryDirectory(prefix="qis-deploy-") as tmp:
         planned = plan_files(config_path, config, target=bytecode, compile_code=compile_code,
                              build_dir=build_dir or Path(tmp), sources=sources)
-    old = {} if force else read_manifest(target)
+    old = read_manifest(target)
+    on_board = {} if force else old
     result = DeployResult(target.label, label, dry_run=dry_run)
-    changed = [p for p in planned if old.get(p.board_path) != p.sha256]
+    changed = [p for p in planned if on_board.get(p.board_path) != p.sha256]
     result.copied = [p.board_path for p in changed]
-    result.skipped = [p.board_path for p in planned if p not in changed]
+    result.skipped = [p.board_path for p in planned if p.board_path not in set(result.copied)]
     wanted = {p.board_path for p in planned}
     result.removed = sorted(path for path in old if path not in wanted and path != MANIFEST)
     if not dry_run and (changed or result.removed):

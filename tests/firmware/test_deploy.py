@@ -89,8 +89,10 @@ def test_second_deploy_copies_only_what_changed(tmp_path: Path) -> None:
     manifest = json.loads((board / MANIFEST).read_text())
     assert "qis/hmac256.mpy" not in manifest["files"] and manifest["mpy"].startswith("v6")
 
+    src.joinpath("fingerprint.py").unlink()
     forced = deploy(EmulatedTarget(board), config, sources=qis_only(src), force=True)
-    assert len(forced.copied) == n_files - 1
+    assert len(forced.copied) == n_files - 2 and forced.skipped == []
+    assert forced.removed == ["qis/fingerprint.mpy"]  # --force still cleans up what is no longer shipped
 
 
 def test_compiled_bytes_do_not_depend_on_the_checkout_path(tmp_path: Path) -> None:

@@ -32,10 +32,12 @@ if TYPE_CHECKING:
 
 
 class FindNodeOp:
-    __slots__ = ("target", "lookup", "on_done", "done", "messages")
+    __slots__ = ("target", "lookup", "on_done", "done", "messages", "fill_bucket")
 
-    def __init__(self, node: SwarmNode, target: bytes, on_done: Callable[..., None] | None, now_s: float) -> None:
+    def __init__(self, node: SwarmNode, target: bytes, on_done: Callable[..., None] | None, now_s: float,
+                 fill_bucket: int | None = None) -> None:
         self.target = target
+        self.fill_bucket = fill_bucket  # a bucket refresh: stop as soon as that bucket holds k contacts
         t = int.from_bytes(target, "big")
         node.table.mark_used(t, now_s)
         self.lookup = Lookup(t, node.config.k, node.config.alpha, node.table.closest(t, node.config.k),
@@ -48,10 +50,15 @@ class FindNodeOp:
     def step(self, node: SwarmNode, now_s: float) -> None:
         if self.done:
             return
-        for cand in self.lookup.next_requests():
-            node._request(lambda tid, nonce: wire.FindNode(tid, node.node_id, nonce, self.target),
-                          cand.contact.addr, cand.contact.node_id, now_s, self, cand)
-        if self.lookup.inflight == 0 and self.lookup.finished():
+        full = False
+        if self.fill_bucket is not None:
+            bucket = node.table.buckets.get(self.fill_bucket)
+            full = bucket is not None and len(bucket) >= node.config.k
+        if not full:
+            for cand in self.lookup.next_requests():
+                node._request(lambda tid, nonce: wire.FindNode(tid, node.node_id, nonce, self.target),
+                              cand.contact.addr, cand.contact.node_id, now_s, self, cand)
+        if self.lookup.inflight == 0 and (full or self.lookup.finished()):
             self.done = True
             if self.on_done is not None:
                 self.on_done(node, self, now_s)
@@ -327,7 +334,7 @@ class JoinOp:
             self._finish(node)
             return
         for i in wanted:
-            FindNodeOp(node, node._random_id_in_bucket(i), self._refresh_done, now_s)
+            FindNodeOp(node, node._random_id_in_bucket(i), self._refresh_done, now_s, fill_bucket=i)
 
     def _refresh_done(self, node: SwarmNode, find: FindNodeOp, now_s: float) -> None:
         self.refreshes -= 1

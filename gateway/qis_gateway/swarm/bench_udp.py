@@ -74,8 +74,8 @@ def check_available(impl: str) -> str | None:
 # -- worker process ---------------------------------------------------------------------------------------
 def _worker_main(conn: Any, impl: str, count: int, opts: dict[str, Any], workdir: str) -> None:
     logging.basicConfig(level=opts.get("log_level", logging.WARNING), format="%(asctime)s w%(process)d %(message)s")
-    for noisy in ("kademlia", "rpcudp"):  # the peer logs every 5 s timeout at WARNING
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    for noisy in ("kademlia", "rpcudp"):  # the peer logs every 5 s reply timeout (rpcudp at ERROR)
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
         asyncio.run(_worker_async(conn, impl, count, opts, Path(workdir)))
     except KeyboardInterrupt:

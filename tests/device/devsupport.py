@@ -81,14 +81,17 @@ def stats(output: str) -> dict[str, int]:
 class Responder:
     """Plays the gateway: verify board frames, answer fps with retained summaries."""
 
-    def __init__(self, host: str, port: int, secret: bytes = SECRET, site: str = "site-a") -> None:
+    def __init__(self, host: str, port: int, secret: bytes = SECRET, site: str = "site-a",
+                 clean_session: bool = True) -> None:
         self.secret = secret
         self.site = site
         self.lock = threading.Lock()
         self.frames: list[dict[str, Any]] = []  # every verified frame in arrival order (duplicates too)
         self.bad: list[str] = []
         self.answer: Callable[[str, dict[str, Any]], None] = self.answer_ok
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-responder")
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-responder",
+                                  clean_session=clean_session)
+        self.client.reconnect_delay_set(0.2, 1)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self._subscribed = threading.Event()
@@ -122,6 +125,10 @@ class Responder:
 
     def publish_summary(self, device: str, payload: bytes) -> None:
         self.client.publish(topic(self.site, device, "summary"), payload, qos=1, retain=True)
+
+    def publish_summary_raw(self, device: str, payload: bytes) -> None:
+        """Not retained: for bad frames that must not replace the retained good summary."""
+        self.client.publish(topic(self.site, device, "summary"), payload, qos=1)
 
     def answer_ok(self, device: str, body: dict[str, Any]) -> None:
         self.publish_summary(device, self.summary_payload(device, body["seq"]))

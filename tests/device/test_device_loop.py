@@ -1,0 +1,184 @@
+"""The board loop end to end: the real board code (.mpy) under the MicroPython unix port, a real broker
+on a free loopback port, and a CPython responder (devsupport.Responder) playing the gateway."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from devsupport import Responder, board_config, first_arrivals, run_board, spawn_board, stats
+from qis import messages
+from support.broker import Broker, free_port, mosquitto_path, start_broker
+from support.micropython import run_micropython
+
+pytestmark = pytest.mark.micropython
+
+HEAP = "96K"  # functional tests; the RAM tests below use the measured minimum
+
+
+def test_round_trip_summary_callback_outcome_and_status(tmp_path: Path, broker: Broker, responder: Responder,
+                                                        mpy_dir: Path) -> None:
+    cfg = board_config(tmp_path / "board", broker.port)
+    script = """
+import sys
+import qis_device
+seen = []
+def on_summary(summary, device):
+    seen.append(summary["re"])
+    qis_device.report_outcome("ok" if summary["re"] %% 2 else "inspect", 1.5)
+rc = qis_device.main(%r, 6, None, on_summary)
+print("SEEN", seen)
+sys.exit(rc)
+""" % str(cfg)
+    out = run_micropython(script, heap=HEAP, extra_path=[mpy_dir], cwd=cfg.parent)
+    reading_seqs = [0, 2, 4, 6, 8, 10]  # each outcome takes the seq in between
+    assert "SEEN %s" % reading_seqs in out
+    st = stats(out)
+    assert st["readings"] == 6 and st["summaries"] == 6 and st["timeouts"] == 0 and st["bad_frames"] == 0
+    assert responder.wait_for(lambda: len(responder.of_kind("outcome")) == 6)
+    fps = responder.of_kind("fp")
+    assert [f["seq"] for f in fps] == reading_seqs
+    assert all(f["fields"]["machine_class"] == "pump" and f["schema"] == "machine-health/1" for f in fps)
+    outcomes = responder.of_kind("outcome")
+    assert [o["re"] for o in outcomes] == reading_seqs  # tied to the reading each explains
+    assert [o["seq"] for o in outcomes] == [1, 3, 5, 7, 9, 11]
+    assert {o["label"] for o in outcomes} == {"inspect"} and all(o["value"] == 1.5 for o in outcomes)
+    assert all(o["seq"] > o["re"] for o in outcomes) and len({o["seq"] for o in fps + outcomes}) == 12
+    states = [f["state"] for f in responder.of_kind("status")]
+    assert states[0] == "online" and states[-1] == "offline"
+    assert responder.bad == []
+
+
+def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path, mosquitto: Broker, mpy_dir: Path) -> None:
+    """Broker stopped for 3 s mid-stream (some publishes wait for a PUBACK when it goes): umqtt.robust
+    hangs there and lost 70 of 100; the board must deliver every reading, in seq order."""
+    responder = Responder(mosquitto.host, mosquitto.port, clean_session=False)
+    try:
+        cfg = board_config(tmp_path / "board", mosquitto.port, interval_s=0.1, summary_timeout_s=0.3,
+                           mqtt_timeout_s=1)
+        proc = spawn_board(cfg, mpy_dir, 60, HEAP)
+        assert responder.wait_for(lambda: len(responder.seqs()) >= 10, 30)
+        mosquitto.stop()
+        time.sleep(3)
+        mosquitto.start()
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, out + err
+        assert responder.wait_for(lambda: len(set(responder.seqs())) == 60, 20), responder.seqs()
+        assert first_arrivals(responder.seqs()) == list(range(60))
+        st = stats(out)
+        assert st["dropped"] == 0 and st["queued"] == 0 and st["connects"] >= 2 and st["queued_sends"] > 0
+    finally:
+        responder.close()
+
+
+def test_queue_full_drops_oldest_and_queue_and_seq_survive_a_restart(tmp_path: Path, mpy_dir: Path) -> None:
+    port = free_port()  # nothing listens yet: the board cannot publish
+    cfg = board_config(tmp_path / "board", port, queue_max=5, reconnect_min_ms=50, reconnect_max_ms=100)
+    out1 = run_board(cfg, mpy_dir, 12, HEAP)
+    st1 = stats(out1)
+    assert st1["readings"] == 12 and st1["queued"] == 5 and st1["dropped"] == 7 and st1["sent"] == 0
+    kind = "mosquitto" if mosquitto_path() else "amqtt"
+    broker = Broker(tmp_path / "broker", kind=kind, port=port).start()
+    try:
+        responder = Responder(broker.host, broker.port)
+        try:
+            out2 = run_board(cfg, mpy_dir, 2, HEAP)  # a new process: the "reset" board
+            assert responder.wait_for(lambda: len(responder.seqs()) >= 7)
+            seqs = first_arrivals(responder.seqs())
+            assert seqs[:5] == [7, 8, 9, 10, 11]  # the 5 newest of the first life, oldest first
+            assert len(seqs) == 7 and seqs[5] > 11 and seqs[6] == seqs[5] + 1  # never reused after reset
+            online = [f for f in responder.of_kind("status") if f["state"] == "online"]
+            assert online and online[0]["dropped"] == 7  # reported in the next status message
+            assert stats(out2)["queued"] == 0
+        finally:
+            responder.close()
+    finally:
+        broker.kill()
+
+
+def test_malformed_and_wrongly_tagged_summaries_are_counted_and_ignored(
+        tmp_path: Path, broker: Broker, responder: Responder, mpy_dir: Path) -> None:
+    def bad_then_good(device: str, body: dict) -> None:
+        seq = body["seq"]
+        responder.publish_summary_raw(device, responder.summary_payload(device, seq, secret=b"\x22" * 32))
+        responder.publish_summary_raw(device, b"not a frame at all" * 3)
+        responder.publish_summary_raw(device, messages.encode_frame(
+            {"v": 1, "kind": "error", "dev": device, "seq": seq, "code": "x", "msg": "y"}, responder.secret))
+        responder.publish_summary_raw(device, responder.summary_payload("pump-99", seq))
+        responder.answer_ok(device, body)
+
+    responder.answer = bad_then_good
+    cfg = board_config(tmp_path / "board", broker.port)
+    st = stats(run_board(cfg, mpy_dir, 5, HEAP))
+    assert st["bad_frames"] == 20 and st["summaries"] == 5 and st["timeouts"] == 0 and st["readings"] == 5
+
+
+def test_keepalive_pings_keep_an_idle_board_connected(tmp_path: Path, broker: Broker, responder: Responder,
+                                                      mpy_dir: Path) -> None:
+    """umqtt never pings: the broker drops it after 1.5 x keepalive. Idle 3.5 s with keepalive 1 s."""
+    cfg = board_config(tmp_path / "board", broker.port, interval_s=3.5, broker={"keepalive_s": 1})
+    st = stats(run_board(cfg, mpy_dir, 2, HEAP))
+    assert st["pings"] >= 3 and st["connects"] == 1 and st["summaries"] == 2
+
+
+def test_resubscribes_after_a_broker_that_forgot_everything(tmp_path: Path, mpy_dir: Path) -> None:
+    """umqtt.robust does not resubscribe: after a restart of a broker without persistence it gets no
+    summaries any more. The board must get answers for the readings taken after the restart."""
+    broker = start_broker(tmp_path / "broker", persistence=False)
+    try:
+        responder = Responder(broker.host, broker.port)
+        try:
+            cfg = board_config(tmp_path / "board", broker.port, interval_s=0.2, summary_timeout_s=1,
+                               mqtt_timeout_s=1)
+            proc = spawn_board(cfg, mpy_dir, 30, HEAP)
+            assert responder.wait_for(lambda: len(responder.seqs()) >= 5, 30)
+            broker.stop()
+            time.sleep(1)
+            broker.start()
+            out, err = proc.communicate(timeout=90)
+            assert proc.returncode == 0, out + err
+            assert "summary re=29 " in out  # the last reading, taken long after the restart, was answered
+            assert stats(out)["connects"] >= 2
+        finally:
+            responder.close()
+    finally:
+        broker.kill()
+
+
+def test_emulate_cli_runs_the_board(tmp_path: Path, broker: Broker, responder: Responder, mpy_dir: Path) -> None:
+    from qis_firmware import emulate
+
+    cfg = board_config(tmp_path / "board", broker.port)
+    assert emulate.main(["--config", str(cfg), "--readings", "3", "--heap", HEAP, "--code", str(mpy_dir)]) == 0
+    assert responder.wait_for(lambda: responder.seqs() == [0, 1, 2])
+
+
+# --- RAM ---------------------------------------------------------------------------------------------------
+
+MIN_HEAP = "68K"  # measured minimum as .mpy on the 64-bit unix port (see docs/device.md)
+
+
+@pytest.mark.slow
+def test_1000_readings_without_memory_error_or_heap_decline(tmp_path: Path, broker: Broker, responder: Responder,
+                                                            mpy_dir: Path) -> None:
+    cfg = board_config(tmp_path / "board", broker.port, heap_log_every=50)
+    out = run_board(cfg, mpy_dir, 1000, MIN_HEAP, timeout_s=240)
+    st = stats(out)
+    assert st["readings"] == 1000 and st["summaries"] == 1000 and st["timeouts"] == 0
+    free = [int(line.split()[2]) for line in out.splitlines() if line.startswith("QIS-HEAP ")]
+    assert len(free) == 20
+    print("free heap after gc every 50 readings at %s: %s" % (MIN_HEAP, free))
+    first, last = sum(free[1:6]) / 5, sum(free[-5:]) / 5
+    assert last >= first - 256, "free heap trends down: %s" % free
+    assert responder.wait_for(lambda: len(set(responder.seqs())) == 1000)
+
+
+def test_minimum_heap_is_meaningful(tmp_path: Path, broker: Broker, responder: Responder, mpy_dir: Path) -> None:
+    cfg = board_config(tmp_path / "board", broker.port)
+    assert stats(run_board(cfg, mpy_dir, 10, MIN_HEAP))["summaries"] == 10
+    proc = spawn_board(cfg, mpy_dir, 10, "40K")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "MemoryError" in out + err
+    assert isinstance(proc, subprocess.Popen)

@@ -214,6 +214,8 @@ class UdpSwarm:
     async def put(self, address: bytes, value: bytes) -> int:
         """Store ``value`` at ``address`` on the k closest nodes; returns how many replicas took it."""
         driver = self._require_running()
+        if len(self.node.routing_table) == 0:  # nobody to store at: fail fast, the gateway queues the packet
+            raise SwarmUnavailable("no peers known yet; queue the value and retry")
         op = self.node.start_put(bytes(address), bytes(value), driver.now_s)
         done = await self._await_op(op, driver)
         replicas = int(done.replicas)

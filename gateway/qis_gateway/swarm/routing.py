@@ -10,9 +10,8 @@ How it works:
   node to PING (ping-before-evict, at most once per ``evict_ping_interval_s`` per bucket). The node
   reports that ping's outcome: an answer moves the old contact to the tail (``add_proven``), repeated
   failures (``record_failure``) evict it and promote the newest replacement.
-- ``closest(target, n)`` is exact: contacts in the target's bucket are all closer than those in lower
-  buckets, which are all closer than those in higher buckets (ordered by bucket); each group is sorted by
-  XOR distance. Tested against brute force (the PyPI ``kademlia`` traverser bug, its issue #28).
+- ``closest(target, n)`` is exact: it visits buckets in XOR order (see its docstring), sorts within each,
+  and stops once it has n. Tested against brute force (the PyPI ``kademlia`` traverser bug, its issue #28).
 - Memory: ``Contact`` has three slots and is shared between tables in the simulator; per-table extras
   (failures, replacement caches, ping times) are created only when needed.
 """
@@ -181,23 +180,35 @@ class RoutingTable:
         return True
 
     def closest(self, target_int: int, count: int, exclude_int: int | None = None) -> list[Contact]:
-        """The ``count`` contacts closest to ``target_int`` by XOR, nearest first (exact)."""
+        """The ``count`` contacts closest to ``target_int`` by XOR, nearest first (exact).
+
+        With b = own XOR target and i = the target's bucket: bucket i holds the closest contacts. A lower
+        bucket j < i is closer than all buckets below it when bit j of b is 1 (its contacts clear that
+        bit), else farther than all of them; higher buckets j > i come last in increasing j. So buckets
+        are visited in that order and only as many as needed are sorted."""
         buckets = self.buckets
-        i = (target_int ^ self.own_int).bit_length() - 1
-        out: list[Contact] = []
-        same = buckets.get(i) if i >= 0 else None
-        if same:
-            out = sorted(same, key=lambda c: c.id_int ^ target_int)
+        b = target_int ^ self.own_int
+        i = b.bit_length() - 1
         need = count + (1 if exclude_int is not None else 0)
+        order: list[int] = [i] if i >= 0 else []
+        lower = [j for j in buckets if j < i]
+        if lower:
+            lower.sort(reverse=True)
+            order.extend(j for j in lower if (b >> j) & 1)
+            order.extend(j for j in reversed(lower) if not (b >> j) & 1)
+        out: list[Contact] = []
+        key = lambda c: c.id_int ^ target_int  # noqa: E731
+        for j in order:
+            bucket = buckets.get(j)
+            if bucket:
+                out.extend(sorted(bucket, key=key) if len(bucket) > 1 else bucket)
+                if len(out) >= need:
+                    break
         if len(out) < need:
-            lower = [c for j, b in buckets.items() if j < i for c in b]
-            lower.sort(key=lambda c: c.id_int ^ target_int)
-            out.extend(lower)
-            if len(out) < need:
-                for j in sorted(j for j in buckets if j > i):
-                    out.extend(sorted(buckets[j], key=lambda c: c.id_int ^ target_int))
-                    if len(out) >= need:
-                        break
+            for j in sorted(j for j in buckets if j > i):
+                out.extend(sorted(buckets[j], key=key))
+                if len(out) >= need:
+                    break
         if exclude_int is not None:
             out = [c for c in out if c.id_int != exclude_int]
         return out[:count]

@@ -233,12 +233,31 @@ def _pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def _summary(gets: list[Any], expected: dict[bytes, set[bytes]]) -> dict[str, Any]:
+    ok = [ev for ev in gets if ev.ok and set(ev.values) >= expected[ev.address]]
+    hops = [ev.hops for ev in gets]
+    msgs = [ev.messages for ev in gets]
+    elapsed = [ev.elapsed_s for ev in gets]
+    return {
+        "lookups": len(gets),
+        "success_rate": len(ok) / max(len(gets), 1),
+        "hops": {"p50": _pct(hops, 0.5), "p90": _pct(hops, 0.9), "p99": _pct(hops, 0.99), "max": max(hops, default=0),
+                 "histogram": {str(h): hops.count(h) for h in sorted(set(hops))}},
+        "messages": {"p50": _pct(msgs, 0.5), "p99": _pct(msgs, 0.99), "max": max(msgs, default=0)},
+        "lookup_virtual_ms": {"p50": round(1000 * _pct(elapsed, 0.5), 2), "p99": round(1000 * _pct(elapsed, 0.99), 2)},
+    }
+
+
 def run_simulation(nodes: int, lookups: int, seed: int, churn: float = 0.0, loss: float = 0.0,
                    kill_after_store: float = 0.0, values: int | None = None, values_per_address: int = 3,
-                   value_bytes: int = 300, config: SwarmConfig | None = None,
-                   tables: str = "join") -> dict[str, Any]:
+                   value_bytes: int = 300, config: SwarmConfig | None = None, tables: str = "join",
+                   phases: tuple[tuple[str, float], ...] = ()) -> dict[str, Any]:
     """Build a ``nodes``-node swarm by joining (``tables="ideal"``: pre-filled baseline), store values,
-    then run ``lookups`` gets; returns the figures as a JSON-ready dict."""
+    then run ``lookups`` gets; returns the figures as a JSON-ready dict.
+
+    ``phases``: further measurements on the same swarm afterwards, in order, e.g.
+    ``(("loss", 0.1), ("kill", 0.3))`` = the same number of gets with 10% message loss, then with loss
+    back at 0 and 30% of the nodes crash-stopped (values stored before, no repair)."""
     wall0 = time.perf_counter()
     cfg = config or SIM_CONFIG
     sim = Simulator(seed, cfg, loss=0.0)
@@ -267,6 +286,16 @@ def run_simulation(nodes: int, lookups: int, seed: int, churn: float = 0.0, loss
         for node in rng.sample(sim.nodes, int(kill_after_store * len(sim.nodes))):
             sim.kill(node)
     addresses = list(expected)
+
+    def gets_from_live(count: int) -> list[Any]:
+        live = [n for n in sim.nodes if sim.alive(n)]
+        batch = []
+        for _ in range(count):
+            node = live[rng.randrange(len(live))]
+            address = addresses[rng.randrange(len(addresses))]
+            batch.append(lambda now, o=node, a=address: (o, o.start_get(a, 1000, now)))
+        return sim.run_ops(batch)
+
     waves = 10 if churn > 0 else 1
     gets: list[Any] = []
     for w in range(waves):
@@ -277,44 +306,49 @@ def run_simulation(nodes: int, lookups: int, seed: int, churn: float = 0.0, loss
             sim.loss = 0.0
             sim.join_all(int(churn * nodes / waves))
             sim.loss = loss
-        live = [n for n in sim.nodes if sim.alive(n)]
-        batch = []
-        for _ in range(lookups // waves + (1 if w < lookups % waves else 0)):
-            node = live[rng.randrange(len(live))]
-            address = addresses[rng.randrange(len(addresses))]
-            batch.append(lambda now, o=node, a=address: (o, o.start_get(a, 1000, now)))
-        gets.extend(sim.run_ops(batch))
-    ok = [ev for ev in gets if ev.ok and set(ev.values) >= expected[ev.address]]
-    hops = [ev.hops for ev in gets]
-    msgs = [ev.messages for ev in gets]
-    tables = [len(n.table) for n in sim.nodes if sim.alive(n)]
-    return {
+        gets.extend(gets_from_live(lookups // waves + (1 if w < lookups % waves else 0)))
+    table_sizes = [len(n.table) for n in sim.nodes if sim.alive(n)]
+    result: dict[str, Any] = {
         "nodes": nodes,
-        "lookups": len(gets),
         "seed": seed,
         "churn": churn,
         "loss": loss,
         "kill_after_store": kill_after_store,
         "addresses": n_addr,
         "values_per_address": values_per_address,
-        "success_rate": len(ok) / max(len(gets), 1),
-        "hops": {"p50": _pct(hops, 0.5), "p90": _pct(hops, 0.9), "p99": _pct(hops, 0.99), "max": max(hops, default=0),
-                 "histogram": {str(h): hops.count(h) for h in sorted(set(hops))}},
-        "messages": {"p50": _pct(msgs, 0.5), "p99": _pct(msgs, 0.99), "max": max(msgs, default=0)},
-        "lookup_virtual_ms": {"p50": 1000 * _pct([ev.elapsed_s for ev in gets], 0.5),
-                              "p99": 1000 * _pct([ev.elapsed_s for ev in gets], 0.99)},
+        **_summary(gets, expected),
         "put_replicas": {"p50": _pct(replicas, 0.5), "min": min(replicas, default=0)},
         "join_messages_per_node": round(join["join_messages_per_node"], 1),
-        "table_size": {"mean": round(sum(tables) / max(len(tables), 1), 1), "min": min(tables, default=0)},
+        "table_size": {"mean": round(sum(table_sizes) / max(len(table_sizes), 1), 1),
+                       "min": min(table_sizes, default=0)},
+        "seconds_join": round(wall_join, 2),
+    }
+    result["phases"] = {}
+    for kind, amount in phases:
+        t0 = time.perf_counter()
+        if kind == "loss":
+            sim.loss = amount
+        elif kind == "kill":
+            sim.loss = 0.0
+            live = [n for n in sim.nodes if sim.alive(n)]
+            for node in rng.sample(live, int(amount * len(live))):
+                sim.kill(node)
+        else:
+            raise ValueError("unknown phase %r (use 'loss' or 'kill')" % kind)
+        summary = _summary(gets_from_live(lookups), expected)
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        result["phases"]["%s%g" % (kind, amount)] = summary
+    result.update({
         "delivered_messages": sim.delivered,
         "lost_messages": sim.lost,
         "internal_errors": sum(n.counters["drop_internal_error"] for n in sim.nodes),
-        "seconds_join": round(wall_join, 2),
         "seconds": round(time.perf_counter() - wall0, 2),
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "tables": tables,
-        "config": {"k": cfg.k, "alpha": cfg.alpha, "join_refresh_buckets": cfg.join_refresh_buckets},
-    }
+        "config": {"k": cfg.k, "alpha": cfg.alpha, "join_refresh_buckets": cfg.join_refresh_buckets,
+                   "get_quorum": cfg.get_quorum},
+    })
+    return result
 
 
 def config_with(**changes: Any) -> SwarmConfig:

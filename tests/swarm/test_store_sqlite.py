@@ -158,3 +158,26 @@ def test_matches_the_memory_store_under_random_operations(tmp_path: Path, cache_
         reopened.close()
     finally:
         sql.close()
+
+
+def test_checkpoints_run_in_the_background_not_in_add(tmp_path: Path) -> None:
+    import time
+
+    s = SqliteValueStore(tmp_path / "v.sqlite3", checkpoint_interval_s=0.02)
+    try:
+        assert s._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        for i in range(300):
+            s.add(bytes(32), b"value %d" % i, 0.0, 1e9)
+        deadline = time.monotonic() + 5
+        while s.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert s.checkpoints >= 1
+    finally:
+        s.close()
+    assert not s._checkpointer.is_alive()
+    again = SqliteValueStore(tmp_path / "v.sqlite3", checkpoint_interval_s=0)
+    try:
+        assert again.count(bytes(32)) == 300
+        assert again._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # SQLite's own again
+    finally:
+        again.close()

@@ -46,3 +46,9 @@ def check_fp(body):
     for q in vec:
         if not _is_int(q) or not -127 <= q <= 127:
             _fail("fp.vec components must be integers in -127..127")
+
+
+def check_board_frame(kind, body):
+    """Field checks of the board -> gateway kinds decoded only by a gateway (fp; status is free-form)."""
+    if kind == "fp":
+        check_fp(body)

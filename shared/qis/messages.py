@@ -78,38 +78,44 @@ def encode_outcome(device, seq, reading_seq, label, secret, value=None, weight=N
     return encode_frame(body, secret)
 
 
-def encode_summary(device, reading_seq, secret, enough, n, top, conf, mean, level, hops, ms):
-    """Gateway -> board answer to the fp frame `reading_seq` (built in qis.gwframes)."""
-    from qis.gwframes import encode_summary
+def __getattr__(name):
+    # encode_summary and encode_error (gateway -> board) live in qis.gwframes: a board never builds them,
+    # so it does not hold their code. Module __getattr__ works on CPython (PEP 562) and MicroPython.
+    if name in ("encode_summary", "encode_error"):
+        from qis import gwframes
 
-    return encode_summary(device, reading_seq, secret, enough, n, top, conf, mean, level, hops, ms)
-
-
-def encode_error(device, seq, code, message, secret):
-    from qis.gwframes import encode_error
-
-    return encode_error(device, seq, code, message, secret)
+        return getattr(gwframes, name)
+    raise AttributeError(name)
 
 
-def split_frame(payload):
-    """(body bytes, tag) of a payload, FrameError when it cannot be a frame at all."""
+def _views(payload):
+    """(body, tag) as memoryviews of the payload (no copies: a board decodes in a few KB of heap)."""
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise FrameError("type", "payload must be bytes")
     if len(payload) > MAX_FRAME_BYTES:
         raise FrameError("size", "payload of %d bytes exceeds %d" % (len(payload), MAX_FRAME_BYTES))
     if len(payload) <= TAG_BYTES + 2:
         raise FrameError("size", "payload of %d bytes is too short for a frame" % len(payload))
-    payload = bytes(payload)
-    return payload[:-TAG_BYTES], payload[-TAG_BYTES:]
+    view = memoryview(payload)
+    return view[:-TAG_BYTES], view[-TAG_BYTES:]
+
+
+def split_frame(payload):
+    """(body bytes, tag) of a payload, FrameError when it cannot be a frame at all."""
+    data, tag = _views(payload)
+    return bytes(data), bytes(tag)
 
 
 def decode(payload, secret, kind=None, device=None):
     """Verify and parse a frame; return its body dict. `kind`/`device`, when given, must match."""
-    data, tag = split_frame(payload)
+    data, tag = _views(payload)
     if not digest_equal(hmac_sha256(secret, data), tag):
         raise FrameError("tag", "HMAC tag does not match (wrong secret or tampered frame)")
     try:
-        body = json.loads(data)
+        try:
+            body = json.loads(data)  # MicroPython parses the memoryview in place
+        except TypeError:
+            body = json.loads(bytes(data))  # CPython's json wants str/bytes
     except (ValueError, UnicodeError):
         raise FrameError("json", "body is not valid JSON")
     if not isinstance(body, dict):
@@ -129,18 +135,18 @@ def decode(payload, secret, kind=None, device=None):
     seq = body.get("seq")
     if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
         raise FrameError("field", "seq must be an integer in 0..2**53-1")
-    _CHECKS[got_kind](body)
+    check = _CHECKS.get(got_kind)
+    if check is None:  # fp and status: only a gateway decodes them (checks in qis.gwframes)
+        from qis.gwframes import check_board_frame
+
+        check_board_frame(got_kind, body)
+    else:
+        check(body)
     return body
 
 
 def _fail(message):
     raise FrameError("field", message)
-
-
-def _check_fp(body):
-    from qis.gwframes import check_fp
-
-    check_fp(body)
 
 
 def _check_outcome(body):
@@ -181,14 +187,8 @@ def _check_error(body):
         _fail("error.code and error.msg must be strings")
 
 
-def _check_status(body):
-    pass
-
-
 _CHECKS = {
-    "fp": _check_fp,
     "outcome": _check_outcome,
     "summary": _check_summary,
     "error": _check_error,
-    "status": _check_status,
 }

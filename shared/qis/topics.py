@@ -33,15 +33,11 @@ def topic(site, device, kind):
     return "%s/%s/%s/%s" % (PREFIX, site, device, kind)
 
 
-def parse_topic(name):
-    """Split a topic into (site, device, kind); TopicError for anything that is not ours."""
-    from qis.topicparse import parse_topic
+def __getattr__(name):
+    # parse_topic(name) -> (site, device, kind) and subscription(kind, site="+", device="+") are
+    # gateway-side helpers in qis.topicparse, loaded on first use (a board only builds its own topics).
+    if name in ("parse_topic", "subscription"):
+        from qis import topicparse
 
-    return parse_topic(name)
-
-
-def subscription(kind, site="+", device="+"):
-    """A subscription filter, e.g. subscription("fp") -> "qis/v1/+/+/fp" for a gateway."""
-    from qis.topicparse import subscription
-
-    return subscription(kind, site, device)
+        return getattr(topicparse, name)
+    raise AttributeError(name)

@@ -56,7 +56,6 @@ class Device:
         self.waiting = -1  # seq of the fp whose summary step() waits for
         self.answered = False
         self.last_reading_seq = -1
-        self.summary = None
         self.last_fields = {}
         self.wdt = board.watchdog(cfg["watchdog_ms"])
         self.led = board.led(cfg["led_pin"])
@@ -115,7 +114,6 @@ class Device:
         self.stats["summaries"] += 1
         if re == self.waiting:
             self.answered = True
-        self.summary = body
         try:
             self.on_summary(body, self)
         except Exception as exc:  # the application's callback must not stop the loop
@@ -152,7 +150,8 @@ class Device:
             return -1
         seq = self.seq.take()
         frame = messages.encode_fp(self.dev, seq, fp, self.key)
-        self.last_fields = fp.fields
+        if self.cfg.get("sim_outcome"):
+            self.last_fields = fp.fields
         fp = reading = None
         self.stats["readings"] += 1
         self.last_reading_seq = seq

@@ -27,7 +27,7 @@ class Link:
         self.make_status = make_status  # make_status(state) -> frame bytes
         self.client = client or MQTTClient(
             cfg["client_id"], broker["host"], broker["port"], broker["user"], broker["password"],
-            broker["keepalive_s"], broker["tls"], cfg["mqtt_timeout_s"])
+            broker["keepalive_s"], broker["tls"], cfg["mqtt_timeout_s"], True, cfg.get("buf"))
         self.client.set_callback(on_message)
         self.up = False
         self.min_ms = cfg["reconnect_min_ms"]
@@ -38,13 +38,11 @@ class Link:
         self.connects = 0
         self.failures = 0
         self.session_present = False
-        self.last_error = None
 
     def down(self, exc):
         """Close the socket and schedule the next attempt with exponential backoff plus jitter."""
         if self.up:
             board.log("link down: %r" % (exc,))
-        self.last_error = exc
         self.client.close()
         self.up = False
         self.ping_at = None

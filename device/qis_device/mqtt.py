@@ -41,7 +41,7 @@ class MQTTClient:
     sock_class = None  # socket.socket by default; tests put a socket subclass here to watch the calls
 
     def __init__(self, client_id, server, port=0, user=None, password=None, keepalive=0, ssl=None,
-                 timeout_s=5, nodelay=True):
+                 timeout_s=5, nodelay=True, buf=None):
         self.client_id = client_id
         self.server = server
         self.ssl = ssl  # None/False, True (default context) or an ssl.SSLContext
@@ -61,7 +61,7 @@ class MQTTClient:
         self.last_tx = 0  # ticks_ms of the last packet written (keepalive, MQTT-3.1.2-23)
         self.last_rx = 0
         self.pings = 0
-        self._buf = bytearray(_BUF_BYTES)
+        self._buf = buf or bytearray(_BUF_BYTES)  # a board allocates it first, before the heap fragments
         self._mv = memoryview(self._buf)
         self._poll = None
 

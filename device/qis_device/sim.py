@@ -10,7 +10,7 @@ band combinations in turn (machine_health: 4 x 4 x 4 = 64 situations, each withi
 class SimSensor:
     def __init__(self, schema, seed=1, mode="cycle", fixed=None, float32=False):
         if mode not in ("cycle", "random"):
-            raise ValueError("config sensor: sim mode must be \"cycle\" or \"random\", not %r" % (mode,))
+            raise ValueError("config sensor: sim mode must be cycle or random, not %r" % (mode,))
         self.state = (seed * 2654435761 + 1) & 0xFFFFFF
         self.mode = mode
         self.count = 0

@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIRS = (ROOT / "shared", ROOT / "device")
 PACKAGES = ("qis", "qis_device")
 SCHEMA_DIR = ROOT / "shared" / "qis" / "schemas"
+# -O3 drops asserts/__debug__ code and no-source-lines the line-number tables: ~1.8 KB less heap for
+# the board code on the 64-bit unix port (tracebacks then name functions, not lines; the .py sources
+# give line numbers with --py).
+MPY_CROSS_FLAGS = ("-O3", "-X", "no-source-lines")
 
 
 class EmulateError(Exception):
@@ -73,7 +77,8 @@ def build_mpy(dest: Path) -> Path:
         if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
             continue
         # -s keeps the short name in tracebacks instead of the absolute build path
-        proc = subprocess.run([mpy_cross, "-s", str(rel), "-o", str(out), str(src)], capture_output=True, text=True)
+        proc = subprocess.run([mpy_cross, *MPY_CROSS_FLAGS, "-s", str(rel), "-o", str(out), str(src)],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             raise EmulateError("mpy-cross failed on %s:\n%s" % (src, proc.stderr.strip()))
     return dest

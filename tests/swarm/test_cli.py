@@ -113,3 +113,20 @@ def test_simulate_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> 
     for field in ("p50", "p90", "p99", "max"):
         assert doc["hops"][field] >= 0
     assert {"p50", "p99"} <= set(doc["messages"]) and doc["seconds"] > 0
+
+
+def test_node_reports_a_bad_key_file_and_a_busy_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "node.key").write_bytes(b"short")
+    assert main(["node", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "d")]) == 1
+    assert "node.key" in capsys.readouterr().err
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    try:
+        port = busy.getsockname()[1]
+        assert main(["node", "--listen", "127.0.0.1:%d" % port, "--data", str(tmp_path / "e")]) == 1
+        assert "in use" in capsys.readouterr().err
+    finally:
+        busy.close()

@@ -181,9 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return EXIT_FAIL
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # port in use, unreadable key file (IdentityError), bad config
         print("qis-swarm: %s" % exc, file=sys.stderr)
         return EXIT_FAIL
+    except Exception as exc:  # StoreError, SwarmError, a missing bench peer: one line, not a traceback
+        if type(exc).__name__ in ("StoreError", "SwarmError", "BenchUnavailable") or isinstance(exc, ImportError):
+            print("qis-swarm: %s" % exc, file=sys.stderr)
+            return EXIT_FAIL
+        raise
 
 
 if __name__ == "__main__":

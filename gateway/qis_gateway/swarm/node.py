@@ -14,26 +14,22 @@ How it works:
   ``rpc_retries`` times with a doubled timeout, then reported failed to their op and the routing table.
 - Incoming datagrams pass a per-source token bucket, then ``wire.decode``; anything malformed or
   unexpected is counted in ``counters`` (``drop_*``) and dropped. Replies go only to the source address.
-- STORE needs a token (BEP 5): the first 8 bytes of HMAC-SHA256(secret, "ip|port") given in our
-  NODES/VALUES answers to that address; the secret rotates every ``token_lifetime_s / 2`` and the
-  previous one is still accepted. Values pass the size cap and the validator before the storage policy.
-- Storage policy: when an address holds ``max_values_per_address`` values, the value there that expires
-  first is evicted; when the node holds ``max_values_per_node``, the address with the most values gives
-  up its soonest-expiring value. Values expire after ``value_ttl_s``; the origin re-stores its own values
-  every ``republish_interval_s``.
+- STORE needs a token (BEP 5) given in our NODES/VALUES answers to that same source address. Values
+  pass the size cap and the validator, then the storage policy (``policy.py``: caps, eviction rule,
+  tokens, rate limit). Values expire after ``value_ttl_s``; the origin re-stores its own values every
+  ``republish_interval_s``.
 """
 
 from __future__ import annotations
 
 import heapq
-import hmac
 import logging
 import random
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import ops, rpc, wire
+from . import ops, policy, rpc, wire
 from .config import SwarmConfig
 from .errors import SwarmUsageError, WireError
 from .events import SwarmEvent
@@ -119,14 +115,13 @@ class SwarmNode:
         self._proof_cache: dict[Address, bytes] = {}
         self._rtt: dict[bytes, tuple[float, float]] = {}
         self._srtt = config.rpc_timeout_initial_s / max(config.rpc_rtt_multiplier, 1.0)
-        self._rate: dict[object, list[float]] = {}
-        self._secret = rng.getrandbits(128).to_bytes(16, "big")
-        self._old_secret = self._secret
+        self._limiter = policy.RateLimiter(config) if config.rate_limit_per_s > 0 else None
+        self._tokens = policy.Tokens(rng, config.token_lifetime_s)
         self._started_s: float | None = None
         self._maint_s = 0.0
-        self._rotate_s = 0.0
         self._republish_s = 0.0
         self._published: dict[bytes, dict[bytes, None]] = {}
+        self._published_count = 0
         self._next_op = 1
 
     # ---- introspection ---------------------------------------------------------------------------
@@ -139,7 +134,7 @@ class SwarmNode:
         """Handle one datagram; never raises (bad input is counted in ``counters``)."""
         try:
             self.counters["received"] += 1
-            if self.config.rate_limit_per_s > 0 and not self._rate_ok(addr, now_s):
+            if self._limiter is not None and not self._limiter.allow(addr, now_s):
                 self.counters["drop_rate_limited"] += 1
                 return
             try:
@@ -156,7 +151,7 @@ class SwarmNode:
     def receive_message(self, msg: Any, addr: Address, now_s: float) -> None:
         """Simulator fast path: an already decoded message (skips the byte codec)."""
         self.counters["received"] += 1
-        if self.config.rate_limit_per_s > 0 and not self._rate_ok(addr, now_s):
+        if self._limiter is not None and not self._limiter.allow(addr, now_s):
             self.counters["drop_rate_limited"] += 1
             return
         self._dispatch(msg, addr, now_s)
@@ -198,7 +193,7 @@ class SwarmNode:
         if not self._valid(address, value):
             raise SwarmUsageError("the validator rejected the value; nothing was stored")
         self._store_value(address, value, now_s)
-        self._published.setdefault(address, {})[value] = None
+        self._remember_published(address, value)
         op_id = self._op_id()
         ops.PutOp(self, op_id, address, [value], now_s)
         return op_id
@@ -208,6 +203,7 @@ class SwarmNode:
         ``LeaveDone`` is emitted when done."""
         self._start(now_s)
         self._published.clear()
+        self._published_count = 0
         ops.LeaveOp(self, now_s)
 
     # ---- outputs ---------------------------------------------------------------------------------
@@ -249,8 +245,20 @@ class SwarmNode:
             cfg = self.config
             self._started_s = now_s
             self._maint_s = now_s + cfg.maintenance_interval_s
-            self._rotate_s = now_s + cfg.token_lifetime_s / 2
+            self._tokens.rotate_if_due(now_s, self.rng)
             self._republish_s = now_s + cfg.republish_interval_s
+
+    def _remember_published(self, address: bytes, value: bytes) -> None:
+        """Our own values, re-stored every republish_interval_s; at most max_values_per_node, oldest
+        address forgotten first."""
+        held = self._published.setdefault(address, {})
+        if value in held:
+            return
+        held[value] = None
+        self._published_count += 1
+        while self._published_count > self.config.max_values_per_node and len(self._published) > 1:
+            oldest = next(iter(self._published))
+            self._published_count -= len(self._published.pop(oldest))
 
     def _op_id(self) -> int:
         op_id = self._next_op
@@ -397,43 +405,13 @@ class SwarmNode:
         return ok
 
     def _store_value(self, address: bytes, value: bytes, now_s: float) -> None:
-        cfg = self.config
-        store = self.store
-        if store.count(address) >= cfg.max_values_per_address:
-            store.evict_for(address)
-            self.counters["evicted_address_cap"] += 1
-        elif store.total() >= cfg.max_values_per_node:
-            biggest = max(store.addresses(), key=store.count)
-            store.evict_for(biggest)
-            self.counters["evicted_node_cap"] += 1
-        if store.add(address, value, now_s, now_s + cfg.value_ttl_s):
-            self.counters["stored"] += 1
+        policy.store_with_policy(self.store, self.config, address, value, now_s, self.counters)
 
-    def _token(self, addr: Address, secret: bytes | None = None) -> bytes:
-        msg = ("%s|%d" % (addr[0], addr[1])).encode()
-        return hmac.digest(secret or self._secret, msg, "sha256")[:8]
+    def _token(self, addr: Address) -> bytes:
+        return self._tokens.issue(addr)
 
     def _token_ok(self, token: bytes, addr: Address) -> bool:
-        return hmac.compare_digest(token, self._token(addr)) or hmac.compare_digest(
-            token, self._token(addr, self._old_secret))
-
-    def _rate_ok(self, addr: Address, now_s: float) -> bool:
-        cfg = self.config
-        key = addr[0] if cfg.rate_limit_key == "ip" else addr
-        bucket = self._rate.get(key)
-        if bucket is None:
-            if len(self._rate) >= cfg.rate_limit_max_sources:
-                self._rate = {k: b for k, b in self._rate.items() if now_s - b[1] < 1.0}
-                if len(self._rate) >= cfg.rate_limit_max_sources:
-                    return False
-            bucket = self._rate[key] = [cfg.rate_limit_burst, now_s]
-        tokens = min(cfg.rate_limit_burst, bucket[0] + (now_s - bucket[1]) * cfg.rate_limit_per_s)
-        bucket[1] = now_s
-        if tokens < 1.0:
-            bucket[0] = tokens
-            return False
-        bucket[0] = tokens - 1.0
-        return True
+        return self._tokens.check(token, addr)
 
     def _random_id_in_bucket(self, i: int) -> bytes:
         dist = (1 << i) | self.rng.getrandbits(i) if i > 0 else 1
@@ -443,9 +421,7 @@ class SwarmNode:
         cfg = self.config
         self._maint_s = now_s + cfg.maintenance_interval_s
         self.counters["expired"] += self.store.expire(now_s)
-        if now_s >= self._rotate_s:
-            self._old_secret, self._secret = self._secret, self.rng.getrandbits(128).to_bytes(16, "big")
-            self._rotate_s = now_s + cfg.token_lifetime_s / 2
+        self._tokens.rotate_if_due(now_s, self.rng)
         since_s = self._started_s if self._started_s is not None else now_s
         for i in self.table.stale_buckets(now_s, cfg.refresh_interval_s, since_s):
             ops.FindNodeOp(self, self._random_id_in_bucket(i), None, now_s, fill_bucket=i)

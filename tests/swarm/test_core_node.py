@@ -311,3 +311,20 @@ def test_receive_datagram_never_raises_and_counts_drops(data: bytes, cut: int, p
     assert node.counters["received"] == before["received"] + 2
     handled = sum(node.counters[k] - before[k] for k in ("drop_malformed", "requests_in", "replies_in"))
     assert handled == 2
+
+
+def test_adaptive_timeout_follows_rtt_within_floor_and_cap(memnet: MemNet) -> None:
+    cfg = replace(TEST_CONFIG, rpc_timeout_floor_s=0.02, rpc_timeout_cap_s=1.0, rpc_timeout_initial_s=0.25)
+    node = memnet.add(cfg)
+    peer = b"\x09" * 32
+    assert node._timeout_for(peer) == pytest.approx(0.25)  # nothing measured yet
+    for _ in range(20):
+        node._rtt_sample(peer, 0.001)  # loopback-fast peer: the floor applies
+    assert node._timeout_for(peer) == pytest.approx(0.02)
+    slow = b"\x0a" * 32
+    for _ in range(20):
+        node._rtt_sample(slow, 0.1)
+    assert 0.3 <= node._timeout_for(slow) <= 0.35  # ~3 x srtt
+    for _ in range(20):
+        node._rtt_sample(slow, 5.0)
+    assert node._timeout_for(slow) == 1.0  # cap

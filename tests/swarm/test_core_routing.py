@@ -111,3 +111,17 @@ def test_lookup_ends_with_the_k_closest_live_nodes(seed: int, n: int, fail_pct: 
     if any(c.id_int not in dead for c in nodes[:3]):
         assert [c.contact.id_int for c in lookup.closest_answered(k)] == [c.id_int for c in live]
         assert lookup.requests <= n
+
+
+def test_lookup_keeps_alpha_in_flight_without_lock_step_rounds() -> None:
+    rng = random.Random(2)
+    seeds = [_contact(rng, i) for i in range(10)]
+    lookup = Lookup(rng.getrandbits(256), 8, 3, seeds, exclude_int=-1)
+    first = lookup.next_requests()
+    assert len(first) == 3 and lookup.inflight == 3
+    assert lookup.next_requests() == []  # full: nothing more until something comes back
+    lookup.answered(first[0], [])
+    refill = lookup.next_requests()
+    assert len(refill) == 1 and lookup.inflight == 3  # one slot refilled while two are still waiting
+    lookup.failed(first[1])  # a dead peer frees its slot as soon as its own timeout fires
+    assert len(lookup.next_requests()) == 1

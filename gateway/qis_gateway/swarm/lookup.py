@@ -34,7 +34,7 @@ class Candidate:
 
 
 class Lookup:
-    __slots__ = ("target_int", "k", "alpha", "exclude_int", "by_id", "order", "inflight", "requests")
+    __slots__ = ("target_int", "k", "alpha", "exclude_int", "by_id", "order", "inflight", "requests", "failures")
 
     def __init__(self, target_int: int, k: int, alpha: int, seeds: list[Contact], exclude_int: int) -> None:
         self.target_int = target_int
@@ -45,6 +45,7 @@ class Lookup:
         self.order: list[tuple[int, int]] = []  # (distance, id) sorted
         self.inflight = 0
         self.requests = 0
+        self.failures = 0
         for c in seeds:
             self.offer(c, 1)
 
@@ -93,12 +94,12 @@ class Lookup:
         cand.state = ANSWERED
         cand.token = token
         depth = cand.depth + 1
-        # offer() inlined (the simulator's hottest loop). Candidates beyond the 3k closest known are
-        # dropped: the lookup could only reach them after 2k failures among closer ones.
+        # offer() inlined (the simulator's hottest loop). Candidates beyond the 3k closest known (not
+        # counting failed ones) are dropped: the lookup could reach them only after 2k more failures.
         by_id = self.by_id
         order = self.order
         target = self.target_int
-        horizon = 3 * self.k
+        horizon = 3 * self.k + self.failures
         for c in contacts:
             id_int = c.id_int
             known = by_id.get(id_int)
@@ -116,6 +117,8 @@ class Lookup:
     def failed(self, cand: Candidate) -> None:
         if cand.state == INFLIGHT:
             self.inflight -= 1
+        if cand.state != FAILED:
+            self.failures += 1
         cand.state = FAILED
 
     def finished(self) -> bool:

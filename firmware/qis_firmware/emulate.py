@@ -1,6 +1,6 @@
 """`qis-device emulate`: run the board code under the MicroPython unix port, as an emulated board.
 
-    qis-device emulate --config FILE [--heap 64K] [--readings N] [--code DIR] [--py]
+    qis-device emulate --config FILE [--heap 96K] [--readings N] [--code DIR] [--py]
 
 How it works: the exact device code (shared/qis and device/qis_device) runs in `micropython -X
 heapsize=HEAP`, entering through qis_device.main(config, readings) as device/main.py does on a
@@ -36,6 +36,8 @@ SCHEMA_DIR = ROOT / "shared" / "qis" / "schemas"
 # the board code on the 64-bit unix port (tracebacks then name functions, not lines; the .py sources
 # give line numbers with --py).
 MPY_CROSS_FLAGS = ("-O3", "-X", "no-source-lines")
+# An ESP32-class board has ~100 KB free; the board code's measured minimum is 65K on this 64-bit port.
+DEFAULT_HEAP = "96K"
 
 
 class EmulateError(Exception):
@@ -112,7 +114,7 @@ def resolve_schema(config_path: Path) -> Path | None:
     return bundled if bundled.exists() else None
 
 
-def command(config: Path, heap: str = "64K", readings: int | None = None, schema: Path | None = None,
+def command(config: Path, heap: str = DEFAULT_HEAP, readings: int | None = None, schema: Path | None = None,
             drain_ms: int = 2000) -> list[str]:
     """The micropython command line that runs the board code with this config."""
     schema_arg = repr(str(schema)) if schema is not None else "None"
@@ -140,7 +142,7 @@ def prepare(config: Path, code: Path | None = None, py: bool = False) -> tuple[l
     return dirs, schema
 
 
-def spawn(config: Path, heap: str = "64K", readings: int | None = None, code: Path | None = None,
+def spawn(config: Path, heap: str = DEFAULT_HEAP, readings: int | None = None, code: Path | None = None,
           py: bool = False, **popen: object) -> subprocess.Popen:
     """Start an emulated board as a child process (hil/ and the demo use this)."""
     config = config.resolve()
@@ -152,7 +154,8 @@ def spawn(config: Path, heap: str = "64K", readings: int | None = None, code: Pa
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qis-device emulate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, type=Path, help="board config JSON (device.json)")
-    parser.add_argument("--heap", default="64K", help="MicroPython heap size, e.g. 32K, 64K (default 64K)")
+    parser.add_argument("--heap", default=DEFAULT_HEAP,
+                        help="MicroPython heap size (default %s; the board code needs at least 65K)" % DEFAULT_HEAP)
     parser.add_argument("--readings", type=int, default=None, help="stop after N readings (default: run forever)")
     parser.add_argument("--code", type=Path, default=None, help="directory of .mpy/.py board code")
     parser.add_argument("--py", action="store_true", help="run the .py sources instead of compiled .mpy")

@@ -182,3 +182,21 @@ def test_minimum_heap_is_meaningful(tmp_path: Path, broker: Broker, responder: R
     out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "MemoryError" in out + err
     assert isinstance(proc, subprocess.Popen)
+
+
+def test_code_deployed_into_an_emulated_board_runs(tmp_path: Path, broker: Broker, responder: Responder) -> None:
+    """`qis-device deploy --port emulated:DIR` fills a directory the way a board's flash is filled;
+    `qis-device emulate --code DIR` runs exactly that code (the firmware engineer's deploy, our runtime)."""
+    import sys
+
+    cli = Path(sys.executable).parent / "qis-device"
+    cfg = board_config(tmp_path / "cfg", broker.port)
+    board = tmp_path / "flash"
+    subprocess.run([str(cli), "deploy", "--port", "emulated:%s" % board, "--config", str(cfg)], check=True,
+                   capture_output=True, timeout=120)
+    proc = subprocess.run([str(cli), "emulate", "--config", str(board / "device.json"), "--code", str(board),
+                           "--readings", "2"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert stats(proc.stdout)["summaries"] == 2
+    assert responder.wait_for(lambda: responder.seqs() == [0, 1])
+    assert (board / "state" / "seq").exists()  # the board's state lives on its "flash"

@@ -5,6 +5,7 @@ crash set; see qis_gateway/swarm/bench_udp.py):
   healthy64  64 nodes in 4 processes, 100 addresses x 3 packets of 300 B, 300 sequential lookups
   crash32    32 nodes: 24 in 3 processes + 8 in a 4th that gets SIGKILL after the puts (25 %), then
              100 sequential lookups from random survivors at once (no repair time)
+  scale256   256 nodes in 4 processes, 50 addresses x 3 packets, 300 lookups (where lookups take 2 rounds)
 Goals checked (issue 4): healthy64 success 1.0 and our latency p50 <= OpenDHT's; crash32 success 1.0 and
 our latency p99 <= 100 ms. Peers missing from the venv are reported, not faked (pip install '.[bench]').
 
@@ -29,10 +30,12 @@ HERE = Path(__file__).resolve().parent
 SCENARIOS = {
     "healthy64": {"nodes": 64, "values": 100, "lookups": 300, "crash": 0.0, "procs": 4},
     "crash32": {"nodes": 32, "values": 50, "lookups": 100, "crash": 0.25, "procs": 4},
+    "scale256": {"nodes": 256, "values": 50, "lookups": 300, "crash": 0.0, "procs": 4},
 }
 QUICK = {
     "healthy64": {"nodes": 64, "values": 30, "lookups": 100, "crash": 0.0, "procs": 4},
     "crash32": {"nodes": 32, "values": 20, "lookups": 40, "crash": 0.25, "procs": 4},
+    "scale256": {"nodes": 256, "values": 20, "lookups": 100, "crash": 0.0, "procs": 4},
 }
 
 

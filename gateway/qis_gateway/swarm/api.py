@@ -33,7 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from . import peers as peer_file
+from .config import SwarmConfig
 from .errors import SwarmError
+from .events import GetDone, JoinDone, LeaveDone, PutDone
+from .identity import NodeIdentity
+from .node import SwarmNode
 from .store_sqlite import SqliteValueStore
 from .udp import Address, SwarmDriver, open_driver
 
@@ -70,9 +74,9 @@ class UdpSwarm:
         listen: Address,
         data_dir: Path,
         bootstrap: Iterable[Address] = (),
-        config: Any | None = None,
+        config: SwarmConfig | None = None,
         validator: Callable[[bytes, bytes], bool] | None = None,
-        identity: Any | None = None,
+        identity: NodeIdentity | None = None,
         *,
         rng: random.Random | None = None,
         join_timeout_s: float = 5.0,
@@ -92,7 +96,7 @@ class UdpSwarm:
         self.op_timeout_s = op_timeout_s
         self.peers_save_interval_s = peers_save_interval_s
         self._saver: asyncio.Task[None] | None = None
-        self.node: Any = None
+        self.node: SwarmNode | None = None
         self.store: SqliteValueStore | None = None
         self._driver: SwarmDriver | None = None
         self._address: Address | None = None
@@ -117,10 +121,6 @@ class UdpSwarm:
         """Bind the socket and join the swarm (see the module docstring)."""
         if self._driver is not None:
             raise SwarmError("start() called twice")
-        from .config import SwarmConfig
-        from .identity import NodeIdentity
-        from .node import SwarmNode
-
         loop = asyncio.get_running_loop()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.identity is None:
@@ -217,7 +217,7 @@ class UdpSwarm:
         if len(self.node.routing_table) == 0:  # nobody to store at: fail fast, the gateway queues the packet
             raise SwarmUnavailable("no peers known yet; queue the value and retry")
         op = self.node.start_put(bytes(address), bytes(value), driver.now_s)
-        done = await self._await_op(op, driver)
+        done: PutDone = await self._await_op(op, driver)
         replicas = int(done.replicas)
         if replicas <= 0:
             raise SwarmUnavailable("no peer stored the value (kept locally; queue it and retry)")
@@ -227,7 +227,7 @@ class UdpSwarm:
         """Find up to ``limit`` values stored at ``address``."""
         driver = self._require_running()
         op = self.node.start_get(bytes(address), int(limit), driver.now_s)
-        done = await self._await_op(op, driver)
+        done: GetDone = await self._await_op(op, driver)
         if not done.ok and not done.values:
             raise SwarmUnavailable("no peer answered the lookup for %s" % bytes(address).hex()[:16])
         first = None if done.first_value_s is None else done.first_value_s * 1000.0
@@ -271,9 +271,8 @@ class UdpSwarm:
             self._pending.pop(op, None)
 
     def _on_event(self, event: Any) -> None:
-        name = type(event).__name__
-        if name in ("JoinDone", "LeaveDone"):
-            fut = self._join if name == "JoinDone" else self._leave
+        if isinstance(event, (JoinDone, LeaveDone)):
+            fut = self._join if isinstance(event, JoinDone) else self._leave
             if fut is not None and not fut.done():
                 fut.set_result(event)
             return

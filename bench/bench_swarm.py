@@ -94,6 +94,15 @@ def main(argv: list[str]) -> int:
         goals["crash32_success_1"] = _goal(res, "ours", ("success_rate",)) == 1.0
         goals["crash32_p99_le_100ms"] = None if p99 is None else p99 <= 100.0
     doc["goals"] = goals
+    if args.only and args.out.exists():  # a partial run updates its scenarios, keeps the others
+        try:
+            old = json.loads(args.out.read_text())
+            old["scenarios"].update(doc["scenarios"])
+            old["goals"].update(goals)
+            old.setdefault("partial_runs", []).append({"command": doc["command"], "started": doc["started"]})
+            doc = old
+        except (ValueError, KeyError, TypeError) as exc:
+            print("could not merge into %s (%s); overwriting" % (args.out, exc))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     print("goals: %s" % json.dumps(goals))

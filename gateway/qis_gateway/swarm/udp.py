@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
+
+RECV_BUFFER_BYTES = 1 << 20
 
 
 class SwarmDriver(asyncio.DatagramProtocol):
@@ -152,5 +155,11 @@ async def open_driver(
     transport, driver = await loop.create_datagram_endpoint(
         lambda: SwarmDriver(node, on_event, loop), local_addr=listen
     )
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:  # room for a burst of replies while the loop is busy (the kernel caps it at rmem_max)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
+        except OSError as exc:
+            log.debug("could not enlarge the receive buffer: %s", exc)
     sockname = transport.get_extra_info("sockname")
     return driver, (sockname[0], sockname[1])

@@ -129,3 +129,54 @@ def test_sending_to_a_closed_port_is_counted_not_fatal() -> None:
             driver.close()
 
     asyncio.run(main())
+
+
+def test_queued_datagrams_are_drained_in_one_batch() -> None:
+    import time
+
+    async def main() -> None:
+        node = ScriptedNode()
+        drains = []
+        original = node.datagrams_to_send
+
+        def counting() -> list[tuple[bytes, tuple[str, int]]]:
+            out = original()
+            drains.append(len(out))
+            return out
+
+        node.datagrams_to_send = counting  # type: ignore[method-assign]
+        driver, addr = await open_driver(node, ("127.0.0.1", 0), lambda e: None)
+        sock, _ = await _client()
+        try:
+            for i in range(20):
+                sock.sendto(b"q%d" % i, addr)
+            time.sleep(0.05)  # block the loop: all 20 wait in the socket buffer
+            got = [await _recv(sock) for _ in range(20)]
+            assert sorted(got) == sorted(b"echo:q%d" % i for i in range(20))
+            assert max(drains) == 20  # one readiness callback fed all 20, then pumped once
+        finally:
+            sock.close()
+            driver.close()
+
+    asyncio.run(main())
+
+
+def test_the_driver_is_also_a_plain_datagram_protocol() -> None:
+    from qis_gateway.swarm.udp import SwarmDriver
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        node = ScriptedNode()
+        transport, driver = await loop.create_datagram_endpoint(
+            lambda: SwarmDriver(node, lambda e: None, loop), local_addr=("127.0.0.1", 0)
+        )
+        sock, _ = await _client()
+        try:
+            sock.sendto(b"via-asyncio", transport.get_extra_info("sockname"))
+            assert await _recv(sock) == b"echo:via-asyncio"
+        finally:
+            sock.close()
+            driver.close()
+        await asyncio.wait_for(driver.closed, 2)
+
+    asyncio.run(main())

@@ -7,6 +7,12 @@ How it works (the aioquic pattern, DESIGN.md style rule 2):
 - After every input :meth:`pump` drains the node's outputs: datagrams go to ``transport.sendto``, events go
   to the ``on_event`` callback, and the one timer is re-armed at ``node.get_timer()`` (``loop.call_at``;
   moved only when the deadline changes).
+- ``open_driver`` binds its own non-blocking socket and drains up to ``batch`` queued datagrams per
+  readiness callback (:class:`BatchDatagramTransport`), then pumps once. asyncio's own datagram transport
+  reads ONE datagram per loop iteration, so when a process hosting many nodes was busy, replies already in
+  the socket buffer waited behind the other nodes' work while their requests' timers fired (spurious
+  timeouts and retries; measured in bench_udp's put phase). ``SwarmDriver`` is still a plain
+  ``DatagramProtocol`` and works with ``loop.create_datagram_endpoint`` too.
 - Hostile or broken input never stops the driver: the core drops and counts malformed datagrams itself;
   should the core raise anyway (our bug, not the peer's), the driver logs it once per kind, counts it in
   ``driver_errors`` and keeps serving. Socket errors (ICMP port unreachable from a dead peer, EPERM, ...)
@@ -48,13 +54,17 @@ class SwarmDriver(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.feed(data, addr)
+        self.pump()
+
+    def feed(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        """Hand one datagram to the node without draining its outputs (batch readers pump once after)."""
         if self._closed:
             return
         try:
             self.node.receive_datagram(data, (addr[0], addr[1]), self._loop.time())
         except Exception as exc:  # the core must count bad input itself; anything escaping is our bug
             self._driver_error("receive_datagram", exc)
-        self.pump()
 
     def error_received(self, exc: Exception) -> None:
         self.counters["socket_errors"] += 1
@@ -147,19 +157,80 @@ class SwarmDriver(asyncio.DatagramProtocol):
         self._closed = True
 
 
+class BatchDatagramTransport:
+    """The little of a datagram transport the driver needs, over a non-blocking socket: reads up to
+    ``batch`` datagrams per readiness callback, then pumps the protocol once."""
+
+    def __init__(self, sock: socket.socket, protocol: SwarmDriver, loop: asyncio.AbstractEventLoop,
+                 batch: int = 64) -> None:
+        self._sock = sock
+        self._protocol = protocol
+        self._loop = loop
+        self._batch = max(1, batch)
+        self._closing = False
+        self._sockname = sock.getsockname()
+        loop.add_reader(sock.fileno(), self._read_ready)
+
+    def _read_ready(self) -> None:
+        proto = self._protocol
+        sock = self._sock
+        for _ in range(self._batch):
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error: counted, keep reading
+                proto.error_received(exc)
+                continue
+            proto.feed(data, addr)
+        proto.pump()
+
+    def sendto(self, data: bytes, addr: Address) -> None:
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):  # send buffer full: like a lost datagram, the core retries
+            self._protocol.counters["send_failed"] += 1
+        except OSError as exc:
+            self._protocol.error_received(exc)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"socket": self._sock, "sockname": self._sockname}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, None)
+
+
 async def open_driver(
-    node: Any, listen: Address, on_event: Callable[[Any], None]
+    node: Any, listen: Address, on_event: Callable[[Any], None], batch: int = 64
 ) -> tuple[SwarmDriver, Address]:
-    """Bind a UDP socket on ``listen`` (port 0 = any free port) and return the driver and the bound address."""
+    """Bind a UDP socket on ``listen`` (port 0 = any free port) and return the driver and the bound address.
+    OSError (address in use, cannot resolve) propagates with the socket closed."""
     loop = asyncio.get_running_loop()
-    transport, driver = await loop.create_datagram_endpoint(
-        lambda: SwarmDriver(node, on_event, loop), local_addr=listen
-    )
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
+    infos = await loop.getaddrinfo(listen[0], listen[1], type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError("cannot resolve listen address %s:%d" % listen)
+    family, _, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM, proto)
+    try:
+        sock.setblocking(False)
         try:  # room for a burst of replies while the loop is busy (the kernel caps it at rmem_max)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER_BYTES)
         except OSError as exc:
             log.debug("could not enlarge the receive buffer: %s", exc)
-    sockname = transport.get_extra_info("sockname")
+        sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    driver = SwarmDriver(node, on_event, loop)
+    transport = BatchDatagramTransport(sock, driver, loop, batch)
+    driver.connection_made(transport)  # type: ignore[arg-type]
+    sockname = sock.getsockname()
     return driver, (sockname[0], sockname[1])

@@ -3,8 +3,9 @@
 How it works: the bridge only calls the five methods below. `put` returns the replica count and raises
 an exception whose class name is `SwarmUnavailable` (any backend's) when no peer took the value, so the
 outbox keeps the packet and retries; `get` returns an object with `values`, `hops`, `messages`,
-`elapsed_ms` (the UdpSwarm `LookupResult` shape). `make_udp_swarm` builds the default backend, our own
-Kademlia node (`qis_gateway.swarm.api.UdpSwarm`), from the gateway configuration.
+`elapsed_ms` (the UdpSwarm `LookupResult` shape). `make_swarm` builds the configured backend: our own
+Kademlia node (`qis_gateway.swarm.api.UdpSwarm`, the default) or OpenDHT
+(`qis_gateway.swarm_opendht.OpenDhtSwarm`, an optional extra).
 """
 
 from __future__ import annotations
@@ -54,3 +55,17 @@ def make_udp_swarm(listen: tuple[str, int], data_dir: Path, bootstrap: list[tupl
 
         config = dataclasses.replace(SwarmConfig(), rate_limit_per_s=rate_limit_per_s)
     return UdpSwarm(listen, data_dir, bootstrap=bootstrap, config=config, validator=validator)
+
+
+def make_swarm(backend: str, listen: tuple[str, int], data_dir: Path, bootstrap: list[tuple[str, int]],
+               validator: Callable[[bytes, bytes], bool] | None, rate_limit_per_s: float = 0.0,
+               opendht_network: int | None = None) -> Swarm:
+    """The swarm backend named in `[swarm] backend` ("kademlia" or "opendht")."""
+    if backend == "kademlia":
+        return make_udp_swarm(listen, data_dir, bootstrap, validator, rate_limit_per_s)
+    if backend == "opendht":
+        from qis_gateway.swarm_opendht import DEFAULT_NETWORK_ID, OpenDhtSwarm
+
+        return OpenDhtSwarm(listen, data_dir, bootstrap, validator, rate_limit_per_s=rate_limit_per_s,
+                            network_id=DEFAULT_NETWORK_ID if opendht_network is None else opendht_network)
+    raise ValueError("unknown swarm backend %r (kademlia or opendht)" % backend)

@@ -57,9 +57,13 @@ SETTINGS: tuple[Setting, ...] = (
       60, 4294967295),
     S("mqtt", "reconnect_min_s", "float", 0.5, "first reconnect delay", 0.01, 60),
     S("mqtt", "reconnect_max_s", "float", 30.0, "reconnect delay cap (reconnects forever)", 0.1, 3600),
+    S("swarm", "backend", "choice:kademlia|opendht", "kademlia",
+      "swarm engine: our Kademlia, or OpenDHT (pip install 'qis-edge[opendht]')"),
     S("swarm", "listen", "hostport", "0.0.0.0:4000", "UDP HOST:PORT of this swarm node (port 0 = any)"),
     S("swarm", "bootstrap", "list", [], "HOST:PORT of known swarm nodes"),
     S("swarm", "rate_limit_per_s", "float", 0.0, "per-IP request rate limit; 0 = swarm default", 0, 1e9),
+    S("swarm", "opendht_network", "int", 0x51495331, "OpenDHT network id (backend = opendht); keeps the swarm "
+      "off other OpenDHT networks", 0, 4294967295),
     S("swarm", "lookup_limit", "int", 200, "packets fetched per address", 1, 10000),
     S("synthesis", "min_n", "int", 5, "packets an address needs before coarser levels are skipped", 1, 100000),
     S("synthesis", "half_life_s", "float", 30 * 86400.0, "recency half-life of a packet's weight", 1, 1e10),

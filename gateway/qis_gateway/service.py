@@ -31,7 +31,7 @@ from typing import Any
 from qis.schema import Schema, load_schema
 from qis.topics import subscription
 
-from qis_gateway.backend import Swarm, is_unavailable, make_udp_swarm
+from qis_gateway.backend import Swarm, is_unavailable, make_swarm, make_udp_swarm
 from qis_gateway.bridge import Bridge, SynthesisSettings
 from qis_gateway.config import GatewayConfig, parse_hostport
 from qis_gateway.flusher import OutboxFlusher
@@ -104,8 +104,9 @@ class Gateway:
         else:
             listen = parse_hostport(c.get("swarm", "listen"), "swarm.listen")
             boot = [parse_hostport(b, "swarm.bootstrap") for b in c.get("swarm", "bootstrap")]
-            self.swarm = make_udp_swarm(listen, c.data_dir / "swarm", boot, make_validator(self.cache, trusted),
-                                        c.get("swarm", "rate_limit_per_s"))
+            self.swarm = make_swarm(c.get("swarm", "backend"), listen, c.data_dir / "swarm", boot,
+                                    make_validator(self.cache, trusted), c.get("swarm", "rate_limit_per_s"),
+                                    c.get("swarm", "opendht_network"))
         await self.swarm.start()
         subs = [(subscription("fp"), 1), (subscription("outcome"), 1)]
         if c.get("homeassistant", "enabled"):

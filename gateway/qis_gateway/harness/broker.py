@@ -57,6 +57,7 @@ def wait_listening(host: str, port: int, timeout_s: float = 10.0) -> None:
 MOSQUITTO_CONFIG = """\
 # written by qis-edge (qis_gateway.harness.broker)
 per_listener_settings false
+{user}
 listener {port} {host}
 allow_anonymous {anonymous}
 {auth}
@@ -103,7 +104,10 @@ class Broker:
             conf.write_text(MOSQUITTO_CONFIG.format(
                 port=self.port, host=self.host, workdir=self.workdir,
                 anonymous="false" if self.password_file else "true",
-                auth="\n".join(auth), persistence="true" if self.persistence else "false"))
+                auth="\n".join(auth), persistence="true" if self.persistence else "false",
+                # As root Mosquitto drops to user `mosquitto`, which cannot write our log and persistence
+                # files in a root-owned temp dir: persistence would silently not happen.
+                user="user root" if os.geteuid() == 0 else ""))
             return [mosquitto_path() or "mosquitto", "-c", str(conf)]
         return [sys.executable, "-m", "qis_gateway.harness.amqtt_broker", self.host, str(self.port)]
 

@@ -31,7 +31,7 @@ from qis_device import board
 from qis_device.link import Link
 from qis_device.store import FrameQueue, SeqCounter
 
-_STATS = ("readings", "bad_readings", "sent", "queued_sends", "summaries", "stale", "bad_frames",
+_STATS = ("readings", "bad_readings", "sent", "queued_sends", "summaries", "stale", "missed", "bad_frames",
           "errors_rx", "timeouts", "outcomes")
 
 
@@ -57,6 +57,8 @@ class Device:
         self.answered = False
         self.last_reading_seq = -1
         self.last_fields = {}
+        self.inbox = []  # verified summaries waiting for on_summary (see _on_message)
+        self.delivering = False
         self.wdt = board.watchdog(cfg["watchdog_ms"])
         self.led = board.led(cfg["led_pin"])
         self.link = Link(cfg, self.topics, self._status_frame, self._on_message, client)
@@ -72,6 +74,10 @@ class Device:
 
     def send(self, kind, frame):
         """Publish a frame (kind b"f" or b"o") now, or keep it on flash until the link is back."""
+        if self.delivering:  # from on_summary: queue it; the drain (or the next service) sends it
+            self.queue.push(kind, frame)
+            self.stats["queued_sends"] += 1
+            return False
         if self.link.up and not len(self.queue):
             if self.link.publish("fp" if kind == b"f" else "outcome", frame):
                 self.stats["sent"] += 1
@@ -92,6 +98,8 @@ class Device:
             q.pop()
             self.stats["sent"] += 1
             self.wdt.feed()
+            if self.inbox:
+                self._deliver()  # between two publishes: summaries of drained readings come in now
         return False
 
     def _on_message(self, topic_name, msg):
@@ -114,10 +122,29 @@ class Device:
         self.stats["summaries"] += 1
         if re == self.waiting:
             self.answered = True
+        # Handed on later, from service(): this runs inside the client's read, possibly while a
+        # publish waits for its PUBACK, and a callback that publishes (report_outcome) must not
+        # re-enter the client or the queue drain.
+        if len(self.inbox) >= 4:  # a burst (answers to a drained queue): the oldest is not handed on
+            self.inbox.pop(0)
+            self.stats["missed"] += 1
+        self.inbox.append(body)
+
+    def _deliver(self):
+        """Hand queued summaries to on_summary, at a point where no publish or pop is in progress.
+        Frames the callback sends (report_outcome) are only queued meanwhile; the drain sends them."""
+        if self.delivering:
+            return
+        self.delivering = True
         try:
-            self.on_summary(body, self)
-        except Exception as exc:  # the application's callback must not stop the loop
-            board.log("on_summary failed: %r" % (exc,))
+            while self.inbox:
+                body = self.inbox.pop(0)
+                try:
+                    self.on_summary(body, self)
+                except Exception as exc:  # the application's callback must not stop the loop
+                    board.log("on_summary failed: %r" % (exc,))
+        finally:
+            self.delivering = False
 
     # --- the loop ---
 
@@ -127,6 +154,8 @@ class Device:
         self.link.service(timeout_ms)
         if self.link.up and (not was_up or len(self.queue)):
             self.drain()
+        if self.inbox:
+            self._deliver()
 
     def wait_until(self, deadline, stop_when_answered=False):
         while True:
@@ -163,6 +192,8 @@ class Device:
             self.wait_until(ticks_add(ticks_ms(), int(self.cfg["summary_timeout_s"] * 1000)), True)
             if not self.answered:
                 self.stats["timeouts"] += 1
+        if self.inbox:
+            self._deliver()
         self.waiting = -1
         return seq
 

@@ -58,6 +58,13 @@ def spawn_board(config: Path, code: Path, readings: int | None, heap: str = "64K
     return emulate.spawn(config, heap, readings, code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def spawn_script(script: str, code: Path, heap: str = "96K", cwd: Path | None = None) -> subprocess.Popen[str]:
+    """Run a board script (e.g. qis_device.main with an on_summary callback) in the background."""
+    return subprocess.Popen([emulate.micropython_executable(), "-X", "heapsize=%s" % heap, "-c", script],
+                            env=emulate.micropython_env([code]), cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
 def run_board(config: Path, code: Path, readings: int | None, heap: str = "64K", timeout_s: float = 60) -> str:
     proc = spawn_board(config, code, readings, heap)
     try:

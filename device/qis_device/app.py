@@ -173,12 +173,12 @@ class Device:
             for name in fixed:
                 reading[name] = fixed[name]
             fp = self.schema.fingerprint(reading)
-        except (QisError, OSError, ValueError, TypeError) as exc:
+            seq = self.seq.take()
+            frame = messages.encode_fp(self.dev, seq, fp, self.key)
+        except (QisError, OSError, ValueError, TypeError) as exc:  # QisError: schema or frame refused it
             self.stats["bad_readings"] += 1
             board.log("reading rejected: %r" % (exc,))
             return -1
-        seq = self.seq.take()
-        frame = messages.encode_fp(self.dev, seq, fp, self.key)
         if self.cfg.get("sim_outcome"):
             self.last_fields = fp.fields
         fp = reading = None
@@ -222,7 +222,10 @@ class Device:
             n += 1
             if auto and seq >= 0:
                 # emulation/demo aid: "sim_outcome": {"field": f, "labels": {category: outcome}}
-                self.report_outcome(auto["labels"].get(self.last_fields.get(auto["field"]), "observed"))
+                try:
+                    self.report_outcome(auto["labels"].get(self.last_fields.get(auto["field"]), "observed"))
+                except (ValueError, KeyError, AttributeError) as exc:
+                    board.log("sim_outcome: %r" % (exc,))
             gc.collect()
             self.wdt.feed()
             if every and n % every == 0:

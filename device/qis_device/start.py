@@ -75,9 +75,12 @@ def prepare(config_path, schema_path=None):
             for key in ("secret", "sensor", "schema", "state_dir"):
                 cfg.pop(key, None)  # not needed once running: less heap
             cfg["heap_log_every"] = cfg.get("heap_log_every", 0)
+            if cfg["deep_sleep"]:
+                cfg["seq_block"] = 1  # every wake-up is a reset: reserve exactly, skip no numbers
             gc.collect()
             return cfg, schema, sensor, state_dir
-        except (QisError, ValueError, OSError) as exc:  # ConfigError is a ValueError
+        except (QisError, ValueError, OSError, ImportError, AttributeError) as exc:
+            # ConfigError is a ValueError; ImportError/AttributeError: a driver this port cannot run
             board.unload("qis_device.config")
             print("qis: CONFIG ERROR:", exc)
             if board.UNIX:

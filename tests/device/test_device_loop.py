@@ -216,3 +216,20 @@ def test_code_deployed_into_an_emulated_board_runs(tmp_path: Path, broker: Broke
     assert stats(proc.stdout)["summaries"] == 2
     assert responder.wait_for(lambda: responder.seqs() == [0, 1])
     assert (board / "state" / "seq").exists()  # the board's state lives on its "flash"
+
+
+def test_readings_the_schema_refuses_are_counted_and_the_loop_goes_on(
+        tmp_path: Path, broker: Broker, responder: Responder, mpy_dir: Path) -> None:
+    cfg = board_config(tmp_path / "board", broker.port, fixed={"machine_class": "tractor"})  # not a schema label
+    out = run_board(cfg, mpy_dir, 4, HEAP)
+    st = stats(out)
+    assert st["bad_readings"] == 4 and st["readings"] == 0 and st["sent"] == 0
+    assert "reading rejected" in out and "tractor" in out
+
+
+def test_a_driver_this_port_cannot_run_is_a_config_error(tmp_path: Path, mpy_dir: Path) -> None:
+    cfg = board_config(tmp_path / "board", 1, sensor={"driver": "adc", "pin": 34, "input": "current_a"})
+    proc = spawn_board(cfg, mpy_dir, 1, HEAP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, out + err
+    assert "CONFIG ERROR" in out and "Traceback" not in out + err

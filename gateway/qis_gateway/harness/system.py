@@ -33,6 +33,8 @@ from qis_gateway.registry import Registry, board_config
 log = logging.getLogger(__name__)
 
 BIN = Path(sys.executable).parent
+# The emulated boards' MicroPython heap (-X heapsize). See docs/device.md for the measured minimum.
+DEFAULT_HEAP = "96K"
 MACHINE_CLASSES = ("pump", "fan", "compressor", "conveyor")
 # What the simulated boards later report for each vibration zone (ISO 10816 A..D): the demo's ground truth.
 SIM_OUTCOMES = {"field": "vibration_band",
@@ -59,11 +61,12 @@ class SystemSpec:
     readings: int = 10
     interval_s: float = 1.0
     summary_timeout_s: float = 3.0
-    heap: str = "64K"
+    heap: str = "96K"  # DEFAULT_HEAP
     backend: str = "kademlia"
     min_n: int = 3
     trust: bool = False  # permissioned swarm: every gateway trusts exactly the others' keys
     queue_max: int = 200
+    sensor_mode: str = "random"  # the simulated sensor: "random" situations, or "cycle" through all of them
 
 
 @dataclass
@@ -169,7 +172,7 @@ class LocalSystem:
         config = board_config(
             record, gw.broker.host, gw.broker.port, "machine_health.json", broker_user=None, broker_password=None,
             fixed={"machine_class": machine_class or MACHINE_CLASSES[seed % len(MACHINE_CLASSES)]},
-            sensor={"driver": "sim", "seed": seed}, interval_s=self.spec.interval_s,
+            sensor={"driver": "sim", "seed": seed, "mode": self.spec.sensor_mode}, interval_s=self.spec.interval_s,
             summary_timeout_s=self.spec.summary_timeout_s, queue_max=self.spec.queue_max,
             state_dir=str(bdir), sim_outcome=SIM_OUTCOMES, **extra)
         if secret is not None:

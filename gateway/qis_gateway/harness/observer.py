@@ -1,6 +1,7 @@
 """An MQTT observer that sees every board and gateway frame on the broker and keeps score.
 
-It subscribes to `qis/v1/#` (QoS 1, its own clean session) and records, per board, the sequence numbers
+It subscribes to `qis/v1/#` (QoS 1, a persistent session, so what boards send while the observer is
+reconnecting -- after a broker restart, say -- is queued for it like for any subscriber) and records, per board, the sequence numbers
 of `fp` and `outcome` frames and the `summary`/`error` answers with their arrival times on one clock,
 so the harness can assert on counts (every reading answered, none lost, in order) and measure latency
 from a board's publish to the summary's arrival without trusting any component's own report. Retained
@@ -51,7 +52,7 @@ class Observer:
         self.unparsed = 0
         self._lock = threading.Lock()
         self._connected = threading.Event()
-        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        self._client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(0.05, 1.0)

@@ -123,8 +123,17 @@ class MqttClient:
         self._connected.clear()
 
     def _unpublished(self) -> int:
-        self._pending = [m for m in self._pending if not m.is_published()]
+        self._pending = [m for m in self._pending if not self._published_or_failed(m)]
         return len(self._pending)
+
+    @staticmethod
+    def _published_or_failed(info: paho.MQTTMessageInfo) -> bool:
+        # paho raises from is_published() for a publish made while disconnected; such a message stays in
+        # paho's session and goes out on reconnect, so waiting for it here would only stall shutdown.
+        try:
+            return info.is_published()
+        except (RuntimeError, ValueError):
+            return True
 
     @property
     def connected(self) -> bool:

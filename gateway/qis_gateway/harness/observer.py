@@ -1,8 +1,8 @@
 """An MQTT observer that sees every board and gateway frame on the broker and keeps score.
 
 It subscribes to `qis/v1/#` (QoS 1, a persistent session, so what boards send while the observer is
-reconnecting -- after a broker restart, say -- is queued for it like for any subscriber) and records, per board, the sequence numbers
-of `fp` and `outcome` frames and the `summary`/`error` answers with their arrival times on one clock,
+reconnecting -- after a broker restart, say -- is queued for it like for any subscriber) and records, per board, the
+sequence numbers of `fp` and `outcome` frames and the `summary`/`error` answers with their arrival times on one clock,
 so the harness can assert on counts (every reading answered, none lost, in order) and measure latency
 from a board's publish to the summary's arrival without trusting any component's own report. Retained
 messages replayed on subscribe are ignored (they are history, not traffic). Frames are parsed, not

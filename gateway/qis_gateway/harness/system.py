@@ -66,6 +66,7 @@ class SystemSpec:
     min_n: int = 3
     trust: bool = False  # permissioned swarm: every gateway trusts exactly the others' keys
     queue_max: int = 200
+    board_reconnect_max_ms: int = 2000  # boards default to 30 s; a test rig wants them back quickly
     sensor_mode: str = "random"  # the simulated sensor: "random" situations, or "cycle" through all of them
 
 
@@ -174,7 +175,8 @@ class LocalSystem:
             fixed={"machine_class": machine_class or MACHINE_CLASSES[seed % len(MACHINE_CLASSES)]},
             sensor={"driver": "sim", "seed": seed, "mode": self.spec.sensor_mode}, interval_s=self.spec.interval_s,
             summary_timeout_s=self.spec.summary_timeout_s, queue_max=self.spec.queue_max,
-            state_dir=str(bdir), sim_outcome=SIM_OUTCOMES, **extra)
+            state_dir=str(bdir), sim_outcome=SIM_OUTCOMES,
+            **{"reconnect_max_ms": self.spec.board_reconnect_max_ms, **extra})
         if secret is not None:
             config["secret"] = secret.hex()
         path = bdir / "device.json"

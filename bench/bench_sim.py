@@ -4,7 +4,7 @@ crash-stopped after storing (no repair). Baseline measured in the same run: the 
 pre-filled tables (k random nodes from every bucket range, no messages). Writes bench/results/sim.json.
 
     .venv/bin/python bench/bench_sim.py [--sizes 1000,10000,100000] [--lookups 1000] [--seed 1]
-                                        [--join-refresh 0]
+                                        [--join-refresh 4]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--lookups", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--join-refresh", type=int, default=0,
+    ap.add_argument("--join-refresh", type=int, default=4,
                     help="buckets refreshed at join beyond the self-lookup (SwarmConfig.join_refresh_buckets)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "sim.json"))
     ap.add_argument("--skip-baseline", action="store_true")

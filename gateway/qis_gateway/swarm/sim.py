@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 
 SIM_CONFIG = SwarmConfig(rate_limit_per_s=0.0, rtt_cache_size=16, proof_cache_size=16, replacement_cache_size=4,
-                         maintenance_interval_s=600.0, refresh_interval_s=3600.0, join_refresh_buckets=0,
+                         maintenance_interval_s=600.0, refresh_interval_s=3600.0, join_refresh_buckets=4,
                          rpc_timeout_initial_s=0.2)
 
 

@@ -39,12 +39,12 @@ def main(config_path="device.json", readings=None, schema_path=None, on_summary=
     from qis_device.app import Device
 
     ready[0]["buf"] = buf
-    buf = reserve = None  # noqa: F841 - the Device and the loop get the reserved room
+    buf = None
     gc.collect()
     dev = _current = Device(ready[0], ready[1], ready[2], on_summary, ready[3])
     for key in ("queue_max", "seq_block", "watchdog_ms", "led_pin", "client_id", "site", "buf"):
         ready[0].pop(key, None)  # used while building the Device only
-    ready = None
+    ready = reserve = None  # noqa: F841 - the loop gets the reserved, unfragmented room
     gc.collect()
     board.log("start %s seq=%d queued=%d heap=%d" % (dev.dev, dev.seq.next_seq, len(dev.queue), gc.mem_free()))
     try:

@@ -173,19 +173,20 @@ def test_emulate_cli_runs_the_board(tmp_path: Path, broker: Broker, responder: R
 
 # --- RAM ---------------------------------------------------------------------------------------------------
 
-MIN_HEAP = "66K"  # measured minimum 65K as .mpy on the 64-bit unix port (docs/device.md); 1K margin
+MIN_HEAP = "66K"  # measured minimum as .mpy on the 64-bit unix port (docs/device.md)
+SOAK_HEAP = "68K"  # 1,000 readings: 2K above the minimum, so a little growth elsewhere does not flake it
 
 
 @pytest.mark.slow
 def test_1000_readings_without_memory_error_or_heap_decline(tmp_path: Path, broker: Broker, responder: Responder,
                                                             mpy_dir: Path) -> None:
     cfg = board_config(tmp_path / "board", broker.port, heap_log_every=50)
-    out = run_board(cfg, mpy_dir, 1000, MIN_HEAP, timeout_s=240)
+    out = run_board(cfg, mpy_dir, 1000, SOAK_HEAP, timeout_s=240)
     st = stats(out)
     assert st["readings"] == 1000 and st["summaries"] == 1000 and st["timeouts"] == 0
     free = [int(line.split()[2]) for line in out.splitlines() if line.startswith("QIS-HEAP ")]
     assert len(free) == 20
-    print("free heap after gc every 50 readings at %s: %s" % (MIN_HEAP, free))
+    print("free heap after gc every 50 readings at %s: %s" % (SOAK_HEAP, free))
     first, last = sum(free[1:6]) / 5, sum(free[-5:]) / 5
     assert last >= first - 256, "free heap trends down: %s" % free
     assert responder.wait_for(lambda: len(set(responder.seqs())) == 1000)

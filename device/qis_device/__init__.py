@@ -10,7 +10,7 @@ sim / sensors / hw (sensor drivers), board / periph / wifi (what differs on real
 """
 
 _current = None
-RESERVE_BYTES = 1024  # measured: lets the board run in 65K on the 64-bit unix port
+RESERVE_BYTES = 1024  # measured: with it the board runs in 66K on the 64-bit unix port
 
 
 def main(config_path="device.json", readings=None, schema_path=None, on_summary=None, drain_ms=2000):

@@ -328,3 +328,26 @@ def test_adaptive_timeout_follows_rtt_within_floor_and_cap(memnet: MemNet) -> No
     for _ in range(20):
         node._rtt_sample(slow, 5.0)
     assert node._timeout_for(slow) == 1.0  # cap
+
+
+def test_requester_is_added_only_after_answering_the_challenge_from_its_own_address(memnet: MemNet) -> None:
+    a, b = memnet.add(), memnet.add()
+    req = wire.FindNode(5, a.node_id, None, b"\x00" * 32)
+    b.receive_datagram(wire.encode(req), a.test_addr, 0.0)
+    (reply,) = [wire.decode(d) for d, _ in b.datagrams_to_send()]
+    assert reply.challenge is not None and b.table.find(a.table.own_int) is None
+    good = (a.identity.public_key, a.identity.sign(wire.proof_message(reply.challenge)))
+    # right proof, wrong source address: refused
+    b.receive_datagram(wire.encode(wire.Proof(0, a.node_id, good)), ("127.0.0.1", 29997), 0.0)
+    # someone else's key for a's id: refused
+    other = NodeIdentity.generate(b"O" * 32)
+    forged = (other.public_key, other.sign(wire.proof_message(reply.challenge)))
+    b.receive_datagram(wire.encode(wire.Proof(0, a.node_id, forged)), a.test_addr, 0.0)
+    assert b.table.find(a.table.own_int) is None
+    assert b.counters["drop_bad_proof"] == 2
+    # a fresh challenge, answered properly from a's address: added
+    b.receive_datagram(wire.encode(wire.FindNode(6, a.node_id, None, b"\x00" * 32)), a.test_addr, 0.0)
+    (reply,) = [wire.decode(d) for d, _ in b.datagrams_to_send()]
+    good = (a.identity.public_key, a.identity.sign(wire.proof_message(reply.challenge)))
+    b.receive_datagram(wire.encode(wire.Proof(0, a.node_id, good)), a.test_addr, 0.0)
+    assert b.table.find(a.table.own_int) is not None

@@ -351,3 +351,22 @@ def test_requester_is_added_only_after_answering_the_challenge_from_its_own_addr
     good = (a.identity.public_key, a.identity.sign(wire.proof_message(reply.challenge)))
     b.receive_datagram(wire.encode(wire.Proof(0, a.node_id, good)), a.test_addr, 0.0)
     assert b.table.find(a.table.own_int) is not None
+
+
+def test_origin_republishes_and_other_copies_expire() -> None:
+    cfg = replace(TEST_CONFIG, value_ttl_s=100.0, republish_interval_s=40.0, maintenance_interval_s=5.0)
+    net = MemNet(seed=21)
+    nodes = net.build(12, cfg)
+    origin = nodes[0]
+    _put(net, origin, ADDR, _value(3))
+    holders = [n for n in nodes[1:] if n.store.count(ADDR)]
+    assert len(holders) >= 10
+    lost = holders[0]
+    lost.store.close()  # this replica lost its data (e.g. a wiped disk)
+    net.run(until=net.now + 50.0)  # one republish interval later
+    assert lost.store.values(ADDR, 5) == [_value(3)]
+    # without the origin nobody re-stores: every copy expires after value_ttl_s
+    net.dead.add(origin.test_addr)
+    net.run(until=net.now + 110.0)
+    assert all(n.store.count(ADDR) == 0 for n in nodes[1:])
+    assert sum(n.counters["expired"] for n in nodes[1:]) >= len(holders)

@@ -370,3 +370,38 @@ def test_origin_republishes_and_other_copies_expire() -> None:
     net.run(until=net.now + 110.0)
     assert all(n.store.count(ADDR) == 0 for n in nodes[1:])
     assert sum(n.counters["expired"] for n in nodes[1:]) >= len(holders)
+
+
+class _CountingIdentity:
+    """Real Ed25519 identity that counts signature checks."""
+
+    def __init__(self, real: NodeIdentity) -> None:
+        self._real = real
+        self.public_key = real.public_key
+        self.node_id = real.node_id
+        self.verifies = 0
+
+    def sign(self, message: bytes) -> bytes:
+        return self._real.sign(message)
+
+    def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        self.verifies += 1
+        return NodeIdentity.verify(public_key, message, signature)
+
+
+def test_each_peer_key_is_verified_once_not_per_message(memnet: MemNet) -> None:
+    nodes = memnet.build(25)
+    ident = _CountingIdentity(NodeIdentity.generate(b"C" * 32))
+    reader = memnet.add(identity=ident)
+    reader.bootstrap([nodes[0].test_addr], memnet.now)
+    memnet.wait_for(JoinDone)
+    _put(memnet, nodes[1], ADDR, _value(1))
+    _get(memnet, reader, ADDR)
+    after_first = ident.verifies
+    received_before = reader.counters["replies_in"]
+    for _ in range(10):
+        _get(memnet, reader, ADDR)
+    replies = reader.counters["replies_in"] - received_before
+    assert replies >= 20
+    assert ident.verifies - after_first <= 2  # the same peers answer again: their bindings are trusted
+    assert ident.verifies <= len(nodes) + 2

@@ -130,3 +130,13 @@ def test_node_reports_a_bad_key_file_and_a_busy_port(tmp_path: Path, capsys: pyt
         assert "in use" in capsys.readouterr().err
     finally:
         busy.close()
+
+
+def test_bench_reports_a_missing_peer_instead_of_failing(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "opendht", None)  # as if `pip install opendht` never ran
+    assert main(["bench", "--nodes", "4", "--values", "1", "--lookups", "3", "--procs", "1", "--peers", "opendht",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert "pip install" in doc["results"]["opendht"]["unavailable"]
+    assert doc["results"]["ours"]["success_rate"] == 1.0

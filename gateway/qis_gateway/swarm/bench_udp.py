@@ -43,20 +43,8 @@ class BenchUnavailable(Exception):
 
 
 def make_adapter(impl: str, opts: dict[str, Any]) -> Any:
-    """Import the adapter lazily: peers are bench-only extras and may be missing."""
-    if impl == "ours":
-        from .bench_ours import OursAdapter
-
-        return OursAdapter(opts)
-    if impl == "opendht":
-        from .bench_opendht import OpenDhtAdapter
-
-        return OpenDhtAdapter(opts)
-    if impl == "kademlia":
-        from .bench_kademlia import KademliaAdapter
-
-        return KademliaAdapter(opts)
-    raise ValueError("unknown implementation %r (choose from %s)" % (impl, ", ".join(IMPLS)))
+    """An adapter instance for ``impl`` (peers are imported only here, lazily)."""
+    return make_adapter_class(impl)(opts)
 
 
 def check_available(impl: str) -> str | None:
@@ -324,6 +312,7 @@ def run_bench(
 
 
 def make_adapter_class(impl: str) -> type:
+    """The adapter class for ``impl``; importing a peer adapter does not import the peer library yet."""
     if impl == "ours":
         from .bench_ours import OursAdapter
 

@@ -73,13 +73,13 @@ async def _run_node(args: argparse.Namespace) -> int:
     if args.k:
         overrides["k"] = args.k
     swarm = UdpSwarm(args.listen, Path(args.data), args.bootstrap, config=SwarmConfig(**overrides))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before start: a SIGTERM during the join still leaves cleanly
+        loop.add_signal_handler(sig, stop.set)
     await swarm.start()
     host, port = swarm.address
     print(json.dumps({"event": "listening", "address": [host, port], "node_id": swarm.node_id_hex}), flush=True)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         while not stop.is_set():
             try:

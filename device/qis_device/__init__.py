@@ -7,6 +7,10 @@
 Modules: start (config + schema + sensor, unloaded after start-up), config (device.json checks), app
 (Device: the loop), link (reconnect policy), mqtt (the MQTT 3.1.1 client), store (flash queue and seq),
 sim / sensors / hw (sensor drivers), board / periph / wifi (what differs on real boards).
+
+Errors: ConfigError(ValueError) for a bad device.json (printed, never a crash loop); every network
+failure is an OSError (qis_device.mqtt.MQTTError is one), caught by the link and turned into a
+reconnect with backoff; a bad reading or frame from outside (qis.errors.QisError) is counted and dropped.
 """
 
 _current = None

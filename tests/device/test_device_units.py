@@ -339,3 +339,43 @@ print("DOWN", wifi_connect(w, 1, lambda: fed.append(1)), time.ticks_diff(time.ti
 """, heap="128K", extra_path=[mocks, mpy_dir])
     assert "OK True True" in out
     assert "DOWN False True True" in out
+
+
+MOCK_MACHINE_PERIPH = '''
+log = []
+class WDT:
+    def __init__(self, timeout=None):
+        log.append(("wdt", timeout))
+    def feed(self):
+        log.append("feed")
+class Pin:
+    OUT = 1
+    def __init__(self, n, mode=None):
+        self.n = n
+    def value(self, v):
+        log.append(("pin", self.n, v))
+def deepsleep(ms):
+    log.append(("deepsleep", ms))
+'''
+
+
+def test_board_peripherals_with_a_mock_machine(tmp_path: Path, mpy_dir: Path) -> None:
+    mocks = tmp_path / "mocks"
+    mocks.mkdir()
+    (mocks / "machine.py").write_text(MOCK_MACHINE_PERIPH)
+    out = run_micropython("""
+import machine
+from qis_device import board
+from qis_device.periph import Led, Watchdog, deep_sleep
+print("UNIX_NULL", type(board.watchdog(5000)).__name__, type(board.led(2)).__name__)
+w = Watchdog(30000)
+w.feed()
+Led(2).blink_confidence(650)
+deep_sleep(1234)
+print("LOG", machine.log)
+""", heap="128K", extra_path=[mocks, mpy_dir])
+    assert "UNIX_NULL _Null _Null" in out  # the unix port never arms a watchdog or drives pins
+    log = eval(out.split("LOG ", 1)[1])  # noqa: S307
+    assert log[0] == ("wdt", 30000) and log[1] == "feed"
+    assert [e for e in log if e[0] == "pin"].count(("pin", 2, 1)) == 4  # 650 permille -> 4 blinks
+    assert log[-1] == ("deepsleep", 1234)

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 from qis_gateway.harness.system import LocalSystem, SystemSpec
 
-BACKENDS = ["kademlia", pytest.param("opendht", marks=pytest.mark.opendht)]
-
 
 def _has_opendht() -> bool:
     try:

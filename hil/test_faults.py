@@ -7,8 +7,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from checks import answered, assert_every_reading_answered, readings, wait_answered
-from conftest import BACKENDS
+from hil_checks import BACKENDS, answered, assert_every_reading_answered, readings, wait_answered
 from qis_gateway.harness.system import LocalSystem
 
 pytestmark = [pytest.mark.hil, pytest.mark.slow]
@@ -86,7 +85,7 @@ def test_thirty_percent_of_gateways_killed(make_system: Callable[..., LocalSyste
     assert wait_answered(system, [learner], n, 60)
     assert_every_reading_answered(system, learner, n)
     # Packets were still found: every summary the learner got rests on site 0's evidence.
-    from checks import board_log
+    from hil_checks import board_log
     firsts: dict[int, dict] = {}
     for body, _ in board_log(system, learner).summaries:
         firsts.setdefault(body["re"], body)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from checks import assert_every_reading_answered, board_log, wait_answered
-from conftest import BACKENDS
+from hil_checks import BACKENDS, assert_every_reading_answered, board_log, wait_answered
 from paho.mqtt.enums import CallbackAPIVersion
 from qis import messages
 from qis.schema import load_schema

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from checks import assert_every_reading_answered, board_log, truth_of, wait_answered
-from conftest import BACKENDS
+from hil_checks import BACKENDS, assert_every_reading_answered, board_log, truth_of, wait_answered
 from qis_gateway.harness.system import LocalSystem
 
 pytestmark = pytest.mark.hil

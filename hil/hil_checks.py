@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from qis_gateway.harness.observer import BoardLog
 from qis_gateway.harness.system import SIM_OUTCOMES, BoardProc, LocalSystem
+
+# Scenarios that make sense on both swarm engines run on both (issue 9).
+BACKENDS = ["kademlia", pytest.param("opendht", marks=pytest.mark.opendht)]
 
 
 def board_log(system: LocalSystem, board: BoardProc) -> BoardLog:

@@ -9,8 +9,12 @@ How it works:
   table have depth 1, contacts returned by a depth-d answer have depth d + 1. The hop count reported for
   a lookup is the depth of the first answer that held values (get) or the deepest answer among the k
   closest (find node / put).
+- A request whose first timeout fired is STALLED: the node retries it, but it no longer holds one of the
+  alpha slots, so the lookup asks the next candidate at once (a dead peer delays the lookup by one
+  adaptive timeout, not by timeout + retries). It still counts as unresolved for ``finished``.
 - The lookup is ``finished`` when the k closest non-failed candidates have all answered (or no candidate
-  is left to ask). Retries and timeouts are the node's business; it reports ``answered`` / ``failed``.
+  is left to ask). Retries and timeouts are the node's business; it reports ``answered`` / ``stalled`` /
+  ``failed``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from bisect import insort
 
 from .routing import Contact
 
-NEW, INFLIGHT, ANSWERED, FAILED = 0, 1, 2, 3
+NEW, INFLIGHT, ANSWERED, FAILED, STALLED = 0, 1, 2, 3, 4
 
 
 class Candidate:
@@ -87,6 +91,11 @@ class Lookup:
         self.inflight += len(out)
         self.requests += len(out)
         return out
+
+    def stalled(self, cand: Candidate) -> None:
+        if cand.state == INFLIGHT:
+            self.inflight -= 1
+            cand.state = STALLED
 
     def answered(self, cand: Candidate, contacts: tuple[Contact, ...] | list[Contact], token: bytes = b"") -> None:
         if cand.state == INFLIGHT:

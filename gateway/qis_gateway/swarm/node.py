@@ -317,6 +317,10 @@ class SwarmNode:
             self.counters["retries"] += 1
             p.op.messages += 1
             self._send(p.msg, p.addr)
+            if p.attempts == 2:
+                on_stall = getattr(p.op, "on_stall", None)
+                if on_stall is not None:
+                    on_stall(self, p, now_s)
             return
         self._forget(p)
         self.counters["timeouts"] += 1

@@ -2,7 +2,8 @@
 
 How it works: each op object owns its lookup state and reacts to ``on_reply`` / ``on_timeout`` for the
 requests it sent (the node routes replies by transaction id). Ops send through ``node._request`` and
-report through ``node._emit``; they never touch time or I/O themselves.
+report through ``node._emit``; they never touch time or I/O themselves. Lookups are seeded with the 2k
+closest contacts of our table: only the k closest non-failed are asked, the rest stand in for dead ones.
 
 - ``FindNodeOp``: iterative FIND_NODE towards a target; calls ``on_done(node, op, now)`` when finished.
 - ``GetOp``: iterative FIND_VALUE. A holder answers with one page of values (as many as fit in a datagram),
@@ -40,7 +41,7 @@ class FindNodeOp:
         self.fill_bucket = fill_bucket  # a bucket refresh: stop as soon as that bucket holds k contacts
         t = int.from_bytes(target, "big")
         node.table.mark_used(t, now_s)
-        self.lookup = Lookup(t, node.config.k, node.config.alpha, node.table.closest(t, node.config.k),
+        self.lookup = Lookup(t, node.config.k, node.config.alpha, node.table.closest(t, 2 * node.config.k),
                              node.table.own_int)
         self.on_done = on_done
         self.done = False
@@ -79,6 +80,11 @@ class FindNodeOp:
         self.lookup.failed(p.cand)
         self.step(node, now_s)
 
+    def on_stall(self, node: SwarmNode, p: Pending, now_s: float) -> None:
+        if not self.done:
+            self.lookup.stalled(p.cand)
+            self.step(node, now_s)
+
     def hops(self) -> int:
         return max((c.depth for c in self.lookup.closest_answered(self.lookup.k)), default=0)
 
@@ -105,7 +111,7 @@ class GetOp:
         self.limit = limit
         t = int.from_bytes(address, "big")
         node.table.mark_used(t, now_s)
-        self.lookup = Lookup(t, node.config.k, node.config.alpha, node.table.closest(t, node.config.k),
+        self.lookup = Lookup(t, node.config.k, node.config.alpha, node.table.closest(t, 2 * node.config.k),
                              node.table.own_int)
         self.started_s = now_s
         self.values: dict[bytes, None] = {}
@@ -223,6 +229,11 @@ class GetOp:
         else:
             self.lookup.failed(p.cand)
         self.step(node, now_s)
+
+    def on_stall(self, node: SwarmNode, p: Pending, now_s: float) -> None:
+        if not self.done and p.extra == 0:
+            self.lookup.stalled(p.cand)
+            self.step(node, now_s)
 
 
 def _chunks(values: list[bytes], budget: int) -> list[tuple[bytes, ...]]:

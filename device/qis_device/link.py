@@ -41,13 +41,13 @@ class Link:
 
     def down(self, exc):
         """Close the socket and schedule the next attempt with exponential backoff plus jitter."""
-        if self.up:
-            board.log("link down: %r" % (exc,))
         self.client.close()
-        self.up = False
         self.ping_at = None
         jitter = ticks_ms() % (self.backoff_ms // 4 + 1)
         self.next_try = ticks_add(ticks_ms(), self.backoff_ms + jitter)
+        board.log("%s: %r; next attempt in %d ms" % ("link down" if self.up else "connect failed", exc,
+                                                      self.backoff_ms + jitter))
+        self.up = False
         self.backoff_ms = min(self.backoff_ms * 2, self.cfg["reconnect_max_ms"])
 
     def connect(self):

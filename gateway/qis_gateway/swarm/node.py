@@ -134,6 +134,8 @@ class SwarmNode:
         """Handle one datagram; never raises (bad input is counted in ``counters``)."""
         try:
             self.counters["received"] += 1
+            if len(addr) != 2:
+                addr = (addr[0], addr[1])  # IPv6 sockets report (host, port, flowinfo, scope_id)
             if self._limiter is not None and not self._limiter.allow(addr, now_s):
                 self.counters["drop_rate_limited"] += 1
                 return

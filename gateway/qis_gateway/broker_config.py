@@ -104,6 +104,8 @@ def mosquitto_conf(host: str, port: int, password_file: Path, acl_file: Path, pe
         "# stock Mosquitto drops QoS 1 messages for a subscriber >1000 behind; 0 = never drop",
         "max_queued_messages 0",
         "max_inflight_messages 20",
+        "# small frames go out at once: with Nagle a board waits ~40 ms (a delayed ACK) for every summary",
+        "set_tcp_nodelay true",
         "persistent_client_expiration 14d",
         "log_type error",
         "log_type warning",

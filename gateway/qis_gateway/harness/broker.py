@@ -65,6 +65,7 @@ persistence {persistence}
 persistence_location {workdir}/
 autosave_interval 1
 max_queued_messages 0
+set_tcp_nodelay true
 max_inflight_messages 0
 log_dest file {workdir}/mosquitto.log
 log_type error

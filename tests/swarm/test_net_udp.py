@@ -220,3 +220,31 @@ def test_peer_list_is_saved_while_running(tmp_path: Path) -> None:
             await stop_all([watcher, *nodes])
 
     run(main())
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host has no IPv6 loopback")
+def test_ipv6_loopback_swarm(tmp_path: Path) -> None:
+    async def main() -> None:
+        nodes: list[UdpSwarm] = []
+        for i in range(3):
+            node = UdpSwarm(("::1", 0), tmp_path / ("v6-%d" % i), [nodes[0].address] if nodes else [], config=CONFIG)
+            await node.start()
+            nodes.append(node)
+        try:
+            assert nodes[2].address[0] == "::1"
+            key = addr_of("v6")
+            assert await nodes[1].put(key, b"over v6") == 2
+            assert (await nodes[2].get(key)).values == (b"over v6",)
+        finally:
+            await stop_all(nodes)
+
+    run(main())

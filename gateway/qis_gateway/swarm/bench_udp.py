@@ -10,7 +10,8 @@ How it works:
   ``max(1, round(crash*procs))`` of the ``procs`` processes); after the puts those processes get SIGKILL (no
   goodbye) and the lookups start at once, from random surviving nodes.
 - Workload: ``values`` addresses x ``packets`` values of ``value_bytes`` random bytes, each value put from
-  a random node. Lookups run one at a time (one in flight in the whole swarm), so latency is not queueing.
+  a random node (``opts["put_concurrency"]``, default 4, puts in flight per process). Lookups run one at
+  a time (one in flight in the whole swarm), so latency is not queueing.
   A lookup succeeds when every value of the address came back. Adapters time lookups inside the worker:
   ``first_ms`` to the first value, ``last_ms`` to the last expected value, ``done_ms`` until the
   implementation reports the lookup finished; ``latency_ms`` in the result is ``done_ms``.

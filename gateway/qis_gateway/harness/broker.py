@@ -14,6 +14,7 @@ The config avoids stock Mosquitto's silent QoS-1 drops for slow subscribers (`ma
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,10 +30,33 @@ class BrokerUnavailable(RuntimeError):
     """Mosquitto is needed (persistence, ACLs) but not installed."""
 
 
+# Ports handed out here come from below Linux's ephemeral range (32768-60999): a port found by binding
+# port 0 is free now but may go to an outgoing connection or another listener before its user binds it
+# (seen with 64 gateways and 64 brokers: "address already in use"). Ports below the range are only ever
+# taken by explicit binds, and `_given` keeps this process from handing one out twice.
+_PORT_RANGE = (20000, 32000)
+_given: set[tuple[int, int]] = set()
+
+
+def pick_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port free for `kind` (SOCK_STREAM or SOCK_DGRAM) on `host` now, unlikely to be taken before use."""
+    rng = random.Random()
+    for _ in range(2000):
+        port = rng.randrange(*_PORT_RANGE)
+        if (kind, port) in _given:
+            continue
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _given.add((kind, port))
+        return port
+    raise RuntimeError("no free port in %d-%d" % _PORT_RANGE)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    return pick_port(socket.SOCK_STREAM, host)
 
 
 def mosquitto_path() -> str | None:

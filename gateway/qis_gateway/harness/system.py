@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qis_gateway.harness.broker import Broker, start_broker
+from qis_gateway.harness.broker import Broker, pick_port, start_broker
 from qis_gateway.harness.observer import Observer
 from qis_gateway.harness.procs import ProcessGroup
 from qis_gateway.keys import generate_key_file
@@ -43,15 +43,11 @@ SIM_OUTCOMES = {"field": "vibration_band",
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return pick_port(socket.SOCK_DGRAM)
 
 
 def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return pick_port(socket.SOCK_STREAM)
 
 
 @dataclass

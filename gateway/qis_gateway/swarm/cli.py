@@ -117,8 +117,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print("qis-swarm bench: unknown peer(s) %s (choose from opendht, kademlia, none)" % ", ".join(bad),
               file=sys.stderr)
         return EXIT_USAGE
+    # --backend runs one engine alone (issue 9: `qis-swarm bench --backend opendht`); default: ours + peers.
+    impls = [args.backend] if args.backend else ["ours", *peers]
+    if args.backend and args.backend not in IMPLS:
+        print("qis-swarm bench: unknown backend %r (choose from %s)" % (args.backend, ", ".join(IMPLS)),
+              file=sys.stderr)
+        return EXIT_USAGE
     result = run_comparison(
-        ["ours", *peers], nodes=args.nodes, values=args.values, lookups=args.lookups, crash=args.crash,
+        impls, nodes=args.nodes, values=args.values, lookups=args.lookups, crash=args.crash,
         procs=args.procs, packets=args.packets, value_bytes=args.value_bytes, seed=args.seed,
     )
     print(json.dumps(result, sort_keys=True) if args.json else _pretty(result))
@@ -168,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--value-bytes", type=_positive, default=300)
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--peers", default="opendht,kademlia", help="comma list of opendht,kademlia or 'none'")
+    b.add_argument("--backend", default=None, help="measure one engine alone: ours (Kademlia), opendht or kademlia")
     b.add_argument("--json", action="store_true", help="one-line JSON (default: indented)")
     b.set_defaults(func=cmd_bench)
     return p

@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check shared device gateway firmware tests hil bench
 
 hil-soak: $(STAMP) system-deps
-	QIS_SOAK=1 $(BIN)/python -m pytest hil -m hil $(PYTEST_ARGS)
+	$(BIN)/python -m pytest hil -m soak -s $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

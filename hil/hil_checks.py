@@ -55,3 +55,12 @@ def wait_answered(system: LocalSystem, boards: list[BoardProc], expected: int, t
                    for b in boards)
 
     return obs.wait_until(done, timeout_s)
+
+
+def assert_boards_finish(system: LocalSystem, boards: list[BoardProc] | None = None, timeout_s: float = 120) -> None:
+    """Every board process exits 0; otherwise fail with the tail of each failed board's log."""
+    boards = system.boards if boards is None else boards
+    codes = system.wait_boards(timeout_s, boards)
+    failed = {d: c for d, c in codes.items() if c != 0}
+    assert not failed, "boards failed %s:\n%s" % (failed, "\n".join(
+        "--- %s ---\n%s" % (d, system.procs.log_text("board-" + d)[-1500:]) for d in failed))

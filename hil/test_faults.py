@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from hil_checks import BACKENDS, answered, assert_every_reading_answered, readings, wait_answered
+from hil_checks import BACKENDS, answered, assert_boards_finish, assert_every_reading_answered, readings, wait_answered
 from qis_gateway.harness.system import LocalSystem
 
 pytestmark = [pytest.mark.hil, pytest.mark.slow]
@@ -35,7 +35,7 @@ def test_broker_down_ten_seconds_loses_nothing(make_system: Callable[..., LocalS
     broker.stop()  # a clean stop saves the broker's state, as a restart of the Pi's Mosquitto would
     time.sleep(10)
     broker.start()  # same port and persistence file
-    assert system.wait_boards(120) == {b.device: 0 for b in system.boards}
+    assert_boards_finish(system)
     assert wait_answered(system, system.boards, n, 60)
     for board in system.boards:
         assert_every_reading_answered(system, board, n)
@@ -56,7 +56,7 @@ def test_gateway_sigkill_and_restart_loses_nothing_it_accepted(make_system: Call
     time.sleep(3)
     system.start_gateway(0)
     system.wait_healthy(0)
-    assert system.wait_boards(120) == {b.device: 0 for b in system.boards}
+    assert_boards_finish(system)
     # Readings sent while it was down waited at the broker (persistent session) and were answered after.
     assert wait_answered(system, system.boards, n, 60)
     for board in system.boards:
@@ -75,13 +75,13 @@ def test_thirty_percent_of_gateways_killed(make_system: Callable[..., LocalSyste
     system.start_gateways()
     system.start_observers()
     system.start_boards(teachers)
-    assert system.wait_boards(120, teachers) == {b.device: 0 for b in teachers}
+    assert_boards_finish(system, teachers, 120)
     obs = system.observers[0]
     assert obs.wait_until(stored_and_drained(system, 0, len(teachers) * n * LEVELS), 60)
     for i in (2, 5, 8):  # 3 of 10 swarm members die without a goodbye
         system.procs.kill("gw%d" % i)
     system.start_boards([learner])
-    assert system.wait_boards(120, [learner]) == {"learner": 0}
+    assert_boards_finish(system, [learner], 120)
     assert wait_answered(system, [learner], n, 60)
     assert_every_reading_answered(system, learner, n)
     # Packets were still found: every summary the learner got rests on site 0's evidence.

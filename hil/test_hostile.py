@@ -13,7 +13,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from hil_checks import BACKENDS, assert_every_reading_answered, board_log, wait_answered
+from hil_checks import BACKENDS, assert_boards_finish, assert_every_reading_answered, board_log, wait_answered
 from paho.mqtt.enums import CallbackAPIVersion
 from qis import messages
 from qis.schema import load_schema
@@ -54,7 +54,7 @@ def test_byzantine_packets_never_reach_a_summary(make_system: Callable[..., Loca
     assert "BYZ-READY" in system.procs.log_text("byzantine")
 
     system.start_boards(boards)
-    assert system.wait_boards(120, boards) == {b.device: 0 for b in boards}
+    assert_boards_finish(system, boards, 120)
     assert wait_answered(system, boards, n, 60)
     labels = set()
     for board in boards:
@@ -116,7 +116,7 @@ def test_bad_boards_are_refused_while_good_boards_are_served(make_system: Callab
             rogue.send(topic(site, "board-0" if i % 2 else "junk", "fp"), os.urandom(i % 200))
     finally:
         rogue.close()
-    assert system.wait_boards(120, goods) == {b.device: 0 for b in goods}
+    assert_boards_finish(system, goods, 120)
     assert wait_answered(system, goods, n, 60)
     for board in goods:
         assert_every_reading_answered(system, board, n)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hil_checks import BACKENDS, assert_every_reading_answered, board_log, truth_of, wait_answered
+from hil_checks import BACKENDS, assert_boards_finish, assert_every_reading_answered, board_log, truth_of, wait_answered
 from qis_gateway.harness.system import LocalSystem
 
 pytestmark = pytest.mark.hil
@@ -41,12 +41,12 @@ def test_outcomes_from_one_site_answer_boards_at_another(make_system: Callable[.
     system.start_observers()
 
     system.start_boards(teachers)
-    assert system.wait_boards(120, teachers) == {b.device: 0 for b in teachers}
+    assert_boards_finish(system, teachers, 120)
     assert wait_answered(system, teachers, READINGS, 30)
     wait_stored(system, 0, expected=len(teachers) * READINGS * LEVELS)
 
     system.start_boards([learner])
-    assert system.wait_boards(120, [learner]) == {"learner": 0}
+    assert_boards_finish(system, [learner], 120)
     assert wait_answered(system, [learner], READINGS, 30)
 
     for board in (*teachers, learner):

@@ -9,8 +9,9 @@ How it works:
   interface; ids are still SHA-256 of a 32-byte public key), because 100,000 nodes make millions of
   proofs. Contact objects are shared between nodes (``contact_intern``) to keep tables compact.
 - The network is built by joining: node 0 starts alone, every later node ``bootstrap``s through a random
-  node that has already joined (real PING / FIND_NODE traffic, ids proven), ``join_window`` joins run
-  concurrently.
+  node that has already joined (real PING / FIND_NODE / PROOF traffic, ids proven), 200 joins run
+  concurrently. ``SIM_CONFIG`` refreshes the 4 farthest buckets at join (``join_refresh_buckets``);
+  ``prefill_ideal`` builds the message-free baseline tables instead.
 - Then ``values`` addresses get ``values_per_address`` values each, put from random nodes; optionally a
   fraction of nodes is crash-stopped (no goodbye, no repair); then ``lookups`` gets from random live
   nodes. With ``churn`` > 0 the lookups run in 10 waves, and before each wave churn/10 of the nodes crash

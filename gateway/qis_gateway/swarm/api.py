@@ -34,10 +34,12 @@ from typing import Any
 
 from . import peers as peer_file
 from .config import SwarmConfig
-from .errors import SwarmError
+from .errors import SwarmError, SwarmUsageError
 from .events import GetDone, JoinDone, LeaveDone, PutDone
 from .identity import NodeIdentity
 from .node import SwarmNode
+from .published import FILE as PUBLISHED_FILE
+from .published import PublishedValues
 from .store_sqlite import SqliteValueStore
 from .udp import Address, SwarmDriver, open_driver
 
@@ -98,6 +100,7 @@ class UdpSwarm:
         self._saver: asyncio.Task[None] | None = None
         self.node: SwarmNode | None = None
         self.store: SqliteValueStore | None = None
+        self.published: PublishedValues | None = None
         self._driver: SwarmDriver | None = None
         self._address: Address | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
@@ -131,10 +134,23 @@ class UdpSwarm:
         self.store = SqliteValueStore(self.data_dir / STORE_FILE, clock_offset_s=time.time() - loop.time())
         try:
             self.node = SwarmNode(self.identity, self.config, rng, self.store, self.validator)
+            self.published = PublishedValues(self.data_dir / PUBLISHED_FILE, self.config.max_values_per_node)
+            adopted = 0
+            for address, value in self.published.all():
+                try:
+                    self.node.adopt_published(address, value)
+                    adopted += 1
+                except SwarmUsageError:  # e.g. the trust list changed: no longer ours to republish
+                    pass
+            if adopted:
+                log.info("republishing %d value(s) this node stored before its restart", adopted)
             self._driver, self._address = await open_driver(self.node, self.listen, self._on_event)
         except BaseException:
             self.store.close()
             self.store = None
+            if self.published is not None:
+                self.published.close()
+                self.published = None
             raise
         seeds = [a for a in self.bootstrap_addrs + peer_file.load_peers(self.data_dir) if a != self._address]
         log.info("swarm node %s listening on %s:%d, joining via %d address(es)",
@@ -201,6 +217,9 @@ class UdpSwarm:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self.published is not None:
+            self.published.close()
+            self.published = None
         log.info("swarm node stopped (%s)", "graceful" if graceful else "abrupt")
 
     async def __aenter__(self) -> UdpSwarm:
@@ -217,6 +236,8 @@ class UdpSwarm:
         if len(self.node.routing_table) == 0:  # nobody to store at: fail fast, the gateway queues the packet
             raise SwarmUnavailable("no peers known yet; queue the value and retry")
         op = self.node.start_put(bytes(address), bytes(value), driver.now_s)
+        if self.published is not None:  # ours to republish, across restarts too (published.py)
+            self.published.add(bytes(address), bytes(value), time.time())
         done: PutDone = await self._await_op(op, driver)
         replicas = int(done.replicas)
         if replicas <= 0:

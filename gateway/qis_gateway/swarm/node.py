@@ -200,6 +200,17 @@ class SwarmNode:
         ops.PutOp(self, op_id, address, [value], now_s)
         return op_id
 
+    def adopt_published(self, address: bytes, value: bytes) -> None:
+        """Take back a value this node originated before a restart: it is republished with the node's own
+        values from now on (no datagram now). Invalid values raise SwarmUsageError, as in start_put."""
+        if type(address) is not bytes or len(address) != 32:
+            raise SwarmUsageError("address must be 32 bytes")
+        if not value or len(value) > self.config.max_value_bytes:
+            raise SwarmUsageError("value must be 1..%d bytes" % self.config.max_value_bytes)
+        if not self._valid(address, value):
+            raise SwarmUsageError("the validator rejected the value")
+        self._remember_published(address, value)
+
     def leave(self, now_s: float) -> None:
         """Graceful leave: hand stored values to the k closest remaining nodes, then LEAVE to contacts;
         ``LeaveDone`` is emitted when done."""

@@ -269,6 +269,8 @@ class PutOp:
         self.done = False
         self.messages = 0
         self.hops = 0
+        # With an empty routing table the lookup ends inside its constructor and calls _found at once.
+        self.find: FindNodeOp | None = None
         self.find = FindNodeOp(node, address, self._found, now_s)
 
     def _found(self, node: SwarmNode, find: FindNodeOp, now_s: float) -> None:
@@ -290,7 +292,7 @@ class PutOp:
         self._check(node, now_s)
 
     def _check(self, node: SwarmNode, now_s: float) -> None:
-        if self.stores_inflight == 0 and not self.done and self.find.done:
+        if self.stores_inflight == 0 and not self.done and (self.find is None or self.find.done):
             self.done = True
             if self.report:
                 node._emit(PutDone(self.op_id, self.address, self.replicas, self.hops, self.messages,

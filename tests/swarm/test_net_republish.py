@@ -15,15 +15,19 @@ SHORT = dataclasses.replace(SwarmConfig(rate_limit_key="addr"), value_ttl_s=3.0,
                             maintenance_interval_s=0.25)
 
 
+async def start_nodes(base: Path, n: int) -> list[UdpSwarm]:
+    nodes: list[UdpSwarm] = []
+    for i in range(n):
+        node = UdpSwarm(("127.0.0.1", 0), base / ("n%d" % i), [nodes[0].address] if nodes else [], config=SHORT)
+        await node.start()
+        nodes.append(node)
+    return nodes
+
+
 def test_values_outlive_their_ttl_across_an_origin_restart(tmp_path: Path) -> None:
     async def scenario() -> None:
         address = hashlib.sha256(b"republish").digest()
-        nodes = []
-        for i in range(4):
-            seeds = [nodes[0].address] if nodes else []
-            node = UdpSwarm(("127.0.0.1", 0), tmp_path / ("n%d" % i), seeds, config=SHORT)
-            await node.start()
-            nodes.append(node)
+        nodes = await start_nodes(tmp_path, 4)
         origin_dir = tmp_path / "n1"
         assert await nodes[1].put(address, b"outcome") >= 1
         await nodes[1].stop(graceful=False)  # a power cut: the in-memory list of own values is gone
@@ -48,12 +52,7 @@ def test_without_the_origin_values_expire(tmp_path: Path) -> None:
     really measures republishing)."""
     async def scenario() -> None:
         address = hashlib.sha256(b"orphan").digest()
-        nodes = []
-        for i in range(4):
-            seeds = [nodes[0].address] if nodes else []
-            node = UdpSwarm(("127.0.0.1", 0), tmp_path / ("n%d" % i), seeds, config=SHORT)
-            await node.start()
-            nodes.append(node)
+        nodes = await start_nodes(tmp_path, 4)
         assert await nodes[1].put(address, b"outcome") >= 1
         await nodes[1].stop(graceful=False)
         try:

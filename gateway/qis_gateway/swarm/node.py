@@ -188,12 +188,7 @@ class SwarmNode:
 
     def start_put(self, address: bytes, value: bytes, now_s: float) -> int:
         self._start(now_s)
-        if type(address) is not bytes or len(address) != 32:
-            raise SwarmUsageError("address must be 32 bytes")
-        if not value or len(value) > self.config.max_value_bytes:
-            raise SwarmUsageError("value must be 1..%d bytes" % self.config.max_value_bytes)
-        if not self._valid(address, value):
-            raise SwarmUsageError("the validator rejected the value; nothing was stored")
+        self._check_own_value(address, value)
         self._store_value(address, value, now_s)
         self._remember_published(address, value)
         op_id = self._op_id()
@@ -203,13 +198,16 @@ class SwarmNode:
     def adopt_published(self, address: bytes, value: bytes) -> None:
         """Take back a value this node originated before a restart: it is republished with the node's own
         values from now on (no datagram now). Invalid values raise SwarmUsageError, as in start_put."""
+        self._check_own_value(address, value)
+        self._remember_published(address, value)
+
+    def _check_own_value(self, address: bytes, value: bytes) -> None:
         if type(address) is not bytes or len(address) != 32:
             raise SwarmUsageError("address must be 32 bytes")
         if not value or len(value) > self.config.max_value_bytes:
             raise SwarmUsageError("value must be 1..%d bytes" % self.config.max_value_bytes)
         if not self._valid(address, value):
-            raise SwarmUsageError("the validator rejected the value")
-        self._remember_published(address, value)
+            raise SwarmUsageError("the validator rejected the value; nothing was stored")
 
     def leave(self, now_s: float) -> None:
         """Graceful leave: hand stored values to the k closest remaining nodes, then LEAVE to contacts;

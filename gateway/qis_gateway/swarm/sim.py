@@ -99,52 +99,105 @@ class Simulator:
         return node.sim_addr in self.by_addr  # type: ignore[attr-defined]
 
     def flush(self, node: SwarmNode) -> None:
-        rng = self.rng
-        lo, hi = self.latency_s
-        src = node.sim_addr  # type: ignore[attr-defined]
-        for msg, dst in node.messages_to_send():
-            if self.loss and rng.random() < self.loss:
-                self.lost += 1
-                continue
-            self._seq += 1
-            heapq.heappush(self._heap, (self.now + lo + (hi - lo) * rng.random(), self._seq, dst, msg, src))
+        """Schedule a node's outgoing messages and its next timer; collect its events."""
+        self._seq = self._schedule(node, self._seq)
+
+    def _schedule(self, node: SwarmNode, seq: int) -> int:
+        # The body of run()'s inner loop does the same inline (the simulator's hottest path); both must
+        # draw from self.rng in the same order: loss check, then latency, per message.
+        out = node._out
+        if out:
+            node._out = []
+            rng = self.rng.random
+            loss = self.loss
+            lo, hi = self.latency_s
+            span = hi - lo
+            now = self.now
+            src = node.sim_addr  # type: ignore[attr-defined]
+            heap = self._heap
+            for msg, dst in out:
+                if loss and rng() < loss:
+                    self.lost += 1
+                    continue
+                seq += 1
+                heapq.heappush(heap, (now + lo + span * rng(), seq, dst, msg, src))
         t = node.get_timer()
         key = id(node)
         if t is not None and self._timer_at.get(key) != t:
             self._timer_at[key] = t
-            self._seq += 1
-            heapq.heappush(self._heap, (t, self._seq, None, node, None))
-        ev = node.next_event()
-        while ev is not None:
-            self.events.append((node, ev))
+            seq += 1
+            heapq.heappush(self._heap, (t, seq, None, node, None))
+        if node._events:
             ev = node.next_event()
+            while ev is not None:
+                self.events.append((node, ev))
+                ev = node.next_event()
+        return seq
 
-    def run(self, until_s: float | None = None, stop: Any = None) -> None:
+    def run(self, until_s: float | None = None, stop: Any = None, until_event: bool = False) -> None:
+        """Deliver messages and fire timers in time order until the heap is empty, ``until_s`` is reached,
+        ``stop()`` is true or (``until_event``) a node has emitted an event."""
         heap = self._heap
         by_addr = self.by_addr
-        while heap:
-            if stop is not None and stop():
-                return
-            t = heap[0][0]
-            if until_s is not None and t > until_s:
-                self.now = until_s
-                return
-            t, _, dst, payload, src = heapq.heappop(heap)
-            self.now = t
-            if dst is None:
-                node = payload
-                if self._timer_at.get(id(node)) != t or not self.alive(node):
-                    continue
-                del self._timer_at[id(node)]
-                node.handle_timer(t)
-                self.flush(node)
-            else:
-                node = by_addr.get(dst)
-                if node is None:
-                    continue
-                self.delivered += 1
-                node.receive_message(payload, src, t)
-                self.flush(node)
+        timer_at = self._timer_at
+        events = self.events
+        pop = heapq.heappop
+        push = heapq.heappush
+        rng = self.rng.random
+        lo, hi = self.latency_s
+        span = hi - lo
+        seq = self._seq
+        delivered = 0
+        try:
+            while heap:
+                if stop is not None and stop():
+                    return
+                if until_event and events:
+                    return
+                if until_s is not None and heap[0][0] > until_s:
+                    self.now = until_s
+                    return
+                t, _, dst, payload, src = pop(heap)
+                self.now = t
+                if dst is None:
+                    node = payload
+                    if timer_at.get(id(node)) != t or node.sim_addr not in by_addr:
+                        continue
+                    del timer_at[id(node)]
+                    node.handle_timer(t)
+                else:
+                    node = by_addr.get(dst)
+                    if node is None:
+                        continue
+                    delivered += 1
+                    node.receive_message(payload, src, t)
+                # inline _schedule(node): outgoing messages, next timer, events
+                out = node._out
+                if out:
+                    node._out = []
+                    loss = self.loss
+                    me = node.sim_addr
+                    for msg, to in out:
+                        if loss and rng() < loss:
+                            self.lost += 1
+                            continue
+                        seq += 1
+                        push(heap, (t + lo + span * rng(), seq, to, msg, me))
+                nt = node.get_timer()
+                if nt is not None:
+                    key = id(node)
+                    if timer_at.get(key) != nt:
+                        timer_at[key] = nt
+                        seq += 1
+                        push(heap, (nt, seq, None, node, None))
+                if node._events:
+                    ev = node.next_event()
+                    while ev is not None:
+                        events.append((node, ev))
+                        ev = node.next_event()
+        finally:
+            self._seq = seq
+            self.delivered += delivered
 
     def take_events(self) -> list[tuple[SwarmNode, Any]]:
         out, self.events = self.events, []
@@ -171,7 +224,7 @@ class Simulator:
                 via = joined[self.rng.randrange(len(joined))]
                 node.bootstrap([via.sim_addr], self.now)  # type: ignore[attr-defined]
                 self.flush(node)
-            self.run(stop=lambda: bool(self.events))
+            self.run(until_event=True)
             for node, ev in self.take_events():
                 if isinstance(ev, JoinDone):
                     inflight -= 1
@@ -215,7 +268,7 @@ class Simulator:
                 pending[(id(node), op_id)] = i
                 self.flush(node)
                 i += 1
-            self.run(stop=lambda: bool(self.events))
+            self.run(until_event=True)
             for node, ev in self.take_events():
                 if isinstance(ev, (GetDone, PutDone)):
                     key = (id(node), ev.op_id)

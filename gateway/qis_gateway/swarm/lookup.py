@@ -108,18 +108,22 @@ class Lookup:
         by_id = self.by_id
         order = self.order
         target = self.target_int
+        exclude = self.exclude_int
         horizon = 3 * self.k + self.failures
+        limit = order[horizon - 1][0] if len(order) >= horizon else None
         for c in contacts:
             id_int = c.id_int
             known = by_id.get(id_int)
             if known is None:
-                if id_int == self.exclude_int:
+                if id_int == exclude:
                     continue
                 dist = id_int ^ target
-                if len(order) >= horizon and dist > order[horizon - 1][0]:
+                if limit is not None and dist > limit:
                     continue
                 by_id[id_int] = Candidate(c, dist, depth)
                 insort(order, (dist, id_int))
+                if len(order) >= horizon:
+                    limit = order[horizon - 1][0]
             elif depth < known.depth and known.state == NEW:
                 known.depth = depth
 

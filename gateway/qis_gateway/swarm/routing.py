@@ -92,7 +92,12 @@ class RoutingTable:
         if i < 0:
             return False
         bucket = self.buckets.get(i)
-        return bucket is None or len(bucket) < self.k or any(c.id_int == id_int for c in bucket)
+        if bucket is None or len(bucket) < self.k:
+            return True
+        for c in bucket:
+            if c.id_int == id_int:
+                return True
+        return False
 
     def add_proven(self, contact: Contact, now_s: float) -> Contact | None:
         """Record a proven contact as just seen; returns a contact to ping before eviction, or None."""
@@ -190,28 +195,40 @@ class RoutingTable:
         b = target_int ^ self.own_int
         i = b.bit_length() - 1
         need = count + (1 if exclude_int is not None else 0)
-        order: list[int] = [i] if i >= 0 else []
-        lower = [j for j in buckets if j < i]
-        if lower:
-            lower.sort(reverse=True)
-            order.extend(j for j in lower if (b >> j) & 1)
-            order.extend(j for j in reversed(lower) if not (b >> j) & 1)
-        out: list[Contact] = []
-        key = lambda c: c.id_int ^ target_int  # noqa: E731
-        for j in order:
-            bucket = buckets.get(j)
-            if bucket:
-                out.extend(sorted(bucket, key=key) if len(bucket) > 1 else bucket)
-                if len(out) >= need:
-                    break
-        if len(out) < need:
-            for j in sorted(j for j in buckets if j > i):
-                out.extend(sorted(buckets[j], key=key))
-                if len(out) >= need:
-                    break
+        # Collect whole buckets in that order until there are enough, then sort them together: every
+        # contact of an earlier bucket is closer than every contact of a later one, so one sort of the
+        # union gives the same order as sorting bucket by bucket.
+        picked: list[Contact] = []
+        bucket = buckets.get(i) if i >= 0 else None
+        if bucket:
+            picked.extend(bucket)
+        if len(picked) < need:
+            lower = [j for j in buckets if j < i]
+            if lower:
+                lower.sort(reverse=True)
+                for j in lower:
+                    if (b >> j) & 1:
+                        picked.extend(buckets[j])
+                        if len(picked) >= need:
+                            break
+                else:
+                    for j in reversed(lower):
+                        if not (b >> j) & 1:
+                            picked.extend(buckets[j])
+                            if len(picked) >= need:
+                                break
+            if len(picked) < need:
+                for j in sorted(j for j in buckets if j > i):
+                    picked.extend(buckets[j])
+                    if len(picked) >= need:
+                        break
+        if len(picked) > 1:
+            ranked = [(c.id_int ^ target_int, c) for c in picked]  # ids are unique: contacts never compared
+            ranked.sort()
+            picked = [c for _, c in ranked]
         if exclude_int is not None:
-            out = [c for c in out if c.id_int != exclude_int]
-        return out[:count]
+            picked = [c for c in picked if c.id_int != exclude_int]
+        return picked[:count]
 
     def mark_used(self, target_int: int, now_s: float) -> None:
         """A lookup targeted this bucket's range (it needs no refresh for a while)."""

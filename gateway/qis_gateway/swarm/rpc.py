@@ -14,12 +14,17 @@ How it works:
 from __future__ import annotations
 
 import hashlib
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from . import wire
 
 if TYPE_CHECKING:
     from .node import Address, SwarmNode
+
+
+_ADDR = attrgetter("addr")
+_IP = itemgetter(0)
 
 
 def _proof(node: SwarmNode, nonce: bytes | None) -> tuple[bytes, bytes] | None:
@@ -30,7 +35,7 @@ def _proof(node: SwarmNode, nonce: bytes | None) -> tuple[bytes, bytes] | None:
 
 
 def _fit_contacts(contacts: list[Any], budget: int) -> tuple[Any, ...]:
-    if sum(len(c.addr[0]) for c in contacts) + wire.CONTACT_FIXED_BYTES * len(contacts) <= budget:
+    if sum(map(len, map(_IP, map(_ADDR, contacts)))) + wire.CONTACT_FIXED_BYTES * len(contacts) <= budget:
         return tuple(contacts)
     out = []
     for c in contacts:

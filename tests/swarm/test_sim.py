@@ -55,3 +55,17 @@ def test_simulation_is_deterministic() -> None:
     b = run_simulation(200, 40, seed=9)
     for key in ("success_rate", "hops", "messages", "delivered_messages", "table_size"):
         assert a[key] == b[key], key
+
+
+def test_run_until_event_stops_at_the_first_event_and_until_s_holds_the_clock() -> None:
+    sim = Simulator(seed=3)
+    first = sim.add_node()
+    second = sim.add_node()
+    second.bootstrap([first.sim_addr], sim.now)  # type: ignore[attr-defined]
+    sim.flush(second)
+    sim.run(until_s=0.001)  # before the first delivery (latency >= 2 ms): nothing happens
+    assert sim.now == 0.001 and sim.delivered == 0 and not sim.events
+    sim.run(until_event=True)
+    events = sim.take_events()
+    assert [type(ev).__name__ for _, ev in events] == ["JoinDone"]
+    assert events[0][0] is second and len(second.table) == 1 and sim.delivered >= 2

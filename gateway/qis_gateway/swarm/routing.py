@@ -195,10 +195,11 @@ class RoutingTable:
         b = target_int ^ self.own_int
         i = b.bit_length() - 1
         need = count + (1 if exclude_int is not None else 0)
-        # Collect whole buckets in that order until there are enough, then sort them together: every
-        # contact of an earlier bucket is closer than every contact of a later one, so one sort of the
-        # union gives the same order as sorting bucket by bucket.
+        # Collect whole buckets in that order until there are enough, then sort: every contact of an
+        # earlier bucket is closer than every contact of a later one, so the buckets before the last one
+        # taken (``picked[:cut]``) are sorted together and only the nearest few of the last are kept.
         picked: list[Contact] = []
+        cut = 0
         bucket = buckets.get(i) if i >= 0 else None
         if bucket:
             picked.extend(bucket)
@@ -208,22 +209,35 @@ class RoutingTable:
                 lower.sort(reverse=True)
                 for j in lower:
                     if (b >> j) & 1:
+                        cut = len(picked)
                         picked.extend(buckets[j])
                         if len(picked) >= need:
                             break
                 else:
                     for j in reversed(lower):
                         if not (b >> j) & 1:
+                            cut = len(picked)
                             picked.extend(buckets[j])
                             if len(picked) >= need:
                                 break
             if len(picked) < need:
                 for j in sorted(j for j in buckets if j > i):
+                    cut = len(picked)
                     picked.extend(buckets[j])
                     if len(picked) >= need:
                         break
-        if len(picked) > 1:
-            ranked = [(c.id_int ^ target_int, c) for c in picked]  # ids are unique: contacts never compared
+        if len(picked) > need:  # cut < need: the last bucket taken is only partly needed
+            ranked = [(c.id_int ^ target_int, c) for c in picked[:cut]]  # ids are unique: no Contact compares
+            ranked.sort()
+            tail = [(c.id_int ^ target_int, c) for c in picked[cut:]]
+            if need - cut == 1:
+                ranked.append(min(tail))
+            else:
+                tail.sort()
+                ranked.extend(tail[: need - cut])
+            picked = [c for _, c in ranked]
+        elif len(picked) > 1:
+            ranked = [(c.id_int ^ target_int, c) for c in picked]
             ranked.sort()
             picked = [c for _, c in ranked]
         if exclude_int is not None:

@@ -76,7 +76,7 @@ def main() -> None:
                      "hops_p99": j["hops"]["p99"], "messages_p50": j["messages"]["p50"],
                      "messages_p99": j["messages"]["p99"], "table_mean": j["table_size"]["mean"],
                      "join_messages_per_node": j["join_messages_per_node"], "seconds": j["seconds"],
-                     "max_rss_mb": j["max_rss_mb"],
+                     "max_rss_mb": j["max_rss_mb"], "wall_us_per_delivered": j.get("wall_us_per_delivered"),
                      "ideal_hops_p50": ideal["hops"]["p50"] if ideal else None,
                      "ideal_hops_p99": ideal["hops"]["p99"] if ideal else None,
                      "ideal_table_mean": ideal["table_size"]["mean"] if ideal else None})

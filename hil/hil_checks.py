@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from qis_gateway.harness.observer import BoardLog
 from qis_gateway.harness.system import SIM_OUTCOMES, BoardProc, LocalSystem
@@ -64,3 +66,14 @@ def assert_boards_finish(system: LocalSystem, boards: list[BoardProc] | None = N
     failed = {d: c for d, c in codes.items() if c != 0}
     assert not failed, "boards failed %s:\n%s" % (failed, "\n".join(
         "--- %s ---\n%s" % (d, system.procs.log_text("board-" + d)[-1500:]) for d in failed))
+
+
+def outcomes_stored(system: LocalSystem, gateway: int, expected: int) -> Callable[[], bool]:
+    """A predicate: the gateway reports at least `expected` packets stored and nothing left in its outbox."""
+    def done() -> bool:
+        try:
+            status = system.gateway_status(gateway)
+        except OSError:  # restarting
+            return False
+        return status["outcomes_stored"] >= expected and status["queue_depth"] == 0
+    return done

@@ -7,21 +7,19 @@ import time
 from collections.abc import Callable
 
 import pytest
-from hil_checks import BACKENDS, answered, assert_boards_finish, assert_every_reading_answered, readings, wait_answered
+from hil_checks import (
+    BACKENDS,
+    answered,
+    assert_boards_finish,
+    assert_every_reading_answered,
+    outcomes_stored,
+    readings,
+    wait_answered,
+)
 from qis_gateway.harness.system import LocalSystem
 
 pytestmark = [pytest.mark.hil, pytest.mark.slow]
 LEVELS = 4
-
-
-def stored_and_drained(system: LocalSystem, gateway: int, expected: int) -> Callable[[], bool]:
-    def done() -> bool:
-        try:
-            status = system.gateway_status(gateway)
-        except OSError:
-            return False
-        return status["outcomes_stored"] >= expected and status["queue_depth"] == 0
-    return done
 
 
 def test_broker_down_ten_seconds_loses_nothing(make_system: Callable[..., LocalSystem]) -> None:
@@ -41,7 +39,7 @@ def test_broker_down_ten_seconds_loses_nothing(make_system: Callable[..., LocalS
         assert_every_reading_answered(system, board, n)
         assert readings(system, board) == sorted(readings(system, board))
     # Every outcome the boards reported (one per reading) became packets at every level.
-    assert obs.wait_until(stored_and_drained(system, 0, len(system.boards) * n * LEVELS), 60)
+    assert obs.wait_until(outcomes_stored(system, 0, len(system.boards) * n * LEVELS), 60)
     assert system.gateway_status(0)["mqtt"]["connects"] >= 2
 
 
@@ -61,7 +59,7 @@ def test_gateway_sigkill_and_restart_loses_nothing_it_accepted(make_system: Call
     assert wait_answered(system, system.boards, n, 60)
     for board in system.boards:
         assert_every_reading_answered(system, board, n)
-    assert obs.wait_until(stored_and_drained(system, 0, len(system.boards) * n * LEVELS), 60)
+    assert obs.wait_until(outcomes_stored(system, 0, len(system.boards) * n * LEVELS), 60)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -77,7 +75,7 @@ def test_thirty_percent_of_gateways_killed(make_system: Callable[..., LocalSyste
     system.start_boards(teachers)
     assert_boards_finish(system, teachers, 120)
     obs = system.observers[0]
-    assert obs.wait_until(stored_and_drained(system, 0, len(teachers) * n * LEVELS), 60)
+    assert obs.wait_until(outcomes_stored(system, 0, len(teachers) * n * LEVELS), 60)
     for i in (2, 5, 8):  # 3 of 10 swarm members die without a goodbye
         system.procs.kill("gw%d" % i)
     system.start_boards([learner])

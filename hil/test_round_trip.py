@@ -6,7 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from hil_checks import BACKENDS, assert_boards_finish, assert_every_reading_answered, board_log, truth_of, wait_answered
+from hil_checks import (
+    BACKENDS,
+    assert_boards_finish,
+    assert_every_reading_answered,
+    board_log,
+    outcomes_stored,
+    truth_of,
+    wait_answered,
+)
 from qis_gateway.harness.system import LocalSystem
 
 pytestmark = pytest.mark.hil
@@ -14,16 +22,9 @@ READINGS = 6
 LEVELS = 4  # machine_health: the exact address and three coarser ones
 
 
-def wait_stored(system: LocalSystem, gateway: int, expected: int, timeout_s: float = 30.0) -> dict:
-    status: dict = {}
-
-    def done() -> bool:
-        nonlocal status
-        status = system.gateway_status(gateway)
-        return status["outcomes_stored"] >= expected and status["queue_depth"] == 0
-
-    assert system.observers[0].wait_until(done, timeout_s), status
-    return status
+def wait_stored(system: LocalSystem, gateway: int, expected: int, timeout_s: float = 30.0) -> None:
+    assert system.observers[0].wait_until(outcomes_stored(system, gateway, expected), timeout_s), \
+        system.gateway_status(gateway)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

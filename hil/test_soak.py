@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from hil_checks import assert_boards_finish, assert_every_reading_answered, wait_answered
+from hil_checks import assert_boards_finish, assert_every_reading_answered, outcomes_stored, wait_answered
 from qis_gateway.harness.system import LocalSystem
 
 pytestmark = [pytest.mark.hil, pytest.mark.soak]
@@ -58,10 +58,5 @@ def test_soak(make_system: Callable[..., LocalSystem]) -> None:
         for board in boards:
             assert_every_reading_answered(system, board, n)
         expected = len(boards) * n * LEVELS
-
-        def stored(site: int = site, expected: int = expected) -> bool:
-            status = system.gateway_status(site)
-            return status["outcomes_stored"] >= expected and status["queue_depth"] == 0
-
-        assert obs.wait_until(stored, 120), ("site %d" % site, system.gateway_status(site))
+        assert obs.wait_until(outcomes_stored(system, site, expected), 120), (site, system.gateway_status(site))
     assert rss_kb(system.procs.procs["gw0"].pid) < 1.5 * warm[0], warm

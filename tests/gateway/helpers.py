@@ -11,6 +11,7 @@ from qis import messages
 from qis.schema import Schema
 from qis.topics import topic
 from qis_gateway.bridge import Bridge, SynthesisSettings
+from qis_gateway.harness.broker import Broker
 from qis_gateway.keys import generate_key_file
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import StateDB
@@ -195,9 +196,9 @@ async def wait_for(predicate: Any, timeout_s: float = 10.0, what: str = "conditi
         await asyncio.sleep(0.02)
 
 
-class SecureBroker:
+class SecureBroker(Broker):
     """Mosquitto with the config `qis-gateway broker-config` generates for a registry (passwords, ACL,
-    persistence), on a free loopback port. stop() = SIGTERM (saves), kill() = SIGKILL."""
+    persistence), on a free loopback port; start/stop/kill/restart/pause/resume as the harness Broker."""
 
     def __init__(self, workdir: Path, registry_path: Path, gateway_password: str = "gw-pass") -> None:
         import os
@@ -205,56 +206,15 @@ class SecureBroker:
         from qis_gateway.broker_config import generate
         from support.broker import free_port
 
-        self.workdir = workdir
-        self.port = free_port()
+        super().__init__(workdir, kind="mosquitto", port=free_port())
         self.gateway_password = gateway_password
         with Registry(registry_path) as reg:
             records = reg.list()
         self.files = generate(workdir, records, listen=("127.0.0.1", self.port), gateway_password=gateway_password,
                               run_as="root" if os.geteuid() == 0 else None)
-        self.proc: Any = None
         self.start()
 
-    def start(self) -> None:
-        import subprocess
+    def _command(self) -> list[str]:
+        from support.broker import mosquitto_path
 
-        from support.broker import mosquitto_path, wait_listening
-
-        log = open(self.workdir / "mosquitto.out", "ab")
-        self.proc = subprocess.Popen([mosquitto_path() or "mosquitto", "-c", str(self.files.conf), "-v"],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_listening("127.0.0.1", self.port)
-
-    def _signal(self, sig: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def stop(self) -> None:
-        import signal
-
-        if self.proc is not None and self.proc.poll() is None:
-            self._signal(signal.SIGCONT)
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def pause(self) -> None:
-        import signal
-
-        self._signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        import signal
-
-        self._signal(signal.SIGCONT)
+        return [mosquitto_path() or "mosquitto", "-c", str(self.files.conf), "-v"]

@@ -109,6 +109,7 @@ class Device:
         except FrameError as exc:
             self.stats["bad_frames"] += 1
             board.log("dropped a bad %s frame: %s" % (kind, exc))
+            board.unload("qis.errtext")  # the error texts were needed for this message only
             return
         if kind == "error":
             self.stats["errors_rx"] += 1
@@ -178,6 +179,7 @@ class Device:
         except (QisError, OSError, ValueError, TypeError) as exc:  # QisError: schema or frame refused it
             self.stats["bad_readings"] += 1
             board.log("reading rejected: %r" % (exc,))
+            board.unload("qis.errtext")
             return -1
         if self.cfg.get("sim_outcome"):
             self.last_fields = fp.fields

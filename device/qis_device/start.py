@@ -82,6 +82,7 @@ def prepare(config_path, schema_path=None):
         except (QisError, ValueError, OSError, ImportError, AttributeError) as exc:
             # ConfigError is a ValueError; ImportError/AttributeError: a driver this port cannot run
             board.unload("qis_device.config")
+            board.unload("qis.errtext")
             print("qis: CONFIG ERROR:", exc)
             if board.UNIX:
                 return None

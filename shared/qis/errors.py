@@ -1,4 +1,8 @@
-"""The qis exception tree (drawn in qis/__init__.py). Each carries a message that names what was wrong."""
+"""The qis exception tree (drawn in qis/__init__.py). Each carries a message that names what was wrong.
+
+why(key, *args) builds a message from qis.errtext, which is imported only when something is refused,
+so a board does not hold the texts (board RAM, DESIGN.md rule 7).
+"""
 
 
 class QisError(ValueError):
@@ -24,3 +28,10 @@ class FrameError(QisError):
 
 class TopicError(QisError):
     pass
+
+
+def why(key, *args):
+    """The error text `key` of qis.errtext formatted with `args`."""
+    from qis.errtext import TEXTS
+
+    return TEXTS[key] % args

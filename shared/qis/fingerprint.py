@@ -17,31 +17,41 @@ shares a secret key makes addresses unlinkable for outsiders (at the price that 
 
 import hashlib
 
-from qis.errors import CanonicalError
+from qis.errors import CanonicalError, why
 from qis.hmac256 import hmac_sha256
 
-# JSON's two-character escapes (RFC 8259 section 7), as CPython's encoder emits them.
-_SHORT_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\b": "\\b",
-    "\f": "\\f",
-}
+# JSON's two-character escapes (RFC 8259 section 7), as CPython's encoder emits them: the character
+# at index i of _ESCAPED is written as a backslash and _ESCAPE_AS[i]. Two strings, not a dict: on a
+# board every constant string of a resident module is held in RAM.
+_ESCAPED = '"\\\n\r\t\b\f'
+_ESCAPE_AS = '"\\nrtbf'
+
+
+def _plain(text):
+    """True when `text` is printable ASCII without quote or backslash (every board label): written as is.
+    Checked over bytes: iterating a str interns each character as a qstr on MicroPython."""
+    try:
+        data = text.encode()
+    except UnicodeError:  # CPython: a lone surrogate
+        return False
+    for b in data:
+        if b < 0x20 or b > 0x7E or b == 0x22 or b == 0x5C:
+            return False
+    return True
 
 
 def _escape_string(text):
+    if _plain(text):
+        return '"' + text + '"'
     out = ['"']
     for ch in text:
         code = ord(ch)
         if 0x20 <= code < 0x7F and ch != '"' and ch != "\\":
             out.append(ch)
             continue
-        short = _SHORT_ESCAPES.get(ch)
-        if short is not None:
-            out.append(short)
+        i = _ESCAPED.find(ch)
+        if i >= 0:
+            out.append("\\" + _ESCAPE_AS[i])
         elif code > 0xFFFF:
             # Outside the BMP: a UTF-16 surrogate pair, as ensure_ascii does.
             code -= 0x10000
@@ -62,19 +72,16 @@ def _encode_value(name, value):
         return str(value)
     if isinstance(value, str):
         return _escape_string(value)
-    raise CanonicalError(
-        "field %r has a %s value; categorical values must be str, int or bool "
-        "(bin floats into labels on the board first)" % (name, type(value).__name__)
-    )
+    raise CanonicalError(why("valtype", name, type(value).__name__))
 
 
 def canonical(fields):
     """Return the canonical UTF-8 bytes of a flat dict of str -> (str | int | bool)."""
     if not isinstance(fields, dict):
-        raise CanonicalError("categorical fields must be a dict, not %s" % type(fields).__name__)
+        raise CanonicalError(why("notdict", type(fields).__name__))
     for key in fields:
         if not isinstance(key, str):
-            raise CanonicalError("field name %r is a %s; field names must be str" % (key, type(key).__name__))
+            raise CanonicalError(why("keytype", key, type(key).__name__))
     parts = []
     for key in sorted(fields):
         parts.append(_escape_string(key) + ":" + _encode_value(key, fields[key]))
@@ -88,5 +95,5 @@ def keyspace_address(fields, swarm_key=None):
     if swarm_key is None:
         return hashlib.sha256(data).digest()
     if not swarm_key:
-        raise CanonicalError("swarm_key is empty; pass None for plain SHA-256 addresses")
+        raise CanonicalError(why("swarmkey"))
     return hmac_sha256(swarm_key, data)

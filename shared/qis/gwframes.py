@@ -1,9 +1,20 @@
-"""Frames only the gateway builds or checks (summary and error encoders, the fp check), kept apart
+"""Frames only the gateway builds or checks (summary and error encoders, the fp check, split_frame), kept apart
 from qis.messages so a board does not hold their code: qis.messages imports this module lazily, so
 the public API (messages.encode_summary, encode_error, decode of fp frames) is unchanged.
 """
 
-from qis.messages import MAX_FIELDS, MAX_VECTOR, _base, _check_summary, _fail, _is_int, encode_frame
+from qis.errors import FrameError
+from qis.messages import MAX_FIELDS, MAX_VECTOR, _base, _check_summary, _is_int, _views, encode_frame
+
+
+def _fail(message):
+    raise FrameError("field", message)
+
+
+def split_frame(payload):
+    """(body bytes, tag) of a payload, FrameError when it cannot be a frame at all."""
+    data, tag = _views(payload)
+    return bytes(data), bytes(tag)
 
 
 def encode_summary(device, reading_seq, secret, enough, n, top, conf, mean, level, hops, ms):

@@ -25,7 +25,7 @@ How it works:
 
 import math
 
-from qis.errors import SchemaError
+from qis.errors import SchemaError, why
 from qis.fingerprint import keyspace_address
 
 SCHEMA_FIELD = "schema"
@@ -63,16 +63,16 @@ class _Categorical:
 
     def categorise(self, reading):
         if self.input not in reading:
-            raise SchemaError("reading has no %r (needed for field %r)" % (self.input, self.name))
+            raise SchemaError(why("noinput", self.input, self.name))
         value = reading[self.input]
         if self.kind == "label":
             if not isinstance(value, (str, int)):
-                raise SchemaError("field %r: label %r must be a string, integer or boolean" % (self.name, value))
+                raise SchemaError(why("labeltype", self.name, value))
             if self.labels is not None and not _label_allowed(value, self.labels):
-                raise SchemaError("field %r: %r is not one of %r" % (self.name, value, self.labels))
+                raise SchemaError(why("notlabel", self.name, value, self.labels))
             return value
         if not _is_number(value) or value != value:
-            raise SchemaError("field %r: reading %r = %r is not a number" % (self.name, self.input, value))
+            raise SchemaError(why("notnum", self.name, self.input, value))
         edges = self.edges
         for i in range(len(edges)):
             if value < edges[i]:
@@ -88,7 +88,7 @@ class _Continuous:
     def normalise(self, reading):
         value = reading.get(self.input)
         if not _is_number(value) or value != value or value in (math.inf, -math.inf):
-            raise SchemaError("field %r: reading %r = %r is not a finite number" % (self.name, self.input, value))
+            raise SchemaError(why("notfinite", self.name, self.input, value))
         z = (value - self.center) / self.scale
         if z > CLIP:
             return CLIP
@@ -128,7 +128,7 @@ class Schema:
     def categorise(self, reading):
         """The categorical fields of a raw reading (dict), schema id included."""
         if not isinstance(reading, dict):
-            raise SchemaError("a reading must be a dict of input name -> value")
+            raise SchemaError(why("reading"))
         fields = {SCHEMA_FIELD: self.schema_id}
         for field in self.categorical:
             fields[field.name] = field.categorise(reading)
@@ -167,7 +167,7 @@ def load_schema(path):
         with open(path) as f:
             spec = json.load(f)
     except OSError as exc:
-        raise SchemaError("cannot read schema file %s: %s" % (path, exc))
+        raise SchemaError(why("readfile", path, exc))
     except ValueError as exc:
-        raise SchemaError("schema file %s is not valid JSON: %s" % (path, exc))
+        raise SchemaError(why("badjson", path, exc))
     return Schema(spec)

@@ -5,23 +5,33 @@ Board -> gateway: fp, outcome, status (retained; "offline" as last will). Gatewa
 [A-Za-z0-9_.-]: never the MQTT wildcards + and #, never /, never empty.
 """
 
-from qis.errors import TopicError
+from qis.errors import TopicError, why
 
 PREFIX = "qis/v1"
 BOARD_KINDS = ("fp", "outcome", "status")
 GATEWAY_KINDS = ("summary", "error")
 KINDS = BOARD_KINDS + GATEWAY_KINDS
 MAX_ID_LEN = 64
-_ID_EXTRA = "_.-"
+
+
+def _id_byte_ok(b):
+    return 97 <= b <= 122 or 65 <= b <= 90 or 48 <= b <= 57 or b in b"_.-"
 
 
 def check_id(value, what="id"):
     """Raise TopicError unless `value` is a valid site or device id; return it."""
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_LEN:
-        raise TopicError("%s must be a string of 1-%d characters, got %r" % (what, MAX_ID_LEN, value))
-    for ch in value:
-        if not (("a" <= ch <= "z") or ("A" <= ch <= "Z") or ("0" <= ch <= "9") or ch in _ID_EXTRA):
-            raise TopicError("%s %r has %r; use only letters, digits and _ . -" % (what, value, ch))
+        raise TopicError(why("idlen", what, MAX_ID_LEN, value))
+    # Bytes, not characters: iterating a str interns every character as a qstr on MicroPython (board RAM).
+    try:
+        data = value.encode()
+    except UnicodeError:  # CPython: a lone surrogate
+        data = b"\x80"
+    for b in data:
+        if not _id_byte_ok(b):
+            for ch in value:  # name the offending character
+                if ord(ch) > 127 or not _id_byte_ok(ord(ch)):
+                    raise TopicError(why("idchar", what, value, ch))
     return value
 
 
@@ -29,7 +39,7 @@ def topic(site, device, kind):
     check_id(site, "site")
     check_id(device, "device id")
     if kind not in KINDS:
-        raise TopicError("unknown topic kind %r; expected one of %s" % (kind, ", ".join(KINDS)))
+        raise TopicError(why("topickind", kind, ", ".join(KINDS)))
     return "%s/%s/%s/%s" % (PREFIX, site, device, kind)
 
 

@@ -51,13 +51,29 @@ class Link:
         self.backoff_ms = min(self.backoff_ms * 2, self.cfg["reconnect_max_ms"])
 
     def connect(self):
-        """One connection attempt (code in qis_device.mqttsetup, unloaded after); True when up."""
+        """One connection attempt (set-up code in qis_device.mqttsetup, unloaded after); True when up
+        (subscribed and the retained `online` status published)."""
         from qis_device.mqttsetup import open_session
 
         try:
-            return open_session(self)
+            ok = open_session(self)
         finally:
+            open_session = None
             board.unload("qis_device.mqttsetup")
+        if not ok:
+            return False
+        c = self.client
+        try:
+            c.publish(self.topics["status"], self.make_status("online"), True, 1)
+        except OSError as exc:
+            self.failures += 1
+            self.down(exc)
+            return False
+        self.up = True
+        self.connects += 1
+        self.backoff_ms = self.min_ms
+        board.log("link up (%s:%d, session present %s)" % (c.server, c.port, self.session_present))
+        return True
 
     def publish(self, kind, frame):
         """QoS-1 publish, True once the broker acknowledged it; False (link down) otherwise."""
@@ -98,7 +114,12 @@ class Link:
             self.down(exc)
 
     def close(self):
-        """Say goodbye: `offline` status, then a clean DISCONNECT (which suppresses the will)."""
-        from qis_device.mqttsetup import close_session
-
-        close_session(self)
+        """Say goodbye: `offline` status ourselves (a clean DISCONNECT suppresses the will), then disconnect."""
+        if self.up:
+            try:
+                self.client.publish(self.topics["status"], self.make_status("offline"), True, 1)
+                self.client.disconnect()
+            except OSError:
+                pass
+        self.client.close()
+        self.up = False

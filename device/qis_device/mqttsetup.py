@@ -1,5 +1,5 @@
-"""Connection set-up and tear-down: socket (TCP_NODELAY, TLS), CONNECT/CONNACK, SUBSCRIBE (for
-qis_device.mqtt), and the link's session: last will, connect, resubscribe, `online`/`offline` status.
+"""Connection set-up: socket (TCP_NODELAY, TLS), CONNECT/CONNACK, SUBSCRIBE (for qis_device.mqtt), and
+the link's session: WiFi, last will, connect, resubscribe (the link publishes `online` itself).
 
 Loaded per (re)connect and unloaded by the link afterwards, so the running board does not hold this
 code (RAM discipline, DESIGN.md rule 7: ~4 KB of heap on the 64-bit unix port). Functions take the
@@ -112,7 +112,8 @@ def subscribe(c, topic, qos=0):
 
 
 def open_session(link):
-    """One connection attempt; True when up (subscribed, status published)."""
+    """Will, CONNECT and subscriptions of one connection attempt; True when they succeeded (the link
+    then publishes `online` itself, after this module is unloaded: see Link.connect)."""
     if link.cfg["wifi"] and not board.UNIX:
         from qis_device.wifi import wifi_connect, wifi_ok
 
@@ -125,27 +126,14 @@ def open_session(link):
     try:
         c.set_last_will(link.topics["status"], link.make_status("offline"), retain=True, qos=1)
         link.session_present = c.connect(link.cfg["clean_session"])
-        c.subscribe(link.topics["summary"], 1)
+        c.lw_topic = c.lw_msg = None  # sent; set afresh before every connect, not kept between them (heap)
+        # summary last: the broker sends its retained summary after that SUBACK, so the summary is read
+        # (and verified) after this module has been unloaded, not on top of it (start-up heap peak)
         c.subscribe(link.topics["error"], 1)
-        c.publish(link.topics["status"], link.make_status("online"), retain=True, qos=1)
+        c.subscribe(link.topics["summary"], 1)
     except OSError as exc:
         link.failures += 1
         link.down(exc)
         return False
-    link.up = True
-    link.connects += 1
-    link.backoff_ms = link.min_ms
-    board.log("link up (%s:%d, session present %s)" % (c.server, c.port, link.session_present))
     return True
 
-
-def close_session(link):
-    """Publish the `offline` status ourselves (a clean DISCONNECT suppresses the will), then disconnect."""
-    if link.up:
-        try:
-            link.client.publish(link.topics["status"], link.make_status("offline"), retain=True, qos=1)
-            link.client.disconnect()
-        except OSError:
-            pass
-    link.client.close()
-    link.up = False

@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--lookups", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--join-refresh", type=int, default=4,
+    ap.add_argument("--join-refresh", type=int, default=256,
                     help="buckets refreshed at join beyond the self-lookup (SwarmConfig.join_refresh_buckets)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "sim.json"))
     ap.add_argument("--skip-baseline", action="store_true")

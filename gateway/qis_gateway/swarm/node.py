@@ -439,7 +439,7 @@ class SwarmNode:
         self._tokens.rotate_if_due(now_s, self.rng)
         since_s = self._started_s if self._started_s is not None else now_s
         for i in self.table.stale_buckets(now_s, cfg.refresh_interval_s, since_s):
-            ops.FindNodeOp(self, self._random_id_in_bucket(i), None, now_s, fill_bucket=i)
+            ops.RefreshOp(self, i, None, now_s)
         if now_s >= self._republish_s:
             self._republish_s = now_s + cfg.republish_interval_s
             for address, values in self._published.items():

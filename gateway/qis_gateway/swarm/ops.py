@@ -13,6 +13,8 @@ closest contacts of our table: only the k closest non-failed are asked, the rest
   holders are complete, or the lookup is exhausted. Identical replicas cost one request each.
 - ``PutOp``: FIND_NODE for the address (collecting each answer's STORE token), then STORE to the k
   closest that answered; ``replicas`` = STORED acknowledgements with a non-zero count.
+- ``RefreshOp``: fill one bucket with proven contacts spread over its range (FIND_NODE for a random id
+  in it, then PING the answer's contacts in the bucket).
 - ``JoinOp``: PING the bootstrap addresses (ids unknown, proven by the PONG), look up our own id, then
   refresh up to ``join_refresh_buckets`` buckets farther than the closest neighbour (Kademlia §2.3).
 - ``LeaveOp``: hand every stored address's values to the k closest remaining nodes (PutOps), then send
@@ -33,12 +35,10 @@ if TYPE_CHECKING:
 
 
 class FindNodeOp:
-    __slots__ = ("target", "lookup", "on_done", "done", "messages", "fill_bucket")
+    __slots__ = ("target", "lookup", "on_done", "done", "messages")
 
-    def __init__(self, node: SwarmNode, target: bytes, on_done: Callable[..., None] | None, now_s: float,
-                 fill_bucket: int | None = None) -> None:
+    def __init__(self, node: SwarmNode, target: bytes, on_done: Callable[..., None] | None, now_s: float) -> None:
         self.target = target
-        self.fill_bucket = fill_bucket  # a bucket refresh: stop as soon as that bucket holds k contacts
         t = int.from_bytes(target, "big")
         node.table.mark_used(t, now_s)
         self.lookup = Lookup(t, node.config.k, node.config.alpha, node.table.closest(t, 2 * node.config.k),
@@ -51,15 +51,10 @@ class FindNodeOp:
     def step(self, node: SwarmNode, now_s: float) -> None:
         if self.done:
             return
-        full = False
-        if self.fill_bucket is not None:
-            bucket = node.table.buckets.get(self.fill_bucket)
-            full = bucket is not None and len(bucket) >= node.config.k
-        if not full:
-            for cand in self.lookup.next_requests():
-                node._request(lambda tid, nonce: wire.FindNode(tid, node.node_id, nonce, self.target),
-                              cand.contact.addr, cand.contact.node_id, now_s, self, cand)
-        if self.lookup.inflight == 0 and (full or self.lookup.finished()):
+        for cand in self.lookup.next_requests():
+            node._request(lambda tid, nonce: wire.FindNode(tid, node.node_id, nonce, self.target),
+                          cand.contact.addr, cand.contact.node_id, now_s, self, cand)
+        if self.lookup.inflight == 0 and self.lookup.finished():
             self.done = True
             if self.on_done is not None:
                 self.on_done(node, self, now_s)
@@ -315,6 +310,106 @@ class PutOp:
         self._check(node, now_s)
 
 
+STRATA_BITS = 2  # quarters; 3 bits (eighths) measured: 20% more datagrams, about the same hops
+
+
+class RefreshOp:
+    """Fill bucket ``i`` with proven contacts spread evenly over its range (Kademlia §2.3 refresh).
+
+    The bucket's range is cut into quarters (the two bits after the bucket's prefix bit). For each
+    quarter, FIND_NODE for a random id in it goes to our closest proven contact not asked yet, and up to
+    k/4 of the answer's unknown contacts in that quarter, picked at random, get a PING (the PONG proves the
+    id and adds the contact). A last round takes any contact of the bucket while room is left. Why not the
+    classic lookup for one random id: it adds only the nodes around that one point, and a bucket bunched
+    in one corner of its range gives later lookups few bits per hop (measured with tables as full as
+    the ideal ones: p99 one hop worse)."""
+
+    __slots__ = ("bucket", "on_done", "done", "messages", "inflight", "asked", "final_round")
+
+    def __init__(self, node: SwarmNode, bucket: int, on_done: Callable[..., None] | None, now_s: float) -> None:
+        self.bucket = bucket
+        self.on_done = on_done
+        self.done = False
+        self.messages = 0
+        self.inflight = 0
+        self.asked: set[int] = set()
+        self.final_round = False
+        strata = 1 << min(STRATA_BITS, bucket)
+        if self._room(node) > 0:
+            for q in range(strata):
+                self._ask(node, self._target(node, q, strata), now_s)
+        if self.inflight == 0:
+            self._finish(node, now_s)
+
+    def _room(self, node: SwarmNode) -> int:
+        return node.config.k - len(node.table.buckets.get(self.bucket, ()))
+
+    def _target(self, node: SwarmNode, q: int, strata: int) -> int:
+        """A random id in quarter ``q`` of the bucket's range (ids whose XOR with ours has bit i set)."""
+        low = self.bucket - (strata.bit_length() - 1)  # bits below the quarter's own bits
+        dist = (1 << self.bucket) | (q << low) | (node.rng.getrandbits(low) if low > 0 else 0)
+        return node.table.own_int ^ dist
+
+    def _ask(self, node: SwarmNode, t: int, now_s: float) -> None:
+        node.table.mark_used(t, now_s)
+        target = t.to_bytes(32, "big")
+        for c in node.table.closest(t, node.config.alpha + len(self.asked)):
+            if c.id_int not in self.asked:
+                self.asked.add(c.id_int)
+                self.inflight += 1
+                node._request(lambda tid, nonce: wire.FindNode(tid, node.node_id, nonce, target),
+                              c.addr, c.node_id, now_s, self, t, 1)
+                return
+
+    def on_reply(self, node: SwarmNode, p: Pending, msg: Any, now_s: float) -> None:
+        if self.done:
+            return
+        self.inflight -= 1
+        if p.extra == 1 and type(msg) is wire.Nodes:
+            self._ping_some(node, p.cand, msg.contacts, now_s)
+        elif p.extra == 1:
+            node.counters["drop_wrong_reply"] += 1
+        self._next(node, now_s)
+
+    def _ping_some(self, node: SwarmNode, target: int, contacts: tuple[Any, ...], now_s: float) -> None:
+        table = node.table
+        i = self.bucket
+        shift = max(i - STRATA_BITS, 0)
+        quarter = (target ^ table.own_int) >> shift
+        fresh = [c for c in contacts if table.bucket_index(c.id_int) == i and table.find(c.id_int) is None
+                 and not node._inflight_to(c.addr)
+                 and (self.final_round or (c.id_int ^ table.own_int) >> shift == quarter)]
+        quota = min(self._room(node), node.config.k if self.final_round else -(-node.config.k >> STRATA_BITS))
+        if len(fresh) > quota:
+            fresh = node.rng.sample(fresh, quota)
+        for c in fresh:
+            self.inflight += 1
+            node._request(lambda tid, nonce: wire.Ping(tid, node.node_id, nonce), c.addr, c.node_id, now_s,
+                          self, None, 0)
+
+    def on_timeout(self, node: SwarmNode, p: Pending, now_s: float) -> None:
+        if self.done:
+            return
+        self.inflight -= 1
+        self._next(node, now_s)
+
+    def _next(self, node: SwarmNode, now_s: float) -> None:
+        if self.inflight:
+            return
+        if not self.final_round and self._room(node) > 0:
+            self.final_round = True
+            self._ask(node, int.from_bytes(node._random_id_in_bucket(self.bucket), "big"), now_s)
+            if self.inflight:
+                return
+        self._finish(node, now_s)
+
+    def _finish(self, node: SwarmNode, now_s: float) -> None:
+        if not self.done:
+            self.done = True
+            if self.on_done is not None:
+                self.on_done(node, self, now_s)
+
+
 class JoinOp:
     __slots__ = ("pings_inflight", "refreshes", "done", "messages")
 
@@ -347,9 +442,9 @@ class JoinOp:
             self._finish(node)
             return
         for i in wanted:
-            FindNodeOp(node, node._random_id_in_bucket(i), self._refresh_done, now_s, fill_bucket=i)
+            RefreshOp(node, i, self._refresh_done, now_s)
 
-    def _refresh_done(self, node: SwarmNode, find: FindNodeOp, now_s: float) -> None:
+    def _refresh_done(self, node: SwarmNode, op: RefreshOp, now_s: float) -> None:
         self.refreshes -= 1
         if self.refreshes == 0:
             self._finish(node)

@@ -10,8 +10,9 @@ How it works:
   proofs. Contact objects are shared between nodes (``contact_intern``) to keep tables compact.
 - The network is built by joining: node 0 starts alone, every later node ``bootstrap``s through a random
   node that has already joined (real PING / FIND_NODE / PROOF traffic, ids proven), 200 joins run
-  concurrently. ``SIM_CONFIG`` refreshes the 4 farthest buckets at join (``join_refresh_buckets``);
-  ``prefill_ideal`` builds the message-free baseline tables instead.
+  concurrently. A join refreshes every bucket farther than the closest neighbour, as real nodes do
+  (``RefreshOp``: buckets spread over their range); ``prefill_ideal`` builds the message-free baseline
+  tables instead.
 - Then ``values`` addresses get ``values_per_address`` values each, put from random nodes; optionally a
   fraction of nodes is crash-stopped (no goodbye, no repair); then ``lookups`` gets from random live
   nodes. With ``churn`` > 0 the lookups run in 10 waves, and before each wave churn/10 of the nodes crash
@@ -45,8 +46,7 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 
 SIM_CONFIG = SwarmConfig(rate_limit_per_s=0.0, rtt_cache_size=16, proof_cache_size=16, replacement_cache_size=4,
-                         maintenance_interval_s=600.0, refresh_interval_s=3600.0, join_refresh_buckets=4,
-                         rpc_timeout_initial_s=0.2)
+                         maintenance_interval_s=600.0, refresh_interval_s=3600.0, rpc_timeout_initial_s=0.2)
 
 
 class SimIdentity:

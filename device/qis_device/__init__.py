@@ -14,7 +14,6 @@ reconnect with backoff; a bad reading or frame from outside (qis.errors.QisError
 """
 
 _current = None
-RESERVE_BYTES = 1024  # measured: with it the board runs in 66K on the 64-bit unix port
 
 
 def main(config_path="device.json", readings=None, schema_path=None, on_summary=None, drain_ms=2000):
@@ -28,10 +27,7 @@ def main(config_path="device.json", readings=None, schema_path=None, on_summary=
 
     from qis_device import board
 
-    # Start-up leaves the heap fragmented (modules loaded between parse garbage): a block reserved
-    # first and released once the board runs gives the loop contiguous room for its frames.
     buf = bytearray(512)  # the MQTT packet buffer, allocated while the heap is still in one piece
-    reserve = bytearray(RESERVE_BYTES)
     # Heap peak: config checks, then the schema parser (both unloaded after use), and only then the
     # running code (app, link, mqtt, messages): the two sets never share the heap.
     from qis_device.start import prepare
@@ -48,7 +44,7 @@ def main(config_path="device.json", readings=None, schema_path=None, on_summary=
     dev = _current = Device(ready[0], ready[1], ready[2], on_summary, ready[3])
     for key in ("queue_max", "seq_block", "watchdog_ms", "led_pin", "client_id", "site", "buf"):
         ready[0].pop(key, None)  # used while building the Device only
-    ready = reserve = None  # noqa: F841 - the loop gets the reserved, unfragmented room
+    ready = None
     gc.collect()
     board.log("start %s seq=%d queued=%d heap=%d" % (dev.dev, dev.seq.next_seq, len(dev.queue), gc.mem_free()))
     try:

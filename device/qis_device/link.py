@@ -51,8 +51,23 @@ class Link:
         self.backoff_ms = min(self.backoff_ms * 2, self.cfg["reconnect_max_ms"])
 
     def connect(self):
-        """One connection attempt (set-up code in qis_device.mqttsetup, unloaded after); True when up
-        (subscribed and the retained `online` status published)."""
+        """One connection attempt; True when up (subscribed and the retained `online` status published).
+        WiFi and TCP come first: only with an open socket is the set-up code (qis_device.mqttsetup)
+        loaded, for CONNECT and the subscriptions, and unloaded right after."""
+        c = self.client
+        try:
+            if self.cfg["wifi"] and not board.UNIX:
+                from qis_device.wifi import wifi_connect, wifi_ok
+
+                wifi = self.cfg["wifi"]
+                if not wifi_ok(wifi) and not wifi_connect(wifi, self.cfg["wifi_timeout_s"], self.feed):
+                    raise OSError(-1, "wifi down")  # retried with the link's backoff; readings go on
+            c.close()
+            c.sock = c._open()
+        except OSError as exc:
+            self.failures += 1
+            self.down(exc)
+            return False
         from qis_device.mqttsetup import open_session
 
         try:
@@ -62,7 +77,6 @@ class Link:
             board.unload("qis_device.mqttsetup")
         if not ok:
             return False
-        c = self.client
         try:
             c.publish(self.topics["status"], self.make_status("online"), True, 1)
         except OSError as exc:

@@ -127,10 +127,29 @@ class MQTTClient:
         self.lw_retain = retain
 
     def _open(self):
-        """Open the TCP (and TLS) socket; tests override this to wrap the socket."""
-        from qis_device.mqttsetup import open_socket
+        """Open the TCP (and TLS) socket with the timeout set and TCP_NODELAY. Resident, unlike the rest of
+        the set-up: while the broker is unreachable a connect attempt fails here, without loading
+        qis_device.mqttsetup (loading and dropping it every backoff period would fragment the heap)."""
+        import socket
 
-        return open_socket(self)
+        addr = socket.getaddrinfo(self.server, self.port)[0][-1]
+        sock = (self.sock_class or socket.socket)()
+        try:
+            sock.settimeout(self.timeout_s)
+            if self.nodelay:
+                try:
+                    sock.setsockopt(6, 1, 1)  # TCP_NODELAY: the unix port has no constant for it
+                except (OSError, TypeError):
+                    pass
+            sock.connect(addr)
+            if self.ssl:
+                from qis_device.mqttsetup import wrap_tls
+
+                sock = wrap_tls(self, sock)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def connect(self, clean_session=True):
         """Connect and return the Session Present flag (bool). Raises OSError/MQTTError on failure.

@@ -1,54 +1,45 @@
-"""Connection set-up: socket (TCP_NODELAY, TLS), CONNECT/CONNACK, SUBSCRIBE (for qis_device.mqtt), and
-the link's session: WiFi, last will, connect, resubscribe (the link publishes `online` itself).
+"""Connection set-up: TLS, CONNECT/CONNACK, SUBSCRIBE (for qis_device.mqtt), and the link's session:
+last will, CONNECT, resubscribe. The link opens the socket (WiFi, TCP) before it loads this module and
+publishes `online` after it has unloaded it.
 
 Loaded per (re)connect and unloaded by the link afterwards, so the running board does not hold this
-code (RAM discipline, DESIGN.md rule 7: ~4 KB of heap on the 64-bit unix port). Functions take the
+code (RAM discipline, DESIGN.md rule 7: ~2.2 KB of heap on the 64-bit unix port, .mpy). Functions take the
 client or the link as their first argument.
 """
 
 import select
-import socket
 from time import ticks_ms
 
-from qis_device import board
+from micropython import const
+
 from qis_device.mqtt import MQTTError, _b
 
-_CONNECT = 0x10
-_CONNACK = 0x20
-_SUBSCRIBE = 0x82
-_SUBACK = 0x90
+_CONNECT = const(0x10)
+_CONNACK = const(0x20)
+_SUBSCRIBE = const(0x82)
+_SUBACK = const(0x90)
 
 
-def open_socket(c):
-    """TCP socket with the timeout set and TCP_NODELAY (setsockopt(6, 1, 1): no constant on the unix port)."""
-    addr = socket.getaddrinfo(c.server, c.port)[0][-1]
-    sock = (c.sock_class or socket.socket)()
-    try:
-        sock.settimeout(c.timeout_s)
-        if c.nodelay:
-            try:
-                sock.setsockopt(6, 1, 1)
-            except (OSError, TypeError):
-                pass
-        sock.connect(addr)
-        if c.ssl:
-            import ssl
+def wrap_tls(c, sock):
+    """TLS over the connected socket: c.ssl is True (default context, unverified) or an ssl.SSLContext."""
+    import ssl
 
-            ctx = c.ssl
-            if ctx is True:
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                ctx.verify_mode = ssl.CERT_NONE
-            sock = ctx.wrap_socket(sock, server_hostname=c.server)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    ctx = c.ssl
+    if ctx is True:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx.wrap_socket(sock, server_hostname=c.server)
 
 
 def connect(c, clean_session=True):
     """Connect and return the Session Present flag (bool). Raises OSError/MQTTError on failure."""
     c.close()
     c.sock = c._open()
+    return handshake(c, clean_session)
+
+
+def handshake(c, clean_session=True):
+    """CONNECT/CONNACK over the open socket c.sock; returns the Session Present flag."""
     c._poll = select.poll()
     c._poll.register(c.sock, select.POLLIN)
     cid = c.client_id.encode() if isinstance(c.client_id, str) else c.client_id
@@ -112,20 +103,12 @@ def subscribe(c, topic, qos=0):
 
 
 def open_session(link):
-    """Will, CONNECT and subscriptions of one connection attempt; True when they succeeded (the link
-    then publishes `online` itself, after this module is unloaded: see Link.connect)."""
-    if link.cfg["wifi"] and not board.UNIX:
-        from qis_device.wifi import wifi_connect, wifi_ok
-
-        if not wifi_ok(link.cfg["wifi"]) and not wifi_connect(link.cfg["wifi"], link.cfg["wifi_timeout_s"],
-                                                              link.feed):
-            link.failures += 1
-            link.down(OSError(-1, "wifi down"))  # retried with the link's backoff; readings go on
-            return False
+    """Will, CONNECT and subscriptions over the socket the link has just opened; True when they
+    succeeded (the link then publishes `online` itself, after this module is unloaded)."""
     c = link.client
     try:
         c.set_last_will(link.topics["status"], link.make_status("offline"), retain=True, qos=1)
-        link.session_present = c.connect(link.cfg["clean_session"])
+        link.session_present = handshake(c, link.cfg["clean_session"])
         c.lw_topic = c.lw_msg = None  # sent; set afresh before every connect, not kept between them (heap)
         # summary last: the broker sends its retained summary after that SUBACK, so the summary is read
         # (and verified) after this module has been unloaded, not on top of it (start-up heap peak)
@@ -136,4 +119,3 @@ def open_session(link):
         link.down(exc)
         return False
     return True
-

@@ -221,6 +221,8 @@ class Simulator:
         started = 0
         done = 0
         inflight = 0
+        report_every = max(count // 10, 1000)  # progress on long runs (100k nodes join for many minutes)
+        wall0 = time.perf_counter()
         while done < count:
             while inflight < window and started < count:
                 node = todo[started]
@@ -235,6 +237,10 @@ class Simulator:
                     inflight -= 1
                     done += 1
                     joined.append(node)
+                    if done % report_every == 0:
+                        wall = time.perf_counter() - wall0
+                        log.info("joined %d of %d nodes in %.0f s (%d datagrams delivered so far, about %.0f s to go)",
+                                 done, count, wall, self.delivered, wall * (count - done) / done)
             if not self._heap and inflight:
                 raise RuntimeError("simulation stalled with %d joins in flight" % inflight)
         sent = sum(n.counters["sent"] for n in self.nodes[first_index:]) - sent_before

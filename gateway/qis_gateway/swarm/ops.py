@@ -376,9 +376,12 @@ class RefreshOp:
         i = self.bucket
         shift = max(i - STRATA_BITS, 0)
         quarter = (target ^ table.own_int) >> shift
-        fresh = [c for c in contacts if table.bucket_index(c.id_int) == i and table.find(c.id_int) is None
-                 and not node._inflight_to(c.addr)
-                 and (self.final_round or (c.id_int ^ table.own_int) >> shift == quarter)]
+        own = table.own_int
+        final = self.final_round
+        # cheap integer tests first: the quarter (which implies the bucket), then the table and in-flight
+        fresh = [c for c in contacts
+                 if ((c.id_int ^ own) >> shift == quarter if not final else (c.id_int ^ own).bit_length() - 1 == i)
+                 and table.find(c.id_int) is None and not node._inflight_to(c.addr)]
         quota = min(self._room(node), node.config.k if self.final_round else -(-node.config.k >> STRATA_BITS))
         if len(fresh) > quota:
             fresh = node.rng.sample(fresh, quota)

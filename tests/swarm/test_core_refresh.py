@@ -52,3 +52,18 @@ def test_refresh_of_a_full_bucket_sends_nothing() -> None:
     done = []
     ops.RefreshOp(node, full, lambda n, op, now: done.append(op.messages), sim.now)
     assert done == [0] and node.counters["sent"] == before
+
+
+def test_maintenance_checks_a_stale_full_bucket_and_evicts_its_dead_oldest_contact() -> None:
+    sim = Simulator(seed=6, config=config_with(refresh_interval_s=30.0, maintenance_interval_s=10.0))
+    sim.prefill_ideal(400)
+    node = sim.nodes[0]
+    full = [i for i, b in sorted(node.table.buckets.items(), reverse=True) if len(b) >= sim.config.k]
+    dead, alive = node.table.buckets[full[0]][0], node.table.buckets[full[1]][0]
+    sim.kill(sim.by_addr[dead.addr])
+    node.handle_timer(sim.now)  # starts the node's clock
+    sim.flush(node)
+    sim.run(until_s=sim.now + 45.0)
+    assert node.table.find(dead.id_int) is None
+    assert node.counters["contacts_evicted"] >= 1
+    assert node.table.buckets[full[1]][-1] is alive  # answered: moved to the tail, kept

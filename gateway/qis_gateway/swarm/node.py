@@ -443,7 +443,18 @@ class SwarmNode:
         self._tokens.rotate_if_due(now_s, self.rng)
         since_s = self._started_s if self._started_s is not None else now_s
         for i in self.table.stale_buckets(now_s, cfg.refresh_interval_s, since_s):
-            ops.RefreshOp(self, i, None, now_s)
+            bucket = self.table.buckets[i]
+            if len(bucket) < cfg.k:
+                ops.RefreshOp(self, i, None, now_s)
+                continue
+            # A full bucket has nothing to learn: check its least-recently-seen contact instead (an answer
+            # moves it to the tail, silence evicts it and promotes a replacement), as BEP 5 does.
+            self.table.mark_used(int.from_bytes(self._random_id_in_bucket(i), "big"), now_s)
+            oldest = bucket[0]
+            if oldest.addr not in self._proving:
+                self._proving.add(oldest.addr)
+                self._request(lambda tid, nonce: wire.Ping(tid, self.node_id, nonce), oldest.addr,
+                              oldest.node_id, now_s, _EVICT, None)
         if now_s >= self._republish_s:
             self._republish_s = now_s + cfg.republish_interval_s
             for address, values in self._published.items():

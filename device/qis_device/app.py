@@ -58,6 +58,7 @@ class Device:
         self.last_reading_seq = -1
         self.last_fields = {}
         self.inbox = []  # verified summaries waiting for on_summary (see _on_message)
+        self.held = []  # (topic, frame) from the client's callback, verified between client calls
         self.delivering = False
         self.wdt = board.watchdog(cfg["watchdog_ms"])
         self.led = board.led(cfg["led_pin"])
@@ -95,14 +96,32 @@ class Device:
                 return True
             if not self.link.publish("fp" if entry[0] == b"f" else "outcome", entry[1]):
                 return False
+            entry = None
             q.pop()
             self.stats["sent"] += 1
             self.wdt.feed()
+            gc.collect()  # a known point: a long drain otherwise strands held frames all over the heap
+            self._check_held()
             if self.inbox:
                 self._deliver()  # between two publishes: summaries of drained readings come in now
         return False
 
     def _on_message(self, topic_name, msg):
+        """The client's callback: it runs inside a read, while a publish waits for its PUBACK or while
+        the connection set-up code (qis_device.mqttsetup) is loaded. The frame is only held here and
+        verified by _check_held() between client calls, so verifying (HMAC, JSON: ~1.7 KB of
+        transient heap) never stacks on those peaks (at 64K they did not fit together). More than
+        4 held frames: the oldest is verified at once, none is dropped."""
+        self.held.append((topic_name, msg))
+        if len(self.held) > 4:
+            self._check(*self.held.pop(0))
+
+    def _check_held(self):
+        while self.held:
+            self._check(*self.held.pop(0))
+
+    def _check(self, topic_name, msg):
+        """Verify a summary or error frame, count it, and queue a new summary for on_summary."""
         kind = "summary" if topic_name.endswith(b"summary") else "error"
         try:
             body = messages.decode(msg, self.key, kind, self.dev)
@@ -153,6 +172,7 @@ class Device:
         """One bounded step of link upkeep; empties the queue after a reconnect."""
         was_up = self.link.up
         self.link.service(timeout_ms)
+        self._check_held()
         if self.link.up and (not was_up or len(self.queue)):
             self.drain()
         if self.inbox:
@@ -160,6 +180,7 @@ class Device:
 
     def wait_until(self, deadline, stop_when_answered=False):
         while True:
+            self._check_held()  # the answer may have come in while the fp waited for its PUBACK
             left = ticks_diff(deadline, ticks_ms())
             if left <= 0 or (stop_when_answered and self.answered):
                 return
@@ -181,8 +202,9 @@ class Device:
             board.log("reading rejected: %r" % (exc,))
             board.unload("qis.errtext")
             return -1
-        if self.cfg.get("sim_outcome"):
-            self.last_fields = fp.fields
+        auto = self.cfg.get("sim_outcome")
+        if auto:
+            self.last_fields = {auto["field"]: fp.fields.get(auto["field"])}  # not the whole dict (heap)
         fp = reading = None
         self.stats["readings"] += 1
         self.last_reading_seq = seq

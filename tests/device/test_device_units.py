@@ -87,7 +87,8 @@ seqs = [s.take() for i in range(%(take)d)]
 q = FrameQueue(d, %(qmax)d)
 for i in range(%(push)d):
     q.push(b"f", b"frame-%%d" %% i)
-print("SEQS", seqs, "LEN", len(q), "DROPPED", q.dropped, "HEAD", q.peek())
+h = q.peek()  # (kind, memoryview of the frame)
+print("SEQS", seqs, "LEN", len(q), "DROPPED", q.dropped, "HEAD", h and (h[0], bytes(h[1])))
 """
 
 
@@ -107,7 +108,7 @@ def test_queue_survives_a_reset_drops_oldest_and_counts(tmp_path: Path, mpy_dir:
     assert "LEN 3 DROPPED 3 HEAD (b'f', b'frame-2')" in out2  # torn temp file removed and counted
     assert not (tmp_path / "q" / "0000000099.tmp").exists()
     drain = ("from qis_device.store import FrameQueue\nq = FrameQueue(%r, 3)\nout = []\n"
-             "while q.peek():\n    out.append(q.peek()[1])\n    q.pop()\nprint(out, len(q))\n")
+             "while q.peek():\n    out.append(bytes(q.peek()[1]))\n    q.pop()\nprint(out, len(q))\n")
     out3 = run(drain % str(tmp_path), mpy_dir)
     assert "[b'frame-2', b'frame-3', b'frame-4'] 0" in out3
 

@@ -58,7 +58,7 @@ class Device:
         self.last_reading_seq = -1
         self.last_fields = {}
         self.inbox = []  # verified summaries waiting for on_summary (see _on_message)
-        self.held = []  # summary frames from the client's callback, verified between client calls
+        self.held = []  # (topic, frame) from the client's callback, verified between client calls
         self.delivering = False
         self.wdt = board.watchdog(cfg["watchdog_ms"])
         self.led = board.led(cfg["led_pin"])
@@ -111,21 +111,18 @@ class Device:
         the connection set-up code (qis_device.mqttsetup) is loaded. The frame is only held here and
         verified by _check_held() between client calls, so verifying (HMAC, JSON: ~1.7 KB of
         transient heap) never stacks on those peaks (at 64K they did not fit together). More than
-        4 held frames: the oldest is verified at once, none is dropped. Error frames (rare) are
-        verified at once; a held summary is just its payload (one allocation, no topic or tuple)."""
-        if not topic_name.endswith(b"summary"):
-            self._check("error", msg)
-            return
-        self.held.append(msg)
+        4 held frames: the oldest is verified at once, none is dropped."""
+        self.held.append((topic_name, msg))
         if len(self.held) > 4:
-            self._check("summary", self.held.pop(0))
+            self._check(*self.held.pop(0))
 
     def _check_held(self):
         while self.held:
-            self._check("summary", self.held.pop(0))
+            self._check(*self.held.pop(0))
 
-    def _check(self, kind, msg):
+    def _check(self, topic_name, msg):
         """Verify a summary or error frame, count it, and queue a new summary for on_summary."""
+        kind = "summary" if topic_name.endswith(b"summary") else "error"
         try:
             body = messages.decode(msg, self.key, kind, self.dev)
         except FrameError as exc:

@@ -41,11 +41,18 @@ def on_summary(summary, device):
     qis_device.report_outcome("ok" if summary["re"] %% 2 else "inspect", 1.5)
 rc = qis_device.main(%r, 6, None, on_summary)
 print("SEEN", seen)
+print("LOADED", sorted(m for m in sys.modules if m.startswith("qis")))
 sys.exit(rc)
 """ % str(cfg)
     out = run_micropython(script, heap=HEAP, extra_path=[mpy_dir], cwd=cfg.parent)
     reading_seqs = [0, 2, 4, 6, 8, 10]  # each outcome takes the seq in between
     assert "SEEN %s" % reading_seqs in out
+    # what a running board holds: no start-up, set-up or gateway-only code, no error texts
+    loaded = out.split("LOADED ")[1].splitlines()[0]
+    for name in ("qis.errtext", "qis_device.mqttsetup", "qis_device.start", "qis_device.config",
+                 "qis.schemaparse", "qis.gwframes", "qis.topicparse"):
+        assert "'%s'" % name not in loaded, loaded
+    assert "'qis_device.app'" in loaded
     st = stats(out)
     assert st["readings"] == 6 and st["summaries"] == 6 and st["timeouts"] == 0 and st["bad_frames"] == 0
     assert responder.wait_for(lambda: len(responder.of_kind("outcome")) == 6)

@@ -16,8 +16,21 @@ How it works:
 - Between readings the link is serviced (pings, reconnects with backoff, incoming packets, queue
   drain), gc.collect() runs after every reading and the watchdog is fed; with deep_sleep on a real board
   the board disconnects and sleeps with the CPU off instead.
-Status frames (kind "status") carry state online/offline, dropped, queued, free heap and the last
-seq handed out (no new seq: the will is built before the status it may follow).
+Status frames (kind "status") carry state online/offline, dropped, queued, free heap, the last
+seq handed out (no new seq: the will is built before the status it may follow) and the RAM counters.
+
+MemoryError (a fragmented heap on a small board) never ends the loop. Each one caught is counted
+("mem_errors", in the stats, the status message and the QIS-STATS line), logged, followed by
+gc.collect(), and handled where it happens:
+- verifying an incoming summary/error frame: retried once after gc, else that frame is dropped and
+  counted ("mem_drops"); the reading was already delivered and a later summary or the retained one
+  on the next reconnect replaces it;
+- building a reading or an outcome: retried once after gc (a reading that still fails is counted as a
+  bad reading, an outcome raises to the caller); a built frame goes to the flash queue when it cannot
+  be published, and a queued frame stays on flash until its PUBACK;
+- inside the MQTT client (possibly mid-packet): the link drops the connection and reconnects (link.py);
+  the unacknowledged QoS-1 frame is published again, the broker re-sends an unacknowledged summary;
+- anywhere else in service() or one loop iteration: counted, and the loop goes on.
 """
 
 import gc
@@ -32,7 +45,7 @@ from qis_device.link import Link
 from qis_device.store import FrameQueue, SeqCounter
 
 _STATS = ("readings", "bad_readings", "sent", "queued_sends", "summaries", "stale", "missed", "bad_frames",
-          "errors_rx", "timeouts", "outcomes")
+          "errors_rx", "timeouts", "outcomes", "mem_errors", "mem_drops")
 
 
 class Device:
@@ -64,34 +77,48 @@ class Device:
         self.led = board.led(cfg["led_pin"])
         self.link = Link(cfg, self.topics, self._status_frame, self._on_message, client)
         self.link.feed = self.wdt.feed
+        self.link.stats = self.stats  # the link counts the MemoryErrors it turns into a reconnect
 
     # --- frames ---
 
     def _status_frame(self, state):
         body = {"v": messages.VERSION, "kind": "status", "dev": self.dev, "seq": max(0, self.seq.last()),
                 "state": state, "dropped": self.queue.dropped, "queued": len(self.queue),
-                "heap": gc.mem_free()}
+                "heap": gc.mem_free(), "mem_errors": self.stats["mem_errors"],
+                "mem_drops": self.stats["mem_drops"]}
         return messages.encode_frame(body, self.key)
+
+    def _oom(self, what):
+        """A MemoryError was caught: count it, free what gc can, say so (a constant text: formatting
+        one could fail again)."""
+        self.stats["mem_errors"] += 1
+        gc.collect()
+        board.log(what)
+
+    def _again(self, f, *args):
+        """f(*args), once more after gc.collect() when it raised MemoryError (a second one propagates)."""
+        try:
+            return f(*args)
+        except MemoryError:
+            self._oom("out of RAM: retrying after gc")
+            return f(*args)
 
     def send(self, kind, frame):
         """Publish a frame (kind b"f" or b"o") now, or keep it on flash until the link is back."""
-        if self.delivering:  # from on_summary: queue it; the drain (or the next service) sends it
-            self.queue.push(kind, frame)
-            self.stats["queued_sends"] += 1
-            return False
-        if self.link.up and not len(self.queue):
+        if not self.delivering and self.link.up and not len(self.queue):
             if self.link.publish("fp" if kind == b"f" else "outcome", frame):
                 self.stats["sent"] += 1
                 return True
-        self.queue.push(kind, frame)
+        # from on_summary (delivering), or not published: on flash; the drain (or the next service) sends it
+        self._again(self.queue.push, kind, frame)
         self.stats["queued_sends"] += 1
-        return self.drain()
+        return False if self.delivering else self.drain()
 
     def drain(self):
         """Publish queued frames oldest first while the link is up; True when the queue is empty."""
         q = self.queue
         while self.link.up:
-            entry = q.peek()
+            entry = self._again(q.peek)
             if entry is None:
                 return True
             if not self.link.publish("fp" if entry[0] == b"f" else "outcome", entry[1]):
@@ -124,7 +151,11 @@ class Device:
         """Verify a summary or error frame, count it, and queue a new summary for on_summary."""
         kind = "summary" if topic_name.endswith(b"summary") else "error"
         try:
-            body = messages.decode(msg, self.key, kind, self.dev)
+            body = self._again(messages.decode, msg, self.key, kind, self.dev)
+        except MemoryError:  # twice: this frame is dropped; the next summary (or the retained one) follows
+            self.stats["mem_drops"] += 1
+            self._oom("out of RAM verifying a frame: dropped")
+            return
         except FrameError as exc:
             self.stats["bad_frames"] += 1
             board.log("dropped a bad %s frame: %s" % (kind, exc))
@@ -162,6 +193,8 @@ class Device:
                 try:
                     self.on_summary(body, self)
                 except Exception as exc:  # the application's callback must not stop the loop
+                    if isinstance(exc, MemoryError):
+                        self._oom("out of RAM in on_summary")
                     board.log("on_summary failed: %r" % (exc,))
         finally:
             self.delivering = False
@@ -171,12 +204,15 @@ class Device:
     def service(self, timeout_ms):
         """One bounded step of link upkeep; empties the queue after a reconnect."""
         was_up = self.link.up
-        self.link.service(timeout_ms)
-        self._check_held()
-        if self.link.up and (not was_up or len(self.queue)):
-            self.drain()
-        if self.inbox:
-            self._deliver()
+        try:
+            self.link.service(timeout_ms)
+            self._check_held()
+            if self.link.up and (not was_up or len(self.queue)):
+                self.drain()
+            if self.inbox:
+                self._deliver()
+        except MemoryError:  # queued frames stay on flash; the next service goes on from there
+            self._oom("out of RAM servicing the link")
 
     def wait_until(self, deadline, stop_when_answered=False):
         while True:
@@ -190,22 +226,19 @@ class Device:
     def step(self):
         """One reading; returns its seq, or -1 when the sensor or schema rejected the reading."""
         try:
-            reading = self.sensor()
-            fixed = self.cfg["fixed"]
-            for name in fixed:
-                reading[name] = fixed[name]
-            fp = self.schema.fingerprint(reading)
-            seq = self.seq.take()
-            frame = messages.encode_fp(self.dev, seq, fp, self.key)
-        except (QisError, OSError, ValueError, TypeError) as exc:  # QisError: schema or frame refused it
+            seq, fp, frame = self._again(self._build)
+        except (QisError, OSError, ValueError, TypeError, MemoryError) as exc:  # QisError: schema or frame
             self.stats["bad_readings"] += 1
+            if isinstance(exc, MemoryError):
+                self._oom("out of RAM building a reading: skipped")
+                return -1
             board.log("reading rejected: %r" % (exc,))
             board.unload("qis.errtext")
             return -1
         auto = self.cfg.get("sim_outcome")
         if auto:
             self.last_fields = {auto["field"]: fp.fields.get(auto["field"])}  # not the whole dict (heap)
-        fp = reading = None
+        fp = None
         self.stats["readings"] += 1
         self.last_reading_seq = seq
         self.waiting = seq
@@ -221,6 +254,16 @@ class Device:
         self.waiting = -1
         return seq
 
+    def _build(self):
+        """(seq, fingerprint, fp frame) of a new reading."""
+        reading = self.sensor()
+        fixed = self.cfg["fixed"]
+        for name in fixed:
+            reading[name] = fixed[name]
+        fp = self.schema.fingerprint(reading)
+        seq = self.seq.take()
+        return seq, fp, messages.encode_fp(self.dev, seq, fp, self.key)
+
     def report_outcome(self, label, value=None, weight=None, reading_seq=None):
         """Send an outcome frame explaining a reading (default: the last one); returns the frame's seq."""
         if reading_seq is None:
@@ -228,7 +271,7 @@ class Device:
         if reading_seq < 0:
             raise ValueError("report_outcome: no reading yet to tie the outcome to")
         seq = self.seq.take()
-        frame = messages.encode_outcome(self.dev, seq, reading_seq, label, self.key, value, weight)
+        frame = self._again(messages.encode_outcome, self.dev, seq, reading_seq, label, self.key, value, weight)
         self.stats["outcomes"] += 1
         self.send(b"o", frame)
         return seq
@@ -242,14 +285,17 @@ class Device:
         self.service(0)
         while readings is None or n < readings:
             start = ticks_ms()
-            seq = self.step()
             n += 1
-            if auto and seq >= 0:
-                # emulation/demo aid: "sim_outcome": {"field": f, "labels": {category: outcome}}
-                try:
-                    self.report_outcome(auto["labels"].get(self.last_fields.get(auto["field"]), "observed"))
-                except (ValueError, KeyError, AttributeError) as exc:
-                    board.log("sim_outcome: %r" % (exc,))
+            try:
+                seq = self.step()
+                if auto and seq >= 0:
+                    # emulation/demo aid: "sim_outcome": {"field": f, "labels": {category: outcome}}
+                    try:
+                        self.report_outcome(auto["labels"].get(self.last_fields.get(auto["field"]), "observed"))
+                    except (ValueError, KeyError, AttributeError) as exc:
+                        board.log("sim_outcome: %r" % (exc,))
+            except MemoryError:  # a frame already built is on flash or sent; the loop goes on
+                self._oom("out of RAM in a reading")
             gc.collect()
             self.wdt.feed()
             if every and n % every == 0:

@@ -10,9 +10,13 @@ How it works: Link.service(timeout_ms) does one bounded step and never raises fo
   declares the link dead when a ping is unanswered for the socket timeout, then waits for packets.
 Any OSError marks the link down; the frame being published stays at the head of the flash queue (or is
 appended to it) and is published again after the reconnect: QoS-1 duplicates are expected, the gateway
-drops them by (device, seq).
+drops them by (device, seq). A MemoryError inside the client (possibly mid-packet: the stream can no
+longer be trusted) is handled like an OSError: the link goes down and reconnects, after gc.collect(),
+and it is counted in stats["mem_errors"] (the app's stats dict); an unacknowledged incoming summary is
+re-sent by the broker (persistent session).
 """
 
+import gc
 from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 from qis_device import board
@@ -38,11 +42,15 @@ class Link:
         self.connects = 0
         self.failures = 0
         self.session_present = False
+        self.stats = {"mem_errors": 0}  # the app puts its own stats dict here
 
     def down(self, exc):
         """Close the socket and schedule the next attempt with exponential backoff plus jitter."""
         self.client.close()
         self.ping_at = None
+        if isinstance(exc, MemoryError):
+            self.stats["mem_errors"] += 1
+            gc.collect()
         jitter = ticks_ms() % (self.backoff_ms // 4 + 1)
         self.next_try = ticks_add(ticks_ms(), self.backoff_ms + jitter)
         board.log("%s: %r; next attempt in %d ms" % ("link down" if self.up else "connect failed", exc,
@@ -64,14 +72,19 @@ class Link:
                     raise OSError(-1, "wifi down")  # retried with the link's backoff; readings go on
             c.close()
             c.sock = c._open()
-        except OSError as exc:
+        except (OSError, MemoryError) as exc:
             self.failures += 1
             self.down(exc)
             return False
-        from qis_device.mqttsetup import open_session
-
+        open_session = None
         try:
+            from qis_device.mqttsetup import open_session
+
             ok = open_session(self)
+        except MemoryError as exc:
+            ok = False
+            self.failures += 1
+            self.down(exc)
         finally:
             open_session = None
             board.unload("qis_device.mqttsetup")
@@ -79,7 +92,7 @@ class Link:
             return False
         try:
             c.publish(self.topics["status"], self.make_status("online"), True, 1)
-        except OSError as exc:
+        except (OSError, MemoryError) as exc:
             self.failures += 1
             self.down(exc)
             return False
@@ -96,7 +109,7 @@ class Link:
         try:
             self.client.publish(self.topics[kind], frame, qos=1)
             return True
-        except OSError as exc:
+        except (OSError, MemoryError) as exc:
             self.down(exc)
             return False
 
@@ -124,7 +137,7 @@ class Link:
             if keep_ms:
                 timeout_ms = min(timeout_ms, max(10, keep_ms // 2 - ticks_diff(ticks_ms(), c.last_tx)))
             c.wait_msg(max(0, timeout_ms))
-        except OSError as exc:
+        except (OSError, MemoryError) as exc:
             self.down(exc)
 
     def close(self):
@@ -133,7 +146,7 @@ class Link:
             try:
                 self.client.publish(self.topics["status"], self.make_status("offline"), True, 1)
                 self.client.disconnect()
-            except OSError:
+            except (OSError, MemoryError):
                 pass
         self.client.close()
         self.up = False

@@ -52,6 +52,7 @@ def main(config_path="device.json", readings=None, schema_path=None, on_summary=
         dev.finish(drain_ms)
     except KeyboardInterrupt:
         dev.link.close()
+    gc.collect()
     st = dev.stats  # one "name=value ..." line: tests and the emulator parse it
     st["dropped"] = dev.queue.dropped
     st["queued"] = len(dev.queue)

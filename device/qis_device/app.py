@@ -25,9 +25,10 @@ gc.collect(), and handled where it happens:
 - verifying an incoming summary/error frame: retried once after gc, else that frame is dropped and
   counted ("mem_drops"); the reading was already delivered and a later summary or the retained one
   on the next reconnect replaces it;
-- building a reading or an outcome: retried once after gc (a reading that still fails is counted as a
-  bad reading, an outcome raises to the caller); a built frame goes to the flash queue when it cannot
-  be published, and a queued frame stays on flash until its PUBACK;
+- building a reading: that reading is skipped (counted in "bad_readings" too; gc.collect() follows
+  and the next reading is taken on time); building an outcome or writing a frame to the flash queue:
+  retried once after gc (a second failure of an outcome raises to its caller); a built frame goes to
+  the flash queue when it cannot be published, and a queued frame stays on flash until its PUBACK;
 - inside the MQTT client (possibly mid-packet): the link drops the connection and reconnects (link.py);
   the unacknowledged QoS-1 frame is published again, the broker re-sends an unacknowledged summary;
 - anywhere else in service() or one loop iteration: counted, and the loop goes on.
@@ -88,19 +89,20 @@ class Device:
                 "mem_drops": self.stats["mem_drops"]}
         return messages.encode_frame(body, self.key)
 
-    def _oom(self, what):
-        """A MemoryError was caught: count it, free what gc can, say so (a constant text: formatting
-        one could fail again)."""
+    def _oom(self, where):
+        """A MemoryError was caught in method `where`: count it, free what gc can, say so. `where` is a
+        method name (an interned qstr: new message texts cost ~70 bytes of heap each on this port) and
+        is printed, not formatted (formatting could fail again)."""
         self.stats["mem_errors"] += 1
         gc.collect()
-        board.log(what)
+        print("qis: MemoryError in", where)
 
-    def _again(self, f, *args):
+    def _retry(self, f, *args):
         """f(*args), once more after gc.collect() when it raised MemoryError (a second one propagates)."""
         try:
             return f(*args)
         except MemoryError:
-            self._oom("out of RAM: retrying after gc")
+            self._oom("_retry")
             return f(*args)
 
     def send(self, kind, frame):
@@ -110,7 +112,7 @@ class Device:
                 self.stats["sent"] += 1
                 return True
         # from on_summary (delivering), or not published: on flash; the drain (or the next service) sends it
-        self._again(self.queue.push, kind, frame)
+        self._retry(self.queue.push, kind, frame)
         self.stats["queued_sends"] += 1
         return False if self.delivering else self.drain()
 
@@ -118,7 +120,7 @@ class Device:
         """Publish queued frames oldest first while the link is up; True when the queue is empty."""
         q = self.queue
         while self.link.up:
-            entry = self._again(q.peek)
+            entry = q.peek()  # a MemoryError here leaves the frame on flash (service() counts it)
             if entry is None:
                 return True
             if not self.link.publish("fp" if entry[0] == b"f" else "outcome", entry[1]):
@@ -151,10 +153,10 @@ class Device:
         """Verify a summary or error frame, count it, and queue a new summary for on_summary."""
         kind = "summary" if topic_name.endswith(b"summary") else "error"
         try:
-            body = self._again(messages.decode, msg, self.key, kind, self.dev)
+            body = self._retry(messages.decode, msg, self.key, kind, self.dev)
         except MemoryError:  # twice: this frame is dropped; the next summary (or the retained one) follows
             self.stats["mem_drops"] += 1
-            self._oom("out of RAM verifying a frame: dropped")
+            self._oom("_check")
             return
         except FrameError as exc:
             self.stats["bad_frames"] += 1
@@ -194,7 +196,7 @@ class Device:
                     self.on_summary(body, self)
                 except Exception as exc:  # the application's callback must not stop the loop
                     if isinstance(exc, MemoryError):
-                        self._oom("out of RAM in on_summary")
+                        self._oom("on_summary")
                     board.log("on_summary failed: %r" % (exc,))
         finally:
             self.delivering = False
@@ -212,7 +214,7 @@ class Device:
             if self.inbox:
                 self._deliver()
         except MemoryError:  # queued frames stay on flash; the next service goes on from there
-            self._oom("out of RAM servicing the link")
+            self._oom("service")
 
     def wait_until(self, deadline, stop_when_answered=False):
         while True:
@@ -226,11 +228,17 @@ class Device:
     def step(self):
         """One reading; returns its seq, or -1 when the sensor or schema rejected the reading."""
         try:
-            seq, fp, frame = self._again(self._build)
+            reading = self.sensor()
+            fixed = self.cfg["fixed"]
+            for name in fixed:
+                reading[name] = fixed[name]
+            fp = self.schema.fingerprint(reading)
+            seq = self.seq.take()
+            frame = messages.encode_fp(self.dev, seq, fp, self.key)
         except (QisError, OSError, ValueError, TypeError, MemoryError) as exc:  # QisError: schema or frame
             self.stats["bad_readings"] += 1
-            if isinstance(exc, MemoryError):
-                self._oom("out of RAM building a reading: skipped")
+            if isinstance(exc, MemoryError):  # skipped; the loop's gc.collect() follows, then the next one
+                self._oom("step")
                 return -1
             board.log("reading rejected: %r" % (exc,))
             board.unload("qis.errtext")
@@ -238,7 +246,7 @@ class Device:
         auto = self.cfg.get("sim_outcome")
         if auto:
             self.last_fields = {auto["field"]: fp.fields.get(auto["field"])}  # not the whole dict (heap)
-        fp = None
+        fp = reading = None
         self.stats["readings"] += 1
         self.last_reading_seq = seq
         self.waiting = seq
@@ -254,16 +262,6 @@ class Device:
         self.waiting = -1
         return seq
 
-    def _build(self):
-        """(seq, fingerprint, fp frame) of a new reading."""
-        reading = self.sensor()
-        fixed = self.cfg["fixed"]
-        for name in fixed:
-            reading[name] = fixed[name]
-        fp = self.schema.fingerprint(reading)
-        seq = self.seq.take()
-        return seq, fp, messages.encode_fp(self.dev, seq, fp, self.key)
-
     def report_outcome(self, label, value=None, weight=None, reading_seq=None):
         """Send an outcome frame explaining a reading (default: the last one); returns the frame's seq."""
         if reading_seq is None:
@@ -271,7 +269,7 @@ class Device:
         if reading_seq < 0:
             raise ValueError("report_outcome: no reading yet to tie the outcome to")
         seq = self.seq.take()
-        frame = self._again(messages.encode_outcome, self.dev, seq, reading_seq, label, self.key, value, weight)
+        frame = self._retry(messages.encode_outcome, self.dev, seq, reading_seq, label, self.key, value, weight)
         self.stats["outcomes"] += 1
         self.send(b"o", frame)
         return seq
@@ -282,11 +280,19 @@ class Device:
         every = self.cfg.get("heap_log_every", 0)
         auto = self.cfg.get("sim_outcome")
         n = 0
+        start = ticks_ms()
         self.service(0)
         while readings is None or n < readings:
-            start = ticks_ms()
-            n += 1
-            try:
+            try:  # a MemoryError anywhere in one period is counted and the loop goes on (frames on flash)
+                if n:  # until the next reading is due
+                    if self.cfg["deep_sleep"] and not board.UNIX:
+                        self.link.close()
+                        from qis_device.periph import deep_sleep
+
+                        deep_sleep(max(0, interval_ms - ticks_diff(ticks_ms(), start)))
+                    self.wait_until(ticks_add(start, interval_ms))
+                start = ticks_ms()
+                n += 1
                 seq = self.step()
                 if auto and seq >= 0:
                     # emulation/demo aid: "sim_outcome": {"field": f, "labels": {category: outcome}}
@@ -294,20 +300,12 @@ class Device:
                         self.report_outcome(auto["labels"].get(self.last_fields.get(auto["field"]), "observed"))
                     except (ValueError, KeyError, AttributeError) as exc:
                         board.log("sim_outcome: %r" % (exc,))
-            except MemoryError:  # a frame already built is on flash or sent; the loop goes on
-                self._oom("out of RAM in a reading")
-            gc.collect()
-            self.wdt.feed()
-            if every and n % every == 0:
-                print("QIS-HEAP %d %d" % (n, gc.mem_free()))
-            if readings is not None and n >= readings:
-                break
-            if self.cfg["deep_sleep"] and not board.UNIX:
-                self.link.close()
-                from qis_device.periph import deep_sleep
-
-                deep_sleep(max(0, interval_ms - ticks_diff(ticks_ms(), start)))
-            self.wait_until(ticks_add(start, interval_ms))
+                gc.collect()
+                self.wdt.feed()
+                if every and n % every == 0:
+                    print("QIS-HEAP %d %d" % (n, gc.mem_free()))
+            except MemoryError:
+                self._oom("run")
 
     def finish(self, drain_ms=2000):
         """Try to empty the queue for up to drain_ms, then say goodbye (status offline) and disconnect."""

@@ -16,7 +16,7 @@ from support.micropython import run_micropython
 pytestmark = pytest.mark.micropython
 
 HEAP = "96K"  # functional tests; the RAM tests use the figures below (docs/device.md, RAM)
-MIN_HEAP = "62K"  # measured minimum as .mpy on the 64-bit unix port (61K fails at the first connect)
+MIN_HEAP = "63K"  # measured minimum as .mpy on the 64-bit unix port (62K: the first connect fails for RAM)
 SOAK_HEAP = "64K"  # the figure: 1,000 readings
 OUTAGE_HEAP = "64K"  # the same outage with an outcome per summary (MemoryErrors handled, counted: docs)
 

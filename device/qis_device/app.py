@@ -140,7 +140,12 @@ class Device:
         the connection set-up code (qis_device.mqttsetup) is loaded. The frame is only held here and
         verified by _check_held() between client calls, so verifying (HMAC, JSON: ~1.7 KB of
         transient heap) never stacks on those peaks (at 64K they did not fit together). More than
-        4 held frames: the oldest is verified at once, none is dropped."""
+        4 held frames: the oldest is verified at once, none is dropped. msg None: the client had no
+        room for the payload and skipped it; counted as dropped."""
+        if msg is None:
+            self.stats["mem_drops"] += 1
+            self._oom("_on_message")
+            return
         self.held.append((topic_name, msg))
         if len(self.held) > 4:
             self._check(*self.held.pop(0))

@@ -15,7 +15,9 @@ disconnect) so a umqtt user recognises it, but it avoids the defects measured ag
   reading a new socket for a PUBACK that never comes);
 - CONNACK's Session Present flag (MQTT-3.2.2-2) is masked, not rejected (mqtt_as cannot reconnect
   with clean=False because of that);
-- incoming QoS-1 PUBLISHes are acknowledged after the callback returns.
+- incoming QoS-1 PUBLISHes are acknowledged after the callback returns; a payload the heap has no
+  room for is read through the packet buffer and skipped, and the callback gets msg=None (a board
+  after a reconnect would otherwise fail on the same re-sent message at every connect).
 
 Every network failure is an OSError (MQTTError is one), so callers catch one type. Module name
 `qis_device.mqtt`: nothing frozen into any firmware shadows it (ESP32 freezes its own `umqtt`).
@@ -115,7 +117,7 @@ class MQTTClient:
     # --- connection ---
 
     def set_callback(self, f):
-        """f(topic: bytes, msg: bytes) is called for every PUBLISH received."""
+        """f(topic: bytes, msg: bytes | None) is called for every PUBLISH received (None: no RAM for it)."""
         self.cb = f
 
     def set_last_will(self, topic, msg, retain=False, qos=0):
@@ -252,7 +254,16 @@ class MQTTClient:
         if qbits:
             pid = self._read(2)
             size -= 2
-        msg = self._read(size) if size > 0 else b""
+        try:
+            msg = self._read(size) if size > 0 else b""
+        except MemoryError:  # no room for the payload: skip it through our buffer, the stream stays in step
+            msg = None  # the callback is told (None) and the message is acknowledged: dropped, not re-sent
+            while size > 0:
+                self.sock.settimeout(self.timeout_s)
+                got = self.sock.readinto(self._mv[:min(size, len(self._buf))])
+                if not got:
+                    raise MQTTError(-1, "connection closed by broker")
+                size -= got
         if self.cb is not None:
             self.cb(topic, msg)
         if qbits == 0x02:

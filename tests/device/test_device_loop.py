@@ -92,12 +92,15 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path, mosquitto: 
         fps = first_arrivals(responder.seqs())
         assert len(fps) == 60 and fps == sorted(fps)  # every reading, in order (outcomes take seqs between)
         st = stats(out)
+        print("outage at %s: %s" % (heap, {k: st[k] for k in ("summaries", "missed", "outcomes", "mem_errors",
+                                                             "mem_drops", "connects")}))
         assert st["dropped"] == 0 and st["queued"] == 0 and st["connects"] >= 2 and st["queued_sends"] > 0
         # every summary handed to the callback produced an outcome; a burst of answers to the drained
         # queue may exceed the 4-deep inbox (counted as missed, never silently). At 64K a summary may
         # find no room to be verified (dropped, counted as mem_drops) and an outcome no room to be built
-        # (a counted MemoryError in on_summary): nothing goes missing without a count.
-        assert st["summaries"] + st["mem_drops"] == 60, out
+        # (a counted MemoryError in on_summary): nothing goes missing without a count. (A dropped frame
+        # may also be a duplicate or the retained replay, which would have counted as stale.)
+        assert st["summaries"] <= 60 <= st["summaries"] + st["mem_drops"], out
         assert 0 <= st["summaries"] - st["outcomes"] - st["missed"] <= st["mem_errors"] - st["mem_drops"], out
         assert responder.wait_for(lambda: len({o["seq"] for o in responder.of_kind("outcome")}) == st["outcomes"])
         assert {o["re"] for o in responder.of_kind("outcome")} <= set(fps)

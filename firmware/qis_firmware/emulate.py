@@ -37,7 +37,7 @@ SCHEMA_DIR = ROOT / "shared" / "qis" / "schemas"
 # give line numbers with --py).
 MPY_CROSS_FLAGS = ("-O3", "-X", "no-source-lines")
 # An ESP32-class board has ~100 KB free; the board code runs 1,000 readings at 64K on this 64-bit port
-# (measured minimum 62-63K; a broker outage with an outcome per reading needs 66K: docs/device.md).
+# (its measured minimum: a broker outage with an outcome per reading drops answers below 66K: docs/device.md).
 DEFAULT_HEAP = "96K"
 
 

@@ -17,7 +17,9 @@ import pytest
 from hil_checks import assert_boards_finish, assert_every_reading_answered, outcomes_stored, wait_answered
 from qis_gateway.harness.system import LocalSystem
 
-pytestmark = [pytest.mark.hil, pytest.mark.soak]
+SOAK_READINGS = int(os.environ.get("QIS_SOAK_READINGS", "600"))
+# One reading a second plus warm-up and drain: the suite's 300 s default timeout would cut it short.
+pytestmark = [pytest.mark.hil, pytest.mark.soak, pytest.mark.timeout(2 * SOAK_READINGS + 600)]
 LEVELS = 4
 
 
@@ -29,7 +31,7 @@ def rss_kb(pid: int) -> int:
 
 
 def test_soak(make_system: Callable[..., LocalSystem]) -> None:
-    n = int(os.environ.get("QIS_SOAK_READINGS", "600"))
+    n = SOAK_READINGS
     system = make_system(gateways=8, sites=2, boards=10, readings=n, interval_s=1.0, summary_timeout_s=2.0)
     system.start()
     system.start_boards()

@@ -17,13 +17,7 @@ def board_log(system: LocalSystem, board: BoardProc) -> BoardLog:
 
 
 def unique_in_order(seqs: list[int]) -> list[int]:
-    seen: set[int] = set()
-    out = []
-    for s in seqs:
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return out
+    return list(dict.fromkeys(seqs))  # dicts keep insertion order: first arrivals, duplicates dropped
 
 
 def readings(system: LocalSystem, board: BoardProc) -> list[int]:

@@ -165,10 +165,4 @@ class Responder:
 
 def first_arrivals(seqs: list[int]) -> list[int]:
     """Seqs in order of first arrival (QoS-1 duplicates removed, as the gateway does)."""
-    seen: set[int] = set()
-    out = []
-    for s in seqs:
-        if s not in seen:
-            seen.add(s)
-            out.append(s)
-    return out
+    return list(dict.fromkeys(seqs))  # dicts keep insertion order: first arrivals, duplicates dropped

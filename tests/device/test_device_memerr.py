@@ -85,10 +85,12 @@ def test_memory_errors_are_handled_counted_and_reported_and_no_reading_is_lost(
         fps = first_arrivals(responder.seqs())
         assert fps == sorted(fps) and len(responder.seqs()) > len(fps)
         # reported in the status messages: the reconnects' `online` and the final `offline`
-        assert responder.wait_for(lambda: any(f["state"] == "offline" for f in responder.of_kind("status")))
+        # (the board's own final `offline` carries the final counts; a last will from a connection the
+        # MemoryError dropped carries the counts of its connect and may reach the broker's subscribers later)
+        assert responder.wait_for(lambda: any(f["state"] == "offline" and f["mem_errors"] == 9 and f["mem_drops"] == 2
+                                              for f in responder.of_kind("status"))), responder.of_kind("status")
         status = responder.of_kind("status")
-        assert status[-1]["state"] == "offline" and status[-1]["mem_errors"] == 9
-        assert status[-1]["mem_drops"] == 2
+        assert all(f["mem_errors"] <= 9 and f["mem_drops"] <= 2 for f in status)
         assert any(f["state"] == "online" and f["mem_errors"] > 0 for f in status)
         assert "Traceback" not in out
     finally:

@@ -449,7 +449,7 @@ class SwarmNode:
                 continue
             # A full bucket has nothing to learn: check its least-recently-seen contact instead (an answer
             # moves it to the tail, silence evicts it and promotes a replacement), as BEP 5 does.
-            self.table.mark_used(int.from_bytes(self._random_id_in_bucket(i), "big"), now_s)
+            self.table.mark_used(self.table.own_int ^ (1 << i), now_s)  # any id in bucket i
             oldest = bucket[0]
             if oldest.addr not in self._proving:
                 self._proving.add(oldest.addr)

@@ -375,14 +375,14 @@ class RefreshOp:
         table = node.table
         i = self.bucket
         shift = max(i - STRATA_BITS, 0)
-        quarter = (target ^ table.own_int) >> shift
         own = table.own_int
+        quarter = (target ^ own) >> shift
         final = self.final_round
         # cheap integer tests first: the quarter (which implies the bucket), then the table and in-flight
         fresh = [c for c in contacts
                  if ((c.id_int ^ own) >> shift == quarter if not final else (c.id_int ^ own).bit_length() - 1 == i)
                  and table.find(c.id_int) is None and not node._inflight_to(c.addr)]
-        quota = min(self._room(node), node.config.k if self.final_round else -(-node.config.k >> STRATA_BITS))
+        quota = min(self._room(node), node.config.k if final else -(-node.config.k >> STRATA_BITS))
         if len(fresh) > quota:
             fresh = node.rng.sample(fresh, quota)
         for c in fresh:
@@ -401,7 +401,7 @@ class RefreshOp:
             return
         if not self.final_round and self._room(node) > 0:
             self.final_round = True
-            self._ask(node, int.from_bytes(node._random_id_in_bucket(self.bucket), "big"), now_s)
+            self._ask(node, self._target(node, 0, 1), now_s)  # anywhere in the bucket
             if self.inflight:
                 return
         self._finish(node, now_s)

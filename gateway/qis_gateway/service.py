@@ -260,6 +260,9 @@ async def _run(config: GatewayConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gateway.request_stop)
+    from qis_gateway import memtrace
+
+    memtrace.install(loop)  # only with QIS_MEMTRACE_DIR set (soak investigations)
     await gateway.start()
     try:
         await gateway.serve()

@@ -186,9 +186,10 @@ class LocalSystem:
 
     # -- running -------------------------------------------------------------------------------------
 
-    def start_gateway(self, i: int) -> None:
+    def start_gateway(self, i: int, env: dict[str, str] | None = None) -> None:
         gw = self.gateways[i]
-        self.procs.start(gw.name, [str(BIN / "qis-gateway"), "run", "--config", str(gw.dir / "gateway.toml")])
+        self.procs.start(gw.name, [str(BIN / "qis-gateway"), "run", "--config", str(gw.dir / "gateway.toml")],
+                         env=env)
 
     def start_gateways(self, timeout_s: float = 60.0) -> None:
         for gw in self.gateways:

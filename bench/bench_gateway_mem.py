@@ -49,7 +49,7 @@ class SiteClient:
     def __init__(self, host: str, port: int, name: str) -> None:
         self.summaries = 0
         self._lock = threading.Lock()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, clean_session=True)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, clean_session=False)
         self.client.max_inflight_messages_set(1000)
         ready = threading.Event()
 
@@ -134,6 +134,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+            if args.restart_every and n % args.restart_every == 0:
+                site = (n // args.restart_every) % 2  # as the soak: the site brokers restart in turn
+                system.gateways[site].broker.restart()
             if n == args.warm:
                 warm = {i: rss_kib(pid) for i, pid in pids.items()}
                 if args.trace or args.stats:
@@ -180,10 +183,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result = {
             "workload": {"gateways": args.gateways, "boards": args.boards, "readings_per_board": args.readings,
                          "rate_per_board_s": args.rate, "warm_readings": args.warm,
+                         "broker_restart_every": args.restart_every,
                          "frames_per_reading": 2, "sent_s": round(sent_s, 1), "drained_s": round(drained_s, 1)},
             "summaries": {i: clients[i].summaries for i in (0, 1)}, "expected_summaries": expected,
             "outcomes_stored": {i: status[i]["outcomes_stored"] for i in (0, 1)},
             "stored_packets": {i: status[i]["stored_packets"] for i in (0, 1)},
+            "verified_cache": {i: status[i].get("verified_cache") for i in (0, 1)},
             "rss_start_kib": samples[0]["rss_kib"], "rss_warm_kib": warm, "rss_end_kib": end,
             "ratio_end_over_warm": {i: round(end[i] / warm[i], 3) if warm.get(i) else None for i in (0, 1)},
             "samples": samples,
@@ -203,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=10.0, help="readings per second per board (the soak's 1)")
     ap.add_argument("--warm", type=int, default=30, help="readings before the warm-up RSS sample")
     ap.add_argument("--sample-every", type=int, default=60)
+    ap.add_argument("--restart-every", type=int, default=0,
+                    help="restart a site broker every N readings, alternating sites (the soak: every 120 s)")
     ap.add_argument("--drain-s", type=float, default=120.0)
     ap.add_argument("--trace", action="store_true", help="tracemalloc in gateway 0, top growth diffed")
     ap.add_argument("--stats", action="store_true",
@@ -222,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: result[k] for k in ("rss_start_kib", "rss_warm_kib", "rss_end_kib", "ratio_end_over_warm",
-                                             "summaries", "expected_summaries", "outcomes_stored")}))
+                                             "summaries", "expected_summaries", "outcomes_stored",
+                                             "verified_cache")}))
     for row in result["gw0_native_kib"] + result["tracemalloc_growth"]:
         print(json.dumps(row))
     return 0

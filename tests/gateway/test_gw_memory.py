@@ -85,5 +85,6 @@ def test_sharing_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_the_service_cache_cap_fits_the_unit_memory_budget() -> None:
-    # 20,000 x 405 bytes is ~8 MB traced (~10 MB resident): the soak's steady state stays under 1.5x warm-up.
-    assert VERIFIED_CACHE_ENTRIES * MAX_BYTES_PER_ENTRY <= 10 * 1024 * 1024
+    # 10,000 x 405 bytes is ~4 MB traced (~5 MB resident): with SQLite's page caches (~6.5 MB, levelled) the
+    # soak's steady state stays well under 1.5x its warm-up RSS (~50 MB).
+    assert VERIFIED_CACHE_ENTRIES * MAX_BYTES_PER_ENTRY <= 5 * 1024 * 1024

@@ -1,9 +1,9 @@
 """Experiment, not product code: how fast could the 100,000-node simulation join with transferable (signed)
 node records instead of one id-proof round trip per routing-table entry? (issue 4, "under 5 minutes")
 
-How it works: copies the committed gateway package into a temporary folder, applies
-``signed_records.patch`` there (the checkout is never changed) and runs the simulator on the patched
-copy. The patch stands in for signed records without a wire format: every contact in a NODES / VALUES
+How it works: exports the gateway package as of ``BASE`` (the commit the patch was made against; the
+refresh changed after it) into a temporary folder with ``git archive``, applies ``signed_records.patch``
+there (the checkout is never changed) and runs the simulator on the patched copy. The patch stands in for signed records without a wire format: every contact in a NODES / VALUES
 answer enters the table while its bucket has room, and a requester is added at once (as if its request
 carried its record). Knobs (environment, read by the patch): STRATA=0 refreshes a bucket with one
 FIND_NODE instead of one per quarter, NOPING=1 drops the refresh PINGs, RECORD=1 sizes answers for
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PATCH = Path(__file__).with_name("signed_records.patch")
+BASE = "b464f2f"  # the gateway/ tree the patch applies to (the results in bench/results were measured on it)
 RUN = """
 import json, sys
 from qis_gateway.swarm import sim
@@ -46,7 +46,9 @@ def main() -> None:
     ap.add_argument("--record", action="store_true", help="size answers for signed records (9 per answer)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="qis-records-") as tmp:
-        shutil.copytree(ROOT / "gateway", Path(tmp) / "gateway", ignore=shutil.ignore_patterns("__pycache__"))
+        tree = subprocess.run(["git", "-C", str(ROOT), "archive", BASE, "gateway"], check=True,
+                              capture_output=True).stdout
+        subprocess.run(["tar", "x"], input=tree, cwd=tmp, check=True)
         subprocess.run(["git", "apply", str(PATCH)], cwd=tmp, check=True)
         env = dict(os.environ, PYTHONPATH=str(Path(tmp) / "gateway"), STRATA=str(args.strata), NOPING="1",
                    RECORD="1" if args.record else "0")

@@ -1,14 +1,14 @@
 """Experiment, not product code: how fast could the 100,000-node simulation join with transferable (signed)
 node records instead of one id-proof round trip per routing-table entry? (issue 4, "under 5 minutes")
 
-How it works: exports the gateway package as of ``BASE`` (the commit the patch was made against; the
-refresh changed after it) into a temporary folder with ``git archive``, applies ``signed_records.patch``
-there (the checkout is never changed) and runs the simulator on the patched copy. The patch stands in for signed records without a wire format: every contact in a NODES / VALUES
-answer enters the table while its bucket has room, and a requester is added at once (as if its request
-carried its record). Knobs (environment, read by the patch): STRATA=0 refreshes a bucket with one
-FIND_NODE instead of one per quarter, NOPING=1 drops the refresh PINGs, RECORD=1 sizes answers for
-~119-byte records (9 contacts per 1,400-byte answer instead of 20). Writes
-bench/results/sim_signed_records_<nodes>.json.
+How it works: exports the gateway package as of ``BASE`` (the commit the patch was made against; the refresh
+changed after it) into a temporary folder with ``git archive``, applies ``signed_records.patch`` there (the
+checkout is never changed) and runs the simulator on the patched copy. The patch stands in for signed
+records without a wire format: every contact in a NODES / VALUES answer enters the table while its bucket
+has room, and a requester is added at once (as if its request carried its record). Knobs (environment, read
+by the patch): STRATA=0 refreshes a bucket with one FIND_NODE instead of one per quarter, NOPING=1 drops the
+refresh PINGs, RECORD=1 sizes answers for ~119-byte records (9 contacts per 1,400-byte answer instead of
+20). Writes bench/results/sim_signed_records_<nodes>.json.
 
     .venv/bin/python bench/experiments/run_signed_records.py --nodes 10000 [--strata 0] [--record]
 """

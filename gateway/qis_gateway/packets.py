@@ -32,8 +32,9 @@ A packet without a valid signature is never returned by `verify`, and only verif
 
 `verify` checks, cheapest first: type and size, version, structure, the storage address (when given),
 the trust list (when given), then the signature. Every failure raises PacketError with a short `reason`
-for metrics. `VerifiedPacketCache` remembers verified packets by id (LRU), so a packet read again and
-again is verified once; `make_validator` turns it into the swarm's `validator(address, value) -> bool`.
+for metrics. `VerifiedPacketCache` remembers verified packets by id (LRU, repeated fields shared between
+entries to keep each ~405 bytes), so a packet read again and again is verified once; `make_validator`
+turns it into the swarm's `validator(address, value) -> bool`.
 
 Exceptions::
 

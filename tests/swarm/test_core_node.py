@@ -3,13 +3,16 @@ validation, caps, expiry, rate limits, dead peers, leave."""
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
+from collections import Counter
 from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qis_gateway.swarm import wire
+from qis_gateway.swarm import ops, wire
 from qis_gateway.swarm.errors import SwarmUsageError
 from qis_gateway.swarm.events import GetDone, JoinDone, LeaveDone, PutDone
 from qis_gateway.swarm.identity import NodeIdentity
@@ -370,6 +373,64 @@ def test_origin_republishes_and_other_copies_expire() -> None:
     net.run(until=net.now + 110.0)
     assert all(n.store.count(ADDR) == 0 for n in nodes[1:])
     assert sum(n.counters["expired"] for n in nodes[1:]) >= len(holders)
+
+
+def record_republishes(monkeypatch: pytest.MonkeyPatch, origin) -> list[tuple[float, bytes]]:
+    """(time, address) of every republish PutOp ``origin`` starts (report=False, no on_done: not a hand-off
+    from leave, not a user's put)."""
+    started: list[tuple[float, bytes]] = []
+
+    class Recording(ops.PutOp):
+        __slots__ = ()
+
+        def __init__(self, node, op_id, address, values, now_s, report=True, on_done=None) -> None:
+            if node is origin and not report and on_done is None:
+                started.append((now_s, address))
+            super().__init__(node, op_id, address, values, now_s, report, on_done)
+
+    monkeypatch.setattr(ops, "PutOp", Recording)
+    return started
+
+
+def test_republishing_is_paced_over_the_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each maintenance tick starts at most ceil(n * maintenance / republish) republish puts, and every
+    address is re-stored within one interval (not all n at once, as before)."""
+    cfg = replace(TEST_CONFIG, value_ttl_s=100.0, republish_interval_s=40.0, maintenance_interval_s=5.0)
+    net = MemNet(seed=5)
+    nodes = net.build(8, cfg)
+    origin = nodes[0]
+    addresses = [hashlib.sha256(b"paced %d" % i).digest() for i in range(300)]
+    for i, address in enumerate(addresses):
+        origin.adopt_published(address, _value(i, 60))
+    started = record_republishes(monkeypatch, origin)
+    t0 = net.now
+    net.run(until=t0 + 2 * cfg.republish_interval_s + 1.0)
+    slice_size = math.ceil(300 * cfg.maintenance_interval_s / cfg.republish_interval_s)  # 38
+    per_tick = Counter(t for t, _ in started)
+    assert len(per_tick) >= 8 and max(per_tick.values()) <= slice_size, per_tick
+    first = min(per_tick)
+    assert first >= cfg.republish_interval_s - cfg.maintenance_interval_s  # not before the first interval
+    within_one = {a for t, a in started if t < first + cfg.republish_interval_s}
+    assert within_one == set(addresses)
+    assert origin.counters["drop_internal_error"] == 0
+
+
+def test_leave_stops_republishing_and_keeps_the_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = replace(TEST_CONFIG, value_ttl_s=100.0, republish_interval_s=20.0, maintenance_interval_s=5.0)
+    net = MemNet(seed=6)
+    nodes = net.build(6, cfg)
+    origin = nodes[0]
+    for i in range(12):
+        origin.adopt_published(hashlib.sha256(b"leave %d" % i).digest(), _value(i, 60))
+    started = record_republishes(monkeypatch, origin)
+    net.run(until=net.now + 25.0)
+    assert started  # republishing was running
+    origin.leave(net.now)
+    net.wait_for(LeaveDone)
+    started.clear()
+    net.run(until=net.now + 3 * cfg.republish_interval_s)
+    assert started == []
+    assert len(origin.published) == 12 and origin.published.count_addresses() == 12
 
 
 class _CountingIdentity:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from qis_gateway.swarm.api import UdpSwarm
 from qis_gateway.swarm.config import SwarmConfig
+from qis_gateway.swarm.published import PublishedValues
 
 SHORT = dataclasses.replace(SwarmConfig(rate_limit_key="addr"), value_ttl_s=3.0, republish_interval_s=1.0,
                             maintenance_interval_s=0.25)
@@ -61,5 +62,32 @@ def test_without_the_origin_values_expire(tmp_path: Path) -> None:
         finally:
             for node in (nodes[0], nodes[2], nodes[3]):
                 await node.stop(graceful=False)
+
+    asyncio.run(scenario())
+
+
+def test_udp_node_republishes_its_own_values_from_disk(tmp_path: Path) -> None:
+    """The node's published set is the SQLite file (nothing loaded into memory at start or kept per put);
+    every put is on disk as soon as put() returns, and a restart finds them all there."""
+    async def scenario() -> None:
+        nodes = await start_nodes(tmp_path, 3)
+        origin = nodes[1]
+        try:
+            assert isinstance(origin.published, PublishedValues) and origin.node.published is origin.published
+            for i in range(20):
+                assert await origin.put(hashlib.sha256(b"disk %d" % i).digest(), b"v%d" % i) >= 1
+            assert len(origin.published) == 20 and origin.published.count_addresses() == 20
+            reader = PublishedValues(tmp_path / "n1" / "published.sqlite3", 100)  # a second connection
+            assert sum(len(vals) for _, vals in reader.page(None, 100)) == 20
+            reader.close()
+        finally:
+            for node in nodes:
+                await node.stop(graceful=False)
+        restarted = UdpSwarm(("127.0.0.1", 0), tmp_path / "n1", [], config=SHORT)
+        await restarted.start()
+        try:
+            assert len(restarted.published) == 20 and restarted.node.published is restarted.published
+        finally:
+            await restarted.stop(graceful=False)
 
     asyncio.run(scenario())

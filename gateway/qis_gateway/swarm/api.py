@@ -2,10 +2,11 @@
 
 How it works:
 - ``start()`` loads (or creates) the node key ``<data>/node.key``, opens the durable value store
-  ``<data>/values.sqlite3``, binds the socket (:mod:`.udp`) and joins through the given bootstrap addresses
-  plus the peers saved by the last run (``<data>/peers.json``, :mod:`.peers`; rewritten every
-  ``peers_save_interval_s`` and at stop, so a SIGKILLed node can rejoin too). It waits up to
-  ``join_timeout_s`` for the join; a node that found nobody still starts (the gateway keeps working and
+  ``<data>/values.sqlite3`` and the node's own values ``<data>/published.sqlite3`` (the core's published
+  set, republished from disk a slice at a time: :mod:`.published`), binds the socket (:mod:`.udp`) and
+  joins through the given bootstrap addresses plus the peers saved by the last run (``<data>/peers.json``,
+  :mod:`.peers`; rewritten every ``peers_save_interval_s`` and at stop, so a SIGKILLed node can rejoin too).
+  It waits up to ``join_timeout_s`` for the join; a node that found nobody still starts (the gateway keeps working and
   queues its puts: ``put``/``get`` raise :class:`SwarmUnavailable` until a peer answers).
 - ``put``/``get`` start an operation in the core and await the matching ``PutDone``/``GetDone`` event,
   which the driver hands to :meth:`UdpSwarm._on_event` (futures keyed by op id).
@@ -34,7 +35,7 @@ from typing import Any
 
 from . import peers as peer_file
 from .config import SwarmConfig
-from .errors import SwarmError, SwarmUsageError
+from .errors import SwarmError
 from .events import GetDone, JoinDone, LeaveDone, PutDone
 from .identity import NodeIdentity
 from .node import SwarmNode
@@ -131,19 +132,17 @@ class UdpSwarm:
         if self.config is None:
             self.config = SwarmConfig()
         rng = self._rng or random.Random(int.from_bytes(os.urandom(16), "big"))
-        self.store = SqliteValueStore(self.data_dir / STORE_FILE, clock_offset_s=time.time() - loop.time())
+        clock_offset_s = time.time() - loop.time()
+        self.store = SqliteValueStore(self.data_dir / STORE_FILE, clock_offset_s=clock_offset_s)
         try:
-            self.node = SwarmNode(self.identity, self.config, rng, self.store, self.validator)
-            self.published = PublishedValues(self.data_dir / PUBLISHED_FILE, self.config.max_values_per_node)
-            adopted = 0
-            for address, value in self.published.all():
-                try:
-                    self.node.adopt_published(address, value)
-                    adopted += 1
-                except SwarmUsageError:  # e.g. the trust list changed: no longer ours to republish
-                    pass
-            if adopted:
-                log.info("republishing %d value(s) this node stored before its restart", adopted)
+            # Our own values stay on disk: the core reads them a slice per maintenance tick (published.py).
+            self.published = PublishedValues(self.data_dir / PUBLISHED_FILE, self.config.max_values_per_node,
+                                             clock_offset_s=clock_offset_s)
+            self.node = SwarmNode(self.identity, self.config, rng, self.store, self.validator,
+                                  published=self.published)
+            if len(self.published):
+                log.info("republishing %d value(s) this node stored before its restart, paced over %.0f s",
+                         len(self.published), self.config.republish_interval_s)
             self._driver, self._address = await open_driver(self.node, self.listen, self._on_event)
         except BaseException:
             self.store.close()
@@ -235,9 +234,7 @@ class UdpSwarm:
         driver = self._require_running()
         if len(self.node.routing_table) == 0:  # nobody to store at: fail fast, the gateway queues the packet
             raise SwarmUnavailable("no peers known yet; queue the value and retry")
-        op = self.node.start_put(bytes(address), bytes(value), driver.now_s)
-        if self.published is not None:  # ours to republish, across restarts too (published.py)
-            self.published.add(bytes(address), bytes(value), time.time())
+        op = self.node.start_put(bytes(address), bytes(value), driver.now_s)  # also recorded in published
         done: PutDone = await self._await_op(op, driver)
         replicas = int(done.replicas)
         if replicas <= 0:

@@ -17,13 +17,17 @@ How it works:
 - STORE needs a token (BEP 5) given in our NODES/VALUES answers to that same source address. Values
   pass the size cap and the validator, then the storage policy (``policy.py``: caps, eviction rule,
   tokens, rate limit). Values expire after ``value_ttl_s``; the origin re-stores its own values every
-  ``republish_interval_s``.
+  ``republish_interval_s``, paced: they live in a ``PublishedSet`` (store.py; in memory by default, on
+  disk under ``UdpSwarm``), and from ``republish_interval_s`` after start on, each maintenance tick
+  re-stores the next ceil(addresses * maintenance_interval_s / republish_interval_s) addresses after a
+  cursor, wrapping around, so each address is re-stored about once per interval and never all at once.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -35,7 +39,7 @@ from .errors import SwarmUsageError, WireError
 from .events import SwarmEvent
 from .identity import NodeIdentity
 from .routing import Contact, RoutingTable
-from .store import ValueStore
+from .store import MemoryPublishedSet, PublishedSet, ValueStore, republish_slice
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,8 @@ _EVICT = _ProvePing(True)
 
 class SwarmNode:
     def __init__(self, identity: NodeIdentity, config: SwarmConfig, rng: random.Random, store: ValueStore,
-                 validator: Callable[[bytes, bytes], bool] | None = None) -> None:
+                 validator: Callable[[bytes, bytes], bool] | None = None,
+                 published: PublishedSet | None = None) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.config = config
@@ -120,14 +125,21 @@ class SwarmNode:
         self._started_s: float | None = None
         self._maint_s = 0.0
         self._republish_s = 0.0
-        self._published: dict[bytes, dict[bytes, None]] = {}
-        self._published_count = 0
+        self._published = published  # None: an in-memory set, made at the first own value
+        self._republish_after: bytes | None = None  # cursor: the last address republished
         self._next_op = 1
 
     # ---- introspection ---------------------------------------------------------------------------
     @property
     def routing_table(self) -> RoutingTable:
         return self.table
+
+    @property
+    def published(self) -> PublishedSet:
+        """The values this node originated and republishes (default: in memory, ``max_values_per_node``)."""
+        if self._published is None:
+            self._published = MemoryPublishedSet(self.config.max_values_per_node)
+        return self._published
 
     # ---- inputs ----------------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: Address, now_s: float) -> None:
@@ -188,17 +200,18 @@ class SwarmNode:
     def start_put(self, address: bytes, value: bytes, now_s: float) -> int:
         self._start(now_s)
         self._check_own_value(address, value)
+        self.published.add(address, value, now_s)  # first: if the set fails (disk), nothing happened
         self._store_value(address, value, now_s)
-        self._remember_published(address, value)
         op_id = self._op_id()
         ops.PutOp(self, op_id, address, [value], now_s)
         return op_id
 
-    def adopt_published(self, address: bytes, value: bytes) -> None:
-        """Take back a value this node originated before a restart: it is republished with the node's own
-        values from now on (no datagram now). Invalid values raise SwarmUsageError, as in start_put."""
+    def adopt_published(self, address: bytes, value: bytes, now_s: float = 0.0) -> None:
+        """Take back a value this node originated before a restart: it is added to the published set and
+        republished with the node's own values from now on (no datagram now). Invalid values raise
+        SwarmUsageError, as in start_put. (A node given an on-disk set needs no adopting: it has them.)"""
         self._check_own_value(address, value)
-        self._remember_published(address, value)
+        self.published.add(address, value, now_s)
 
     def _check_own_value(self, address: bytes, value: bytes) -> None:
         if type(address) is not bytes or len(address) != 32:
@@ -210,10 +223,10 @@ class SwarmNode:
 
     def leave(self, now_s: float) -> None:
         """Graceful leave: hand stored values to the k closest remaining nodes, then LEAVE to contacts;
-        ``LeaveDone`` is emitted when done."""
+        ``LeaveDone`` is emitted when done. Republishing stops; the published set is kept (on disk, a
+        restarted node republishes it again)."""
         self._start(now_s)
-        self._published.clear()
-        self._published_count = 0
+        self._republish_s = math.inf
         ops.LeaveOp(self, now_s)
 
     # ---- outputs ---------------------------------------------------------------------------------
@@ -257,18 +270,6 @@ class SwarmNode:
             self._maint_s = now_s + cfg.maintenance_interval_s
             self._tokens.rotate_if_due(now_s, self.rng)
             self._republish_s = now_s + cfg.republish_interval_s
-
-    def _remember_published(self, address: bytes, value: bytes) -> None:
-        """Our own values, re-stored every republish_interval_s; at most max_values_per_node, oldest
-        address forgotten first."""
-        held = self._published.setdefault(address, {})
-        if value in held:
-            return
-        held[value] = None
-        self._published_count += 1
-        while self._published_count > self.config.max_values_per_node and len(self._published) > 1:
-            oldest = next(iter(self._published))
-            self._published_count -= len(self._published.pop(oldest))
 
     def _op_id(self) -> int:
         op_id = self._next_op
@@ -455,9 +456,28 @@ class SwarmNode:
                 self._proving.add(oldest.addr)
                 self._request(lambda tid, nonce: wire.Ping(tid, self.node_id, nonce), oldest.addr,
                               oldest.node_id, now_s, _EVICT, None)
-        if now_s >= self._republish_s:
-            self._republish_s = now_s + cfg.republish_interval_s
-            for address, values in self._published.items():
-                for v in values:
-                    self._store_value(address, v, now_s)
-                ops.PutOp(self, 0, address, list(values), now_s, report=False)
+        if now_s >= self._republish_s and self._published is not None:
+            self._republish_next(now_s)
+
+    def _republish_next(self, now_s: float) -> None:
+        """Re-store the next slice of our own values (Kademlia paper §2.5), paced over the interval: a
+        value waits at most about one republish_interval_s between re-stores (a value put just before the
+        cursor reaches its address is re-stored soon after its put)."""
+        cfg = self.config
+        published = self.published
+        n = published.count_addresses()
+        if cfg.republish_interval_s > 0:
+            size = math.ceil(n * cfg.maintenance_interval_s / cfg.republish_interval_s)
+        else:
+            size = n
+        page = republish_slice(published, self._republish_after, size)
+        if not page:
+            return
+        self._republish_after = page[-1][0]
+        for address, held in page:
+            values = [v for v in held if self._valid(address, v)]  # e.g. a trust list changed since
+            if not values:
+                continue
+            for v in values:
+                self._store_value(address, v, now_s)
+            ops.PutOp(self, 0, address, values, now_s, report=False)

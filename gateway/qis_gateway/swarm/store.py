@@ -1,13 +1,19 @@
-"""Value storage behind a swarm node: the ``ValueStore`` protocol and an in-memory implementation.
+"""Value storage behind a swarm node: the ``ValueStore`` and ``PublishedSet`` protocols, in-memory versions.
 
 How it works: a store holds, per 32-byte address, a set of opaque values (outcome packets), each with an
 expiry time, in insertion order. The core owns the *policy* (caps, which value to evict, validation); a
 store only carries it out. ``evict_for(address)`` removes the value at ``address`` that expires first
 (ties: the oldest inserted). ``SqliteValueStore`` (store_sqlite.py) is the durable twin.
+
+A published set holds the values this node originated, which the core re-stores (republishes). The core
+reads it a slice at a time (``page``: addresses in ascending byte order after a cursor, see
+``republish_slice``), so an implementation may keep it on disk: ``PublishedValues`` (published.py) is the
+SQLite twin that ``UdpSwarm`` uses, so a gateway holds none of its own values in RAM.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Protocol
 
 
@@ -100,3 +106,77 @@ class MemoryValueStore:
     def close(self) -> None:
         self._by_address.clear()
         self._total = 0
+
+
+class PublishedSet(Protocol):
+    def add(self, address: bytes, value: bytes, now_s: float) -> None:
+        """Record a value this node originated (a value already held is ignored); the set keeps its bound."""
+        ...
+
+    def count_addresses(self) -> int: ...
+
+    def page(self, after: bytes | None, limit: int) -> list[tuple[bytes, list[bytes]]]:
+        """Up to ``limit`` addresses in ascending order strictly after ``after`` (None: from the first),
+        each with all its values."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def republish_slice(published: PublishedSet, after: bytes | None, size: int) -> list[tuple[bytes, list[bytes]]]:
+    """The next ``size`` addresses after the cursor ``after``, wrapping around to the first address; never
+    the same address twice (at most ``count_addresses()`` of them)."""
+    size = min(size, published.count_addresses())
+    if size <= 0:
+        return []
+    out = published.page(after, size)
+    if len(out) < size and after is not None:
+        out += published.page(None, size - len(out))
+    return out
+
+
+class MemoryPublishedSet:
+    """Dict-backed ``PublishedSet`` (the core's default: tests, simulator). At most ``max_values`` values:
+    when a put goes over, the oldest address (first put) is forgotten whole, never the newest one."""
+
+    __slots__ = ("max_values", "_by_address", "_count", "_sorted")
+
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
+        self._by_address: dict[bytes, dict[bytes, None]] = {}
+        self._count = 0
+        self._sorted: list[bytes] | None = None  # addresses in order, built when first paged
+
+    def add(self, address: bytes, value: bytes, now_s: float) -> None:
+        by_address = self._by_address
+        held = by_address.get(address)
+        if held is None:
+            held = by_address[address] = {}
+            self._sorted = None
+        if value in held:
+            return
+        held[value] = None
+        self._count += 1
+        while self._count > self.max_values and len(by_address) > 1:
+            self._count -= len(by_address.pop(next(iter(by_address))))
+            self._sorted = None
+
+    def count_addresses(self) -> int:
+        return len(self._by_address)
+
+    def page(self, after: bytes | None, limit: int) -> list[tuple[bytes, list[bytes]]]:
+        keys = self._sorted
+        if keys is None:
+            keys = self._sorted = sorted(self._by_address)
+        start = 0 if after is None else bisect_right(keys, after)
+        return [(a, list(self._by_address[a])) for a in keys[start : start + max(limit, 0)]]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def close(self) -> None:
+        self._by_address.clear()
+        self._count = 0
+        self._sorted = None

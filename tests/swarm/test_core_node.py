@@ -409,10 +409,29 @@ def test_republishing_is_paced_over_the_interval(monkeypatch: pytest.MonkeyPatch
     per_tick = Counter(t for t, _ in started)
     assert len(per_tick) >= 8 and max(per_tick.values()) <= slice_size, per_tick
     first = min(per_tick)
-    assert first >= cfg.republish_interval_s - cfg.maintenance_interval_s  # not before the first interval
+    assert first <= t0 + cfg.maintenance_interval_s  # adopted values (a restart): from the next tick
     within_one = {a for t, a in started if t < first + cfg.republish_interval_s}
     assert within_one == set(addresses)
+    # once per interval, not once per tick: two passes in two intervals, each address twice
+    in_two = Counter(a for t, a in started if t < first + 2 * cfg.republish_interval_s)
+    assert set(in_two.values()) == {2}
     assert origin.counters["drop_internal_error"] == 0
+
+
+def test_values_put_during_the_run_wait_an_interval_before_republishing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node that started with no own values republishes nothing during its first republish_interval_s
+    (as before pacing; the simulator, which never runs that long, sees no republishing)."""
+    cfg = replace(TEST_CONFIG, value_ttl_s=100.0, republish_interval_s=40.0, maintenance_interval_s=5.0)
+    net = MemNet(seed=7)
+    nodes = net.build(6, cfg)
+    origin = nodes[0]
+    started_s = origin._started_s
+    started = record_republishes(monkeypatch, origin)
+    _put(net, origin, ADDR, _value(1))
+    net.run(until=started_s + cfg.republish_interval_s - 1.0)
+    assert started == []
+    net.run(until=started_s + cfg.republish_interval_s + cfg.maintenance_interval_s + 1.0)
+    assert [a for _, a in started] == [ADDR]
 
 
 def test_leave_stops_republishing_and_keeps_the_list(monkeypatch: pytest.MonkeyPatch) -> None:

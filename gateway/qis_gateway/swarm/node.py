@@ -18,9 +18,11 @@ How it works:
   pass the size cap and the validator, then the storage policy (``policy.py``: caps, eviction rule,
   tokens, rate limit). Values expire after ``value_ttl_s``; the origin re-stores its own values every
   ``republish_interval_s``, paced: they live in a ``PublishedSet`` (store.py; in memory by default, on
-  disk under ``UdpSwarm``), and from ``republish_interval_s`` after start on, each maintenance tick
-  re-stores the next ceil(addresses * maintenance_interval_s / republish_interval_s) addresses after a
-  cursor, wrapping around, so each address is re-stored about once per interval and never all at once.
+  disk under ``UdpSwarm``), and each maintenance tick re-stores the next ceil(addresses *
+  maintenance_interval_s / republish_interval_s) addresses after a cursor, wrapping around, so each
+  address is re-stored once per interval and never all at once (a pass ends within the interval; the next
+  starts one interval after it). The first pass starts ``republish_interval_s`` after start, or at the first
+  tick when the set already held values at start or some were adopted (a restart).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from .errors import SwarmUsageError, WireError
 from .events import SwarmEvent
 from .identity import NodeIdentity
 from .routing import Contact, RoutingTable
-from .store import MemoryPublishedSet, PublishedSet, ValueStore, republish_slice
+from .store import MemoryPublishedSet, PublishedSet, ValueStore
 
 log = logging.getLogger(__name__)
 
@@ -208,10 +210,13 @@ class SwarmNode:
 
     def adopt_published(self, address: bytes, value: bytes, now_s: float = 0.0) -> None:
         """Take back a value this node originated before a restart: it is added to the published set and
-        republished with the node's own values from now on (no datagram now). Invalid values raise
-        SwarmUsageError, as in start_put. (A node given an on-disk set needs no adopting: it has them.)"""
+        republished with the node's own values from the next maintenance tick on (no datagram now).
+        Invalid values raise SwarmUsageError, as in start_put. (A node given an on-disk set needs no
+        adopting: it has them.)"""
         self._check_own_value(address, value)
         self.published.add(address, value, now_s)
+        if self._started_s is not None and self._republish_s != math.inf:
+            self._republish_s = min(self._republish_s, self._started_s)  # last re-stored: unknown
 
     def _check_own_value(self, address: bytes, value: bytes) -> None:
         if type(address) is not bytes or len(address) != 32:
@@ -227,6 +232,7 @@ class SwarmNode:
         restarted node republishes it again)."""
         self._start(now_s)
         self._republish_s = math.inf
+        self._republish_after = None
         ops.LeaveOp(self, now_s)
 
     # ---- outputs ---------------------------------------------------------------------------------
@@ -270,6 +276,10 @@ class SwarmNode:
             self._maint_s = now_s + cfg.maintenance_interval_s
             self._tokens.rotate_if_due(now_s, self.rng)
             self._republish_s = now_s + cfg.republish_interval_s
+            if self._published is not None and self._published.count_addresses():
+                # Values from before a restart were last re-stored up to an interval ago: pace from the
+                # first tick, or a pass starting an interval late would let about half of them expire.
+                self._republish_s = now_s
 
     def _op_id(self) -> int:
         op_id = self._next_op
@@ -456,24 +466,26 @@ class SwarmNode:
                 self._proving.add(oldest.addr)
                 self._request(lambda tid, nonce: wire.Ping(tid, self.node_id, nonce), oldest.addr,
                               oldest.node_id, now_s, _EVICT, None)
-        if now_s >= self._republish_s and self._published is not None:
+        if self._published is not None and (self._republish_after is not None or now_s >= self._republish_s):
             self._republish_next(now_s)
 
     def _republish_next(self, now_s: float) -> None:
-        """Re-store the next slice of our own values (Kademlia paper §2.5), paced over the interval: a
-        value waits at most about one republish_interval_s between re-stores (a value put just before the
-        cursor reaches its address is re-stored soon after its put)."""
+        """Re-store the next slice of our own values (Kademlia paper §2.5). A pass walks the addresses in
+        ascending order, ceil(addresses * maintenance / republish interval) per tick, so it ends within
+        one republish_interval_s; the next pass starts one interval after this one started. An address is
+        thus re-stored once per interval (a value put just before the cursor reaches its address is
+        re-stored soon after its put; one put behind the cursor waits for the next pass)."""
         cfg = self.config
         published = self.published
+        if self._republish_after is None:  # a new pass
+            self._republish_s = now_s + cfg.republish_interval_s
         n = published.count_addresses()
         if cfg.republish_interval_s > 0:
             size = math.ceil(n * cfg.maintenance_interval_s / cfg.republish_interval_s)
         else:
             size = n
-        page = republish_slice(published, self._republish_after, size)
-        if not page:
-            return
-        self._republish_after = page[-1][0]
+        page = published.page(self._republish_after, size) if size > 0 else []
+        self._republish_after = page[-1][0] if len(page) == size and page else None  # None: pass done
         for address, held in page:
             values = [v for v in held if self._valid(address, v)]  # e.g. a trust list changed since
             if not values:

@@ -6,9 +6,9 @@ store only carries it out. ``evict_for(address)`` removes the value at ``address
 (ties: the oldest inserted). ``SqliteValueStore`` (store_sqlite.py) is the durable twin.
 
 A published set holds the values this node originated, which the core re-stores (republishes). The core
-reads it a slice at a time (``page``: addresses in ascending byte order after a cursor, see
-``republish_slice``), so an implementation may keep it on disk: ``PublishedValues`` (published.py) is the
-SQLite twin that ``UdpSwarm`` uses, so a gateway holds none of its own values in RAM.
+reads it a slice at a time (``page``: addresses in ascending byte order after a cursor), so an
+implementation may keep it on disk: ``PublishedValues`` (published.py) is the SQLite twin that
+``UdpSwarm`` uses, so a gateway holds none of its own values in RAM.
 """
 
 from __future__ import annotations
@@ -123,18 +123,6 @@ class PublishedSet(Protocol):
     def __len__(self) -> int: ...
 
     def close(self) -> None: ...
-
-
-def republish_slice(published: PublishedSet, after: bytes | None, size: int) -> list[tuple[bytes, list[bytes]]]:
-    """The next ``size`` addresses after the cursor ``after``, wrapping around to the first address; never
-    the same address twice (at most ``count_addresses()`` of them)."""
-    size = min(size, published.count_addresses())
-    if size <= 0:
-        return []
-    out = published.page(after, size)
-    if len(out) < size and after is not None:
-        out += published.page(None, size - len(out))
-    return out
 
 
 class MemoryPublishedSet:

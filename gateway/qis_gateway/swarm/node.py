@@ -18,11 +18,11 @@ How it works:
   pass the size cap and the validator, then the storage policy (``policy.py``: caps, eviction rule,
   tokens, rate limit). Values expire after ``value_ttl_s``; the origin re-stores its own values every
   ``republish_interval_s``, paced: they live in a ``PublishedSet`` (store.py; in memory by default, on
-  disk under ``UdpSwarm``), and each maintenance tick re-stores the next ceil(addresses *
-  maintenance_interval_s / republish_interval_s) addresses after a cursor, wrapping around, so each
-  address is re-stored once per interval and never all at once (a pass ends within the interval; the next
-  starts one interval after it). The first pass starts ``republish_interval_s`` after start, or at the first
-  tick when the set already held values at start or some were adopted (a restart).
+  disk under ``UdpSwarm``). A pass walks the addresses in ascending order after a cursor, re-storing
+  ceil(addresses * maintenance_interval_s / republish_interval_s) of them per maintenance tick, so it ends
+  within the interval; the next pass starts one interval after it started: each address is re-stored once
+  per interval, never all at once. The first pass starts ``republish_interval_s`` after start, or at the
+  first tick when the set already held values at start or some were adopted (a restart).
 """
 
 from __future__ import annotations
@@ -209,8 +209,9 @@ class SwarmNode:
         return op_id
 
     def adopt_published(self, address: bytes, value: bytes, now_s: float = 0.0) -> None:
-        """Take back a value this node originated before a restart: it is added to the published set and
-        republished with the node's own values from the next maintenance tick on (no datagram now).
+        """Take back a value this node originated before a restart (``now_s``: when it was put, driver
+        time; it only orders an on-disk set's bound): it is added to the published set and republished
+        with the node's own values from the next maintenance tick on (no datagram now).
         Invalid values raise SwarmUsageError, as in start_put. (A node given an on-disk set needs no
         adopting: it has them.)"""
         self._check_own_value(address, value)

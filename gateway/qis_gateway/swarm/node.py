@@ -17,12 +17,10 @@ How it works:
 - STORE needs a token (BEP 5) given in our NODES/VALUES answers to that same source address. Values
   pass the size cap and the validator, then the storage policy (``policy.py``: caps, eviction rule,
   tokens, rate limit). Values expire after ``value_ttl_s``; the origin re-stores its own values every
-  ``republish_interval_s``, paced: they live in a ``PublishedSet`` (store.py; in memory by default, on
-  disk under ``UdpSwarm``). A pass walks the addresses in ascending order after a cursor, re-storing
-  ceil(addresses * maintenance_interval_s / republish_interval_s) of them per maintenance tick, so it ends
-  within the interval; the next pass starts one interval after it started: each address is re-stored once
-  per interval, never all at once. The first pass starts ``republish_interval_s`` after start, or at the
-  first tick when the set already held values at start or some were adopted (a restart).
+  ``republish_interval_s`` in paced passes: they live in a ``PublishedSet`` (store.py; in memory by
+  default, on disk under ``UdpSwarm``). The first pass starts ``republish_interval_s`` after start, or at
+  the first tick when the set already held values at start or some were adopted (a restart).
+- Housekeeping (expiry, token rotation, bucket refresh, republishing) is ``maintain.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import ops, policy, rpc, wire
+from . import maintain, ops, policy, rpc, wire
 from .config import SwarmConfig
 from .errors import SwarmUsageError, WireError
 from .events import SwarmEvent
@@ -182,7 +180,7 @@ class SwarmNode:
                 continue
             self._expired(p, now_s)
         if now_s >= self._maint_s:
-            self._maintain(now_s)
+            maintain.run(self, now_s)
 
     def bootstrap(self, addrs: list[Address], now_s: float) -> None:
         """Join through known addresses (their ids are learnt from their proven PONGs)."""
@@ -387,10 +385,16 @@ class SwarmNode:
 
     def _seen_proven(self, contact: Contact, now_s: float) -> None:
         to_ping = self.table.add_proven(contact, now_s)
-        if to_ping is not None and to_ping.addr not in self._proving:
-            self._proving.add(to_ping.addr)
-            self._request(lambda tid, nonce: wire.Ping(tid, self.node_id, nonce), to_ping.addr,
-                          to_ping.node_id, now_s, _EVICT, None)
+        if to_ping is not None:
+            self._ping_before_evict(to_ping, now_s)
+
+    def _ping_before_evict(self, contact: Contact, now_s: float) -> None:
+        """PING a table contact once at a time: an answer moves it to its bucket's tail, silence evicts it
+        (and promotes a replacement)."""
+        if contact.addr not in self._proving:
+            self._proving.add(contact.addr)
+            self._request(lambda tid, nonce: wire.Ping(tid, self.node_id, nonce), contact.addr,
+                          contact.node_id, now_s, _EVICT, None)
 
     def _remember_proof(self, addr: Address, node_id: bytes) -> None:
         cache = self._proof_cache
@@ -443,54 +447,3 @@ class SwarmNode:
 
     def _token_ok(self, token: bytes, addr: Address) -> bool:
         return self._tokens.check(token, addr)
-
-    def _random_id_in_bucket(self, i: int) -> bytes:
-        dist = (1 << i) | self.rng.getrandbits(i) if i > 0 else 1
-        return (self.table.own_int ^ dist).to_bytes(32, "big")
-
-    def _maintain(self, now_s: float) -> None:
-        cfg = self.config
-        self._maint_s = now_s + cfg.maintenance_interval_s
-        self.counters["expired"] += self.store.expire(now_s)
-        self._tokens.rotate_if_due(now_s, self.rng)
-        since_s = self._started_s if self._started_s is not None else now_s
-        for i in self.table.stale_buckets(now_s, cfg.refresh_interval_s, since_s):
-            bucket = self.table.buckets[i]
-            if len(bucket) < cfg.k:
-                ops.RefreshOp(self, i, None, now_s)
-                continue
-            # A full bucket has nothing to learn: check its least-recently-seen contact instead (an answer
-            # moves it to the tail, silence evicts it and promotes a replacement), as BEP 5 does.
-            self.table.mark_used(self.table.own_int ^ (1 << i), now_s)  # any id in bucket i
-            oldest = bucket[0]
-            if oldest.addr not in self._proving:
-                self._proving.add(oldest.addr)
-                self._request(lambda tid, nonce: wire.Ping(tid, self.node_id, nonce), oldest.addr,
-                              oldest.node_id, now_s, _EVICT, None)
-        if self._published is not None and (self._republish_after is not None or now_s >= self._republish_s):
-            self._republish_next(now_s)
-
-    def _republish_next(self, now_s: float) -> None:
-        """Re-store the next slice of our own values (Kademlia paper §2.5). A pass walks the addresses in
-        ascending order, ceil(addresses * maintenance / republish interval) per tick, so it ends within
-        one republish_interval_s; the next pass starts one interval after this one started. An address is
-        thus re-stored once per interval (a value put just before the cursor reaches its address is
-        re-stored soon after its put; one put behind the cursor waits for the next pass)."""
-        cfg = self.config
-        published = self.published
-        if self._republish_after is None:  # a new pass
-            self._republish_s = now_s + cfg.republish_interval_s
-        n = published.count_addresses()
-        if cfg.republish_interval_s > 0:
-            size = math.ceil(n * cfg.maintenance_interval_s / cfg.republish_interval_s)
-        else:
-            size = n
-        page = published.page(self._republish_after, size) if size > 0 else []
-        self._republish_after = page[-1][0] if len(page) == size and page else None  # None: pass done
-        for address, held in page:
-            values = [v for v in held if self._valid(address, v)]  # e.g. a trust list changed since
-            if not values:
-                continue
-            for v in values:
-                self._store_value(address, v, now_s)
-            ops.PutOp(self, 0, address, values, now_s, report=False)

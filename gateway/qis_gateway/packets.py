@@ -356,7 +356,6 @@ class VerifiedPacketCache:
                 self.rejected[exc.reason] = self.rejected.get(exc.reason, 0) + 1
             raise
 
-
     def _compact(self, packet: OutcomePacket) -> OutcomePacket:
         """The packet with its repeated fields (address, schema id, label, origin key) shared with the
         cached packets that carry equal ones: an address holds many packets from few gateways with few

@@ -31,6 +31,7 @@ from typing import Any
 from qis.schema import Schema, load_schema
 from qis.topics import subscription
 
+from qis_gateway import memtrace
 from qis_gateway.backend import Swarm, is_unavailable, make_swarm, make_udp_swarm
 from qis_gateway.bridge import Bridge, SynthesisSettings
 from qis_gateway.config import GatewayConfig, parse_hostport
@@ -264,8 +265,6 @@ async def _run(config: GatewayConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gateway.request_stop)
-    from qis_gateway import memtrace
-
     memtrace.install(loop)  # only with QIS_MEMTRACE_DIR set (soak investigations)
     await gateway.start()
     try:

@@ -32,6 +32,7 @@ from .lookup import Candidate, Lookup
 
 if TYPE_CHECKING:
     from .node import Pending, SwarmNode
+    from .routing import Contact
 
 
 class FindNodeOp:
@@ -356,7 +357,7 @@ class RefreshOp:
         dist = (1 << self.bucket) | (q << low) | (node.rng.getrandbits(low) if low > 0 else 0)
         return node.table.own_int ^ dist
 
-    def _responder(self, node: SwarmNode, t: int, shift: int) -> Any:
+    def _responder(self, node: SwarmNode, t: int, shift: int) -> Contact | None:
         """Who to ask for ``t``: our closest contact not asked yet that lies outside ``t``'s stratum (the ids
         sharing ``t``'s bits from bit ``shift`` up), so that its answer is one of its whole buckets, not the
         nodes around ``t``; the nearest such is in the sibling stratum. Else our closest not asked."""

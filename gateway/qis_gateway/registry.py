@@ -7,7 +7,7 @@ replay guard: one UPDATE ... WHERE last_seq < ? that moves the stored sequence n
 whether it did, so the check and the write are a single atomic statement that survives restarts.
 `last_seq` is -1 for a board that has sent nothing yet (boards count from 0).
 
-`board_config` builds the board's `device.json` dict (contracts.md; validated on the board by
+`board_config` builds the board's `device.json` dict (docs/device.md; validated on the board by
 `qis_device.config`).
 """
 
@@ -129,7 +129,7 @@ def board_password(secret: bytes) -> str:
 
 def board_config(record: DeviceRecord, broker_host: str, broker_port: int, schema_file: str,
                  **extra: Any) -> dict[str, Any]:
-    """The board's device.json dict (contracts.md). `extra` keys override or add top-level keys;
+    """The board's device.json dict (docs/device.md, Board config). `extra` keys override or add top-level keys;
     `broker_user`/`broker_password`/`broker_tls` fill the broker section. By default the board logs in
     as its device id with `board_password` (what `qis-gateway broker-config` sets up); pass
     broker_user=None for an anonymous broker."""

@@ -17,17 +17,20 @@ def split_frame(payload):
     return bytes(data), bytes(tag)
 
 
-def encode_summary(device, reading_seq, secret, enough, n, top, conf, mean, level, hops, ms):
+def encode_summary(device, reading_seq, secret, summary):
+    """The summary frame answering reading `reading_seq`. `summary` is one value with the attributes
+    enough, n, top ((label, share permille) pairs), conf (permille), mean, level, hops and ms (the
+    gateway passes its BoardSummary)."""
     body = _base("summary", device, reading_seq)
     body["re"] = reading_seq
-    body["enough"] = enough
-    body["n"] = n
-    body["top"] = top
-    body["conf"] = conf
-    body["mean"] = mean
-    body["level"] = level
-    body["hops"] = hops
-    body["ms"] = ms
+    body["enough"] = summary.enough
+    body["n"] = summary.n
+    body["top"] = [[item[0], item[1]] for item in summary.top]
+    body["conf"] = summary.conf
+    body["mean"] = summary.mean
+    body["level"] = summary.level
+    body["hops"] = summary.hops
+    body["ms"] = summary.ms
     _check_summary(body)
     return encode_frame(body, secret)
 

@@ -23,7 +23,7 @@ from qis_gateway.outbox import StateDB
 from qis_gateway.packets import VerifiedPacketCache, make_validator
 from qis_gateway.registry import Registry
 from qis_gateway.service import load_schemas
-from qis_gateway.swarm import SwarmUnavailable
+from qis_gateway.swarm import SwarmUnavailable, SwarmUsageError
 
 SCHEMAS = load_schemas([], Path("."))
 MACHINE = SCHEMAS["machine-health/1"]
@@ -39,6 +39,7 @@ class MemorySwarm:
         self.available = True
         self.running = False
         self.puts = 0
+        self.attempts = 0
         self.gets = 0
 
     async def start(self) -> None:
@@ -50,8 +51,9 @@ class MemorySwarm:
     async def put(self, address: bytes, value: bytes) -> int:
         if not self.available:
             raise SwarmUnavailable("simulated outage")
+        self.attempts += 1
         if self.validator is not None and not self.validator(address, value):
-            raise ValueError("validator refused the value")
+            raise SwarmUsageError("the validator rejected the value; nothing was stored")  # as UdpSwarm
         self.puts += 1
         held = self.shared.setdefault(address, [])
         if value not in held:

@@ -86,17 +86,24 @@ def median_ms(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-async def path_ms(evidence: Evidence, query: list[int], repeat: int) -> tuple[float, BoardSummary]:
-    times = []
+async def measure(evidence: Evidence, parts: dict[str, Callable[[], object]], query: list[int],
+                  repeat: int) -> tuple[dict[str, float], BoardSummary]:
+    """Median ms of the whole path and of each part. They take turns within every repetition, so a load
+    that comes and goes on a shared machine weighs on all figures alike."""
+    times: dict[str, list[float]] = {"path_ms": [], **{name: [] for name in parts}}
     summary = None
     for _ in range(repeat):
         start = time.perf_counter()
         summary = await evidence.summarise(query, [ADDRESS])
         messages.encode_summary("bench-board", 1, SECRET, summary)
-        times.append((time.perf_counter() - start) * 1000.0)
+        times["path_ms"].append((time.perf_counter() - start) * 1000.0)
+        for name, fn in parts.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000.0)
     if summary is None:
         raise ValueError("repeat must be >= 1")
-    return statistics.median(times), summary
+    return {name: statistics.median(t) for name, t in times.items()}, summary
 
 
 def run(count: int, dims: int, seed: int, repeat: int) -> dict[str, Any]:
@@ -105,36 +112,37 @@ def run(count: int, dims: int, seed: int, repeat: int) -> dict[str, Any]:
     query = [rng.randint(-127, 127) for _ in range(dims)]
     settings = dataclasses.replace(SynthesisSettings(), min_n=1, max_packets=count)
     cache = VerifiedPacketCache(VERIFIED_CACHE_ENTRIES)
-    cold_repeat = max(1, min(repeat // 20, 5))
-    verify_cold_ms = median_ms(lambda: [verify(v, None, ADDRESS) for v in values], cold_repeat)
+    verify_cold_ms = median_ms(lambda: [verify(v, None, ADDRESS) for v in values], max(1, min(repeat // 20, 5)))
     for value in values:  # as the gateway's own node did at STORE
         cache.verify(value, None, ADDRESS)
     evidence = Evidence(InstantSwarm(tuple(values)), cache, Metrics(), settings, lookup_limit=count,
                         clock=lambda: float(NOW_S))
-    total_ms, summary = asyncio.run(path_ms(evidence, query, repeat))
     selection = select_packets(values, ADDRESS, cache, None, settings)
     if len(selection.packets) != count:
         raise RuntimeError("the cap or the budget kept %d of %d packets: the figures would not be for N" % (
             len(selection.packets), count))
     columns = PacketColumns.from_packets(selection.packets, ADDRESS)
-    synth = synthesise_columns(query, columns, NOW_S, half_life_s=settings.half_life_s, min_n=settings.min_n,
-                               top=settings.top)
-    board = BoardSummary.of(synth, 0, 1, 0)
+
+    def synthesis() -> Any:
+        return synthesise_columns(query, columns, NOW_S, half_life_s=settings.half_life_s, min_n=settings.min_n,
+                                  top=settings.top)
+
+    synth = synthesis()
+    parts: dict[str, Callable[[], object]] = {
+        "lookup_ms": lambda: select_packets(values, ADDRESS, cache, None, settings),
+        "columns_ms": lambda: PacketColumns.from_packets(selection.packets, ADDRESS),
+        "synthesis_ms": synthesis,
+        "encode_ms": lambda: messages.encode_summary("bench-board", 1, SECRET, BoardSummary.of(synth, 0, 1, 0)),
+    }
+    figures, summary = asyncio.run(measure(evidence, parts, query, repeat))
     return {
         "packets": count,
         "dims": dims,
-        "path_ms": round(total_ms, 4),
-        "lookup_ms": round(median_ms(lambda: select_packets(values, ADDRESS, cache, None, settings), repeat), 4),
-        "columns_ms": round(median_ms(lambda: PacketColumns.from_packets(selection.packets, ADDRESS), repeat), 4),
-        "synthesis_ms": round(median_ms(lambda: synthesise_columns(
-            query, columns, NOW_S, half_life_s=settings.half_life_s, min_n=settings.min_n, top=settings.top),
-            repeat), 4),
-        "encode_ms": round(median_ms(lambda: messages.encode_summary(
-            "bench-board", 1, SECRET, BoardSummary.of(synth, 0, 1, 0)), repeat), 4),
+        **{name: round(ms, 4) for name, ms in figures.items()},
         "verify_cold_ms": round(verify_cold_ms, 3),
-        "per_packet_us": round(total_ms * 1000.0 / count, 2),
+        "per_packet_us": round(figures["path_ms"] * 1000.0 / count, 2),
         "summary": {"n": summary.n, "top": [list(t) for t in summary.top], "conf": summary.conf,
-                    "same_as_parts": dataclasses.replace(summary, ms=0) == board},
+                    "same_as_parts": dataclasses.replace(summary, ms=0) == BoardSummary.of(synth, 0, 1, 0)},
         "repeat": repeat,
     }
 

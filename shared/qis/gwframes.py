@@ -1,6 +1,6 @@
 """Frames only the gateway builds or checks (summary and error encoders, the fp check, split_frame), kept apart
 from qis.messages so a board does not hold their code: qis.messages imports this module lazily, so
-the public API (messages.encode_summary, encode_error, decode of fp frames) is unchanged.
+the public API (messages.encode_summary, encode_error, decode of fp frames) stays in qis.messages.
 """
 
 from qis.errors import FrameError

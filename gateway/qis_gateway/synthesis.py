@@ -41,16 +41,12 @@ import numpy as np
 
 from qis_gateway.columns import PacketColumns
 from qis_gateway.config import default
-from qis_gateway.packets import OutcomePacket
 
 HALF_LIFE_S: float = default("synthesis", "half_life_s")
 MIN_N: int = default("synthesis", "min_n")
 TOP: int = default("synthesis", "top")
 WILSON_Z = 1.96  # two-sided 95%
 _TIE_DECIMALS = 12  # shares equal to 12 decimals are a tie (summation order must not pick the winner)
-
-PacketSource = PacketColumns | Sequence[OutcomePacket]
-
 
 @dataclass(frozen=True, slots=True)
 class Summary:
@@ -136,20 +132,3 @@ def synthesise_columns(
         if wv_total * wv_total / float(wv @ wv) >= min_n - 1e-9:
             mean = float(wv @ columns.values[has_value]) / wv_total
     return Summary(True, n, n_eff, tuple(best), confidence, mean)
-
-
-def synthesise(
-    query_vector: Sequence[int] | np.ndarray,
-    packets: PacketSource,
-    now_s: float,
-    *,
-    half_life_s: float | None = HALF_LIFE_S,
-    min_n: float = MIN_N,
-    top: int = TOP,
-) -> Summary:
-    """Synthesis over verified packets (a PacketColumns, or a sequence of verified OutcomePackets).
-
-    Unverified packets raise PacketError("unverified"): they are never counted.
-    """
-    columns = packets if isinstance(packets, PacketColumns) else PacketColumns.from_packets(packets)
-    return synthesise_columns(query_vector, columns, now_s, half_life_s=half_life_s, min_n=min_n, top=top)

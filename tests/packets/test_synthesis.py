@@ -10,9 +10,9 @@ import pytest
 from qis_gateway.columns import PacketColumns
 from qis_gateway.evidence import BoardSummary
 from qis_gateway.packets import PacketError
-from qis_gateway.synthesis import Summary, synthesise, synthesise_columns
+from qis_gateway.synthesis import Summary, synthesise_columns
 
-from packets.helpers import KEY_A, KEY_B, NOW_S, verified
+from packets.helpers import KEY_A, KEY_B, NOW_S, synthesise, verified
 from packets.oracle import summaries_agree, synthesise_loop
 
 HALF = 100.0  # half-life used by the hand example, seconds

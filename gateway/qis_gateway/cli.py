@@ -11,7 +11,7 @@ Subcommands (each imports its module lazily, so a missing optional part never br
     status --config gateway.toml     peers, stored packets, queue depth (from the running gateway)
 
 Exit status: 0 ok, 1 runtime failure, 2 usage or configuration error. The subcommands that inspect or
-prepare a gateway live in commands.py; `run` calls the service. Nothing below imports this module.
+prepare a gateway live in commands.py; `run` calls the service. No other module imports this one.
 (The synthesis benchmark is `bench/bench_synthesis.py` in the source tree, not a subcommand.)
 """
 

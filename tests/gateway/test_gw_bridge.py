@@ -206,7 +206,8 @@ def test_authentic_but_malformed_bodies_are_refused(tmp_path_factory: pytest.Tem
     except (ValueError, TypeError):
         return  # not serialisable as a frame at all
     adm = rig.bridge.admit(board.topic(kind), frame)
-    assert adm.outcome in ("accepted", "rejected")
+    # "duplicate": an earlier example already sent these very bytes (an extra "seq" can repeat one)
+    assert adm.outcome in ("accepted", "rejected", "duplicate")
     if adm.outcome == "rejected":
         assert adm.reason and metric(rig.metrics, "qis_gateway_rejections_total", reason=adm.reason) >= 1
 

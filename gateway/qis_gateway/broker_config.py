@@ -30,9 +30,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from qis_gateway.registry import DeviceRecord, Registry, board_password
+from qis_gateway.registry import DeviceRecord, board_password
 
 log = logging.getLogger(__name__)
 
@@ -142,24 +141,3 @@ def generate(out_dir: Path, records: list[DeviceRecord], *, listen: tuple[str, i
     conf.write_text(mosquitto_conf(listen[0], listen[1], passwd, acl, persistence, run_as=run_as))
     _write_private(env, "QIS_MQTT_USERNAME=%s\nQIS_MQTT_PASSWORD=%s\n" % (gateway_user, password))
     return BrokerFiles(conf, passwd, acl, env, hashed_by)
-
-
-def broker_config_main(args: Any) -> int:
-    from qis_gateway.cli import _registry_path
-    from qis_gateway.config import ConfigError, parse_hostport
-
-    try:
-        listen = parse_hostport(args.listen, "--listen")
-    except ConfigError as exc:
-        print("qis-gateway broker-config: %s" % exc)
-        return 2
-    with Registry(_registry_path(args)) as registry:
-        records = registry.list()
-    password = args.gateway_password or os.environ.get("QIS_MQTT_PASSWORD") or None
-    files = generate(Path(args.out), records, listen=listen, gateway_user=args.gateway_user,
-                     gateway_password=password, persistence_dir=args.persistence_dir, run_as=args.run_as)
-    active = sum(1 for r in records if not r.revoked)
-    print("wrote %s, %s (%d board(s) + gateway, hashed by %s), %s and %s" % (
-        files.conf, files.passwd, active, files.hashed_by, files.acl, files.gateway_env))
-    print("run: mosquitto -c %s ; give the gateway the credentials in %s" % (files.conf, files.gateway_env))
-    return 0

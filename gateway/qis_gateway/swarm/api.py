@@ -17,7 +17,7 @@ How it works:
 - ``stop(graceful=True)`` asks the core to leave (hand stored values to the next-closest nodes) and waits
   for its ``LeaveDone`` (at most ``leave_timeout_s``), saves the peer list, and closes socket and store.
 
-Errors (added to the package tree of ``errors.py``)::
+Errors (the package tree is in ``errors.py``)::
 
     SwarmError
      +-- SwarmUnavailable   peers are known but none answered (put stored nowhere else / lookup reached nobody)
@@ -39,7 +39,7 @@ from typing import Any
 
 from . import peers as peer_file
 from .config import SwarmConfig
-from .errors import SwarmError
+from .errors import SwarmError, SwarmStopped, SwarmUnavailable
 from .events import GetDone, JoinDone, LeaveDone, PutDone
 from .identity import NodeIdentity
 from .node import SwarmNode
@@ -50,16 +50,10 @@ from .udp import Address, SwarmDriver, open_driver
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LookupResult", "SwarmStopped", "SwarmUnavailable", "UdpSwarm"]  # the errors live in errors.py
+
 KEY_FILE = "node.key"
 STORE_FILE = "values.sqlite3"
-
-
-class SwarmUnavailable(SwarmError):
-    """No peer answered: the put was stored nowhere else, or the lookup reached nobody. Queue and retry."""
-
-
-class SwarmStopped(SwarmError):
-    """The swarm is not running (call ``await start()`` first; or it was stopped during the operation)."""
 
 
 @dataclass(frozen=True, slots=True)

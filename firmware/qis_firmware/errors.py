@@ -20,12 +20,24 @@ class UsageError(FirmwareError):
     exit_code = 2
 
 
+class IncompleteInstall(FirmwareError):
+    """This install lacks files a board needs (e.g. its main.py); nothing was written to the board."""
+
+    exit_code = 2
+
+
+class MissingTool(FirmwareError):
+    """An external tool the command needs is not installed; the message says how to install it."""
+
+    exit_code = 2
+
+
 class PortError(FirmwareError):
     """The serial port cannot be used."""
 
 
 class NoSuchPort(PortError):
-    pass
+    exit_code = 2  # bad input: the file or port the user named
 
 
 class PortPermissionDenied(PortError):
@@ -43,9 +55,13 @@ class BytecodeMismatch(FirmwareError):
 class ConfigError(FirmwareError):
     """The board config (device.json) is missing or lacks required fields."""
 
+    exit_code = 2  # bad input: the file or port the user named
+
 
 class FirmwareImageMismatch(FirmwareError):
     """The firmware file is not for the chip being flashed (as far as its header tells)."""
+
+    exit_code = 2  # bad input: the file or port the user named
 
 
 class ToolError(FirmwareError):

@@ -26,6 +26,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from qis_gateway import cliopts
+
 from qis_firmware import tools
 
 log = logging.getLogger(__name__)
@@ -167,7 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readings", type=int, default=None, help="stop after N readings (default: run forever)")
     parser.add_argument("--code", type=Path, default=None, help="directory of .mpy/.py board code")
     parser.add_argument("--py", action="store_true", help="run the .py sources instead of compiled .mpy")
+    cliopts.add_level_options(parser)
     args = parser.parse_args(argv)
+    if cliopts.chosen_level(parser, args) is not None:  # else `qis-device` configured it already
+        cliopts.configure_logging(parser, args, logging.WARNING)
     if not args.config.exists():
         print("qis-device emulate: config %s does not exist" % args.config, file=sys.stderr)
         return 2

@@ -11,6 +11,9 @@ Subcommands (each imports its module lazily, so a missing optional part never br
     lookup ADDRESS_HEX --bootstrap HOST:PORT   what the swarm holds at an address, and the hops it took
     status --config gateway.toml     peers, stored packets, queue depth (from the running gateway)
 
+`--version`, `-v`, `-q` and `--log-level` are the options every qis-edge command shares (cliopts.py); a
+level given there overrides the config's `[log] level` for `run`.
+
 Exit status: 0 ok, 1 runtime failure, 2 usage or configuration error.
 """
 
@@ -21,6 +24,8 @@ import json
 import logging
 import sys
 from pathlib import Path
+
+from qis_gateway import cliopts
 
 log = logging.getLogger("qis_gateway.cli")
 
@@ -49,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     from qis_gateway.service import run_service
 
-    return run_service(config)
+    return run_service(config, log_level=args.log_level_given)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -136,7 +141,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qis-gateway", description="qis-edge gateway: MQTT boards <-> QIS swarm")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the gateway service")
@@ -194,14 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", "-c", required=True)
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    cliopts.add_common_options(p, "qis-gateway", sub, skip=("keygen",))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args.log_level_given = cliopts.chosen_level(parser, args)  # `run` lets it override the config's [log] level
+    cliopts.configure_logging(parser, args, logging.INFO, fmt="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

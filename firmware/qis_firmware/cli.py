@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "emulate":
         return _emulate(list(args.rest))
     try:
-        tools.require(needed_tools(args), "qis-device %s" % args.command)
+        tools.require(needed_tools(args), args.command)
         return int(args.func(args))
     except FirmwareError as exc:
         print("qis-device: error: %s" % exc, file=sys.stderr)

@@ -41,7 +41,7 @@ class NoSuchPort(PortError):
 
 
 class PortPermissionDenied(PortError):
-    pass
+    exit_code = 2  # the set-up needs fixing (the dialout group), not a retry
 
 
 class NotMicroPython(FirmwareError):
@@ -50,6 +50,8 @@ class NotMicroPython(FirmwareError):
 
 class BytecodeMismatch(FirmwareError):
     """The board's .mpy version and the compiler's (or the one given) disagree."""
+
+    exit_code = 2  # a wrong --mpy-version, or an mpy-cross to upgrade
 
 
 class ConfigError(FirmwareError):

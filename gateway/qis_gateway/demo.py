@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gateways < 1 or args.boards < 1 or args.readings < 1 or not 1 <= args.sites <= args.gateways:
         parser.error("need gateways >= 1, boards >= 1, readings >= 1 and 1 <= sites <= gateways")
     try:
-        tools.require(NEEDED_TOOLS, "qis-demo")
+        tools.require(NEEDED_TOOLS, "the demo")
     except MissingTool as exc:
         print("qis-demo: error: %s" % exc, file=sys.stderr)
         return exc.exit_code

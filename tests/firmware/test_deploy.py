@@ -213,7 +213,7 @@ def test_bytecode_version_mismatch_given_vs_board(tmp_path: Path, capsys) -> Non
     rc = cli_main(["deploy", "--port", "emulated:%s" % (tmp_path / "board"), "--config", str(config),
                    "--mpy-version", "5"])
     err = capsys.readouterr().err
-    assert rc == 1 and "bytecode version mismatch" in err and "v6.3" in err
+    assert rc == 2 and "bytecode version mismatch" in err and "v6.3" in err
     assert not (tmp_path / "board" / "qis").exists()
 
 

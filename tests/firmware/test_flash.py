@@ -191,7 +191,7 @@ def _check_permission_denied(command: str, tmp_path: Path) -> None:
     proc = _run_unprivileged(args, tmp_path)
     if "No module named" in proc.stderr:
         pytest.skip("the unprivileged user cannot read the venv: %s" % proc.stderr.strip().splitlines()[-1])
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     assert "permission denied on serial port" in proc.stderr
     assert "usermod -aG dialout" in proc.stderr
 

@@ -32,7 +32,8 @@ def test_esptool_4_is_refused_before_flashing(tmp_path: Path, monkeypatch, capsy
     rc = cli_main(["flash", "--port", "/dev/ttyUSB0", "--chip", "esp32", "--firmware", str(fw)])
     err = _one_line_error(capsys)
     assert rc == 2
-    assert "esptool (version 4.7 is installed, the flash commands need esptool 5: pip install 'esptool>=5,<6')" in err
+    assert err == ("qis-device: error: flash needs esptool (version 4.7 is installed, the flash commands need "
+                   "esptool 5: pip install 'esptool>=5,<6')")
 
 
 def test_rp2_needs_no_esptool(tmp_path: Path, monkeypatch, capsys) -> None:

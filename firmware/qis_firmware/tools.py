@@ -20,7 +20,6 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable
-from importlib import metadata
 from pathlib import Path
 
 from qis_firmware.errors import MissingTool
@@ -39,6 +38,8 @@ def executable(name: str) -> str | None:
 
 
 def _version(dist: str) -> tuple[int, ...] | None:
+    from importlib import metadata  # only when a tool is checked: it costs ~0.25 s to import
+
     try:
         text = metadata.version(dist)
     except metadata.PackageNotFoundError:

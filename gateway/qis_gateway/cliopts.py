@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from importlib import metadata
+import sys
 
 DIST = "qis-edge"
 LEVELS = ("debug", "info", "warning", "error")
@@ -26,10 +26,26 @@ LEVELS = ("debug", "info", "warning", "error")
 
 def package_version() -> str:
     """The installed qis-edge version, from its package metadata."""
+    from importlib import metadata  # only when asked: importing it costs ~0.25 s of every start-up
+
     try:
         return metadata.version(DIST)
     except metadata.PackageNotFoundError:
         return "unknown (qis-edge is not installed; run `pip install .` in the checkout)"
+
+
+class _VersionAction(argparse.Action):
+    """argparse's "version" action, but reading the metadata only when --version is given."""
+
+    def __init__(self, option_strings: list[str], dest: str, prog: str = "", **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the installed version and exit")
+        self.prog = prog
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        sys.stdout.write("%s %s\n" % (self.prog, package_version()))
+        parser.exit()
 
 
 def _level_name(text: str) -> str:
@@ -52,7 +68,7 @@ def add_common_options(parser: argparse.ArgumentParser, prog: str,
                        subparsers: argparse._SubParsersAction | None = None, *, skip: tuple[str, ...] = ()) -> None:
     """--version and -v/-q/--log-level on `parser`, and the level options on every subcommand but `skip`
     (subcommands that hand their words to another parser)."""
-    parser.add_argument("--version", action="version", version="%s %s" % (prog, package_version()))
+    parser.add_argument("--version", action=_VersionAction, prog=prog)
     add_level_options(parser, None)
     if subparsers is not None:
         for name, sub in subparsers.choices.items():

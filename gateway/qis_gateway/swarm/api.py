@@ -11,7 +11,7 @@ How it works:
   which the driver hands to :meth:`UdpSwarm._on_event` (futures keyed by op id).
 - A swarm of one (no peer in the routing table: a lone gateway, or every peer gone): ``put`` stores the
   value locally and returns 0 replicas instead of failing; the core hands such values to the first peers
-  that appear (``maintain.hand_over``). ``get`` answers from the local store (an empty result, not
+  that appear (``Housekeeping.hand_over``). ``get`` answers from the local store (an empty result, not
   :class:`SwarmUnavailable`). ``status()`` says ``alone`` and how many addresses await a hand-over; the
   first put while alone and the first peer afterwards are logged at INFO.
 - ``stop(graceful=True)`` asks the core to leave (hand stored values to the next-closest nodes) and waits

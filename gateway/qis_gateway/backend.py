@@ -51,7 +51,7 @@ def make_udp_swarm(listen: tuple[str, int], data_dir: Path, bootstrap: list[tupl
     if rate_limit_per_s > 0:
         import dataclasses
 
-        from qis_gateway.swarm.config import SwarmConfig
+        from qis_gateway.swarm.core.config import SwarmConfig
 
         config = dataclasses.replace(SwarmConfig(), rate_limit_per_s=rate_limit_per_s)
     return UdpSwarm(listen, data_dir, bootstrap=bootstrap, config=config, validator=validator)

@@ -12,10 +12,10 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qis_gateway.swarm import housekeeping, ops, policy, wire
+from qis_gateway.swarm.core import housekeeping, ops, policy, wire
+from qis_gateway.swarm.core.events import GetDone, JoinDone, LeaveDone, PutDone
+from qis_gateway.swarm.core.identity import NodeIdentity
 from qis_gateway.swarm.errors import SwarmUsageError
-from qis_gateway.swarm.events import GetDone, JoinDone, LeaveDone, PutDone
-from qis_gateway.swarm.identity import NodeIdentity
 
 from .conftest import TEST_CONFIG, MemNet
 

@@ -37,12 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import keyfile
 from . import peers as peer_file
-from .config import SwarmConfig
+from .core.config import SwarmConfig
+from .core.events import GetDone, JoinDone, LeaveDone, PutDone
+from .core.identity import NodeIdentity
+from .core.node import SwarmNode
 from .errors import SwarmError
-from .events import GetDone, JoinDone, LeaveDone, PutDone
-from .identity import NodeIdentity
-from .node import SwarmNode
 from .published import FILE as PUBLISHED_FILE
 from .published import PublishedValues
 from .store_sqlite import SqliteValueStore
@@ -133,7 +134,7 @@ class UdpSwarm:
         loop = asyncio.get_running_loop()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.identity is None:
-            self.identity = NodeIdentity.load_or_create(self.data_dir / KEY_FILE)
+            self.identity = keyfile.load_or_create(self.data_dir / KEY_FILE)
         if self.config is None:
             self.config = SwarmConfig()
         rng = self._rng or random.Random(int.from_bytes(os.urandom(16), "big"))

@@ -35,11 +35,11 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from .config import SwarmConfig
-from .events import GetDone, JoinDone, PutDone
-from .node import SwarmNode
-from .routing import Contact
-from .store import MemoryValueStore
+from .core.config import SwarmConfig
+from .core.events import GetDone, JoinDone, PutDone
+from .core.node import SwarmNode
+from .core.routing import Contact
+from .core.store import MemoryValueStore
 
 log = logging.getLogger(__name__)
 

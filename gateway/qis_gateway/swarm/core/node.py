@@ -26,9 +26,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import SwarmUsageError, WireError
 from . import policy, wire
 from .config import SwarmConfig
-from .errors import SwarmUsageError, WireError
 from .events import SwarmEvent
 from .housekeeping import Housekeeping
 from .identity import NodeIdentity

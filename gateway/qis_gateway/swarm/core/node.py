@@ -69,8 +69,7 @@ class SwarmNode:
         self._limiter = policy.RateLimiter(config) if config.rate_limit_per_s > 0 else None
         self._started = False
         self._next_op = 1
-        self.rpc = Rpc(identity, config, rng, self.table, store, self.counters, self._send, self.valid)
-        self.rpc.requester = self
+        self.rpc = Rpc(identity, config, rng, self.table, store, self.counters, self._send, self.valid, self)
         self.housekeeping = Housekeeping(self, self.rpc, published)
 
     # ---- introspection ---------------------------------------------------------------------------

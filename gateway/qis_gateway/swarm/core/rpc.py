@@ -79,7 +79,7 @@ class _ProvePing:
 class Rpc:
     def __init__(self, identity: NodeIdentity, config: SwarmConfig, rng: random.Random, table: RoutingTable,
                  store: ValueStore, counters: dict[str, int], send: Callable[[Any, Address], None],
-                 valid: Callable[[bytes, bytes], bool]) -> None:
+                 valid: Callable[[bytes, bytes], bool], requester: Requester) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.config = config
@@ -89,7 +89,7 @@ class Rpc:
         self.counters = counters
         self.send = send
         self.valid = valid
-        self.requester: Requester | None = None  # set by the node: what ops are handed in their callbacks
+        self.requester = requester  # what ops are handed in their callbacks (the node)
         self.contact_intern: dict[bytes, Contact] | None = None  # the simulator shares Contact objects
         self.pending: dict[int, Pending] = {}
         self.proving: set[Address] = set()  # addresses with a ping-before-evict in flight

@@ -1,7 +1,7 @@
 """Swarm on real UDP (127.0.0.1): ours vs OpenDHT vs PyPI kademlia, same workload, same process layout.
 
 Scenarios (each implementation runs the identical workload, node counts per process, lookup sources and
-crash set; see qis_gateway/swarm/bench_udp.py):
+crash set; see bench/bench_udp.py):
   healthy64  64 nodes in 4 processes, 100 addresses x 3 packets of 300 B, 300 sequential lookups
   crash32    32 nodes: 24 in 3 processes + 8 in a 4th that gets SIGKILL after the puts (25 %), then
              100 sequential lookups from random survivors at once (no repair time)
@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from qis_gateway.swarm.bench_udp import run_comparison
+from bench_udp import run_comparison
 
 HERE = Path(__file__).resolve().parent
 

@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from qis_gateway.swarm.config import SwarmConfig
-from qis_gateway.swarm.identity import NodeIdentity
-from qis_gateway.swarm.node import SwarmNode
-from qis_gateway.swarm.store import MemoryValueStore
+from qis_gateway.swarm.core.config import SwarmConfig
+from qis_gateway.swarm.core.identity import NodeIdentity
+from qis_gateway.swarm.core.node import SwarmNode
+from qis_gateway.swarm.core.store import MemoryValueStore
 
 Address = tuple[str, int]
 TEST_CONFIG = SwarmConfig(rate_limit_per_s=0.0, maintenance_interval_s=60.0)
@@ -94,7 +94,7 @@ class MemNet:
         return got
 
     def build(self, n: int, config: SwarmConfig = TEST_CONFIG, validator: Any = None) -> list[SwarmNode]:
-        from qis_gateway.swarm.events import JoinDone
+        from qis_gateway.swarm.core.events import JoinDone
 
         first = self.add(config, validator)
         nodes = [first]

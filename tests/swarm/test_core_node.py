@@ -12,10 +12,10 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qis_gateway.swarm import ops, wire
+from qis_gateway.swarm.core import housekeeping, ops, policy, wire
+from qis_gateway.swarm.core.events import GetDone, JoinDone, LeaveDone, PutDone
+from qis_gateway.swarm.core.identity import NodeIdentity
 from qis_gateway.swarm.errors import SwarmUsageError
-from qis_gateway.swarm.events import GetDone, JoinDone, LeaveDone, PutDone
-from qis_gateway.swarm.identity import NodeIdentity
 
 from .conftest import TEST_CONFIG, MemNet
 
@@ -183,13 +183,17 @@ def test_storage_caps_evict_soonest_expiring_and_values_expire(memnet: MemNet) -
                   maintenance_interval_s=5.0)
     node = memnet.add(cfg)
     other = b"\x01" * 32
+
+    def store(address: bytes, value: bytes, now_s: float) -> None:
+        policy.store_with_policy(node.store, node.config, address, value, now_s, node.counters)
+
     for t, v in enumerate([b"v0", b"v1", b"v2", b"v3"]):
-        node._store_value(ADDR, v, float(t))
+        store(ADDR, v, float(t))
     assert node.store.values(ADDR, 10) == [b"v1", b"v2", b"v3"]  # v0 expired first: evicted
     assert node.counters["evicted_address_cap"] == 1
-    node._store_value(other, b"o0", 10.0)
-    node._store_value(other, b"o1", 11.0)
-    node._store_value(other, b"o2", 12.0)  # node full (5): ADDR holds most values, gives up v1
+    store(other, b"o0", 10.0)
+    store(other, b"o1", 11.0)
+    store(other, b"o2", 12.0)  # node full (5): ADDR holds most values, gives up v1
     assert node.store.values(ADDR, 10) == [b"v2", b"v3"]
     assert node.counters["evicted_node_cap"] == 1
     node.handle_timer(0.0)
@@ -320,17 +324,17 @@ def test_adaptive_timeout_follows_rtt_within_floor_and_cap(memnet: MemNet) -> No
     cfg = replace(TEST_CONFIG, rpc_timeout_floor_s=0.02, rpc_timeout_cap_s=1.0, rpc_timeout_initial_s=0.25)
     node = memnet.add(cfg)
     peer = b"\x09" * 32
-    assert node._timeout_for(peer) == pytest.approx(0.25)  # nothing measured yet
+    assert node.rpc.timeout_for(peer) == pytest.approx(0.25)  # nothing measured yet
     for _ in range(20):
-        node._rtt_sample(peer, 0.001)  # loopback-fast peer: the floor applies
-    assert node._timeout_for(peer) == pytest.approx(0.02)
+        node.rpc.rtt_sample(peer, 0.001)  # loopback-fast peer: the floor applies
+    assert node.rpc.timeout_for(peer) == pytest.approx(0.02)
     slow = b"\x0a" * 32
     for _ in range(20):
-        node._rtt_sample(slow, 0.1)
-    assert 0.3 <= node._timeout_for(slow) <= 0.35  # ~3 x srtt
+        node.rpc.rtt_sample(slow, 0.1)
+    assert 0.3 <= node.rpc.timeout_for(slow) <= 0.35  # ~3 x srtt
     for _ in range(20):
-        node._rtt_sample(slow, 5.0)
-    assert node._timeout_for(slow) == 1.0  # cap
+        node.rpc.rtt_sample(slow, 5.0)
+    assert node.rpc.timeout_for(slow) == 1.0  # cap
 
 
 def test_requester_is_added_only_after_answering_the_challenge_from_its_own_address(memnet: MemNet) -> None:
@@ -388,7 +392,7 @@ def record_republishes(monkeypatch: pytest.MonkeyPatch, origin) -> list[tuple[fl
                 started.append((now_s, address))
             super().__init__(node, op_id, address, values, now_s, report, on_done)
 
-    monkeypatch.setattr(ops, "PutOp", Recording)
+    monkeypatch.setattr(housekeeping, "PutOp", Recording)
     return started
 
 
@@ -425,7 +429,7 @@ def test_values_put_during_the_run_wait_an_interval_before_republishing(monkeypa
     net = MemNet(seed=7)
     nodes = net.build(6, cfg)
     origin = nodes[0]
-    started_s = origin._started_s
+    started_s = origin.housekeeping.started_s
     started = record_republishes(monkeypatch, origin)
     _put(net, origin, ADDR, _value(1))
     net.run(until=started_s + cfg.republish_interval_s - 1.0)

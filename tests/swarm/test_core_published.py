@@ -12,10 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from qis_gateway.swarm.events import JoinDone, LeaveDone, PutDone
-from qis_gateway.swarm.node import SwarmNode
+from qis_gateway.swarm.core.events import JoinDone, LeaveDone, PutDone
+from qis_gateway.swarm.core.node import SwarmNode
+from qis_gateway.swarm.core.store import MemoryPublishedSet, PublishedSet
 from qis_gateway.swarm.published import PublishedValues
-from qis_gateway.swarm.store import MemoryPublishedSet, PublishedSet
 
 from .conftest import TEST_CONFIG, MemNet
 from .test_core_node import record_republishes

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import random
 
-from qis_gateway.swarm.config import SwarmConfig
-from qis_gateway.swarm.events import GetDone, JoinDone, PutDone
-from qis_gateway.swarm.identity import NodeIdentity
-from qis_gateway.swarm.node import SwarmNode
-from qis_gateway.swarm.store import MemoryValueStore
+from qis_gateway.swarm.core.config import SwarmConfig
+from qis_gateway.swarm.core.events import GetDone, JoinDone, PutDone
+from qis_gateway.swarm.core.identity import NodeIdentity
+from qis_gateway.swarm.core.node import SwarmNode
+from qis_gateway.swarm.core.store import MemoryValueStore
 
 from tests.swarm.conftest import TEST_CONFIG, MemNet
 

@@ -5,7 +5,7 @@ point, and later lookups into the rest of the bucket's range then gain few bits 
 
 from __future__ import annotations
 
-from qis_gateway.swarm.events import JoinDone
+from qis_gateway.swarm.core.events import JoinDone
 from qis_gateway.swarm.sim import Simulator, config_with
 
 
@@ -69,11 +69,11 @@ def test_refresh_of_a_full_bucket_sends_nothing() -> None:
     sim.prefill_ideal(300)
     node = sim.nodes[0]
     full = next(i for i, b in node.table.buckets.items() if len(b) >= sim.config.k)
-    from qis_gateway.swarm import ops
+    from qis_gateway.swarm.core.refresh import RefreshOp
 
     before = node.counters["sent"]
     done = []
-    ops.RefreshOp(node, full, lambda n, op, now: done.append(op.messages), sim.now)
+    RefreshOp(node, full, lambda n, op, now: done.append(op.messages), sim.now)
     assert done == [0] and node.counters["sent"] == before
 
 

@@ -6,8 +6,8 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qis_gateway.swarm.lookup import Lookup
-from qis_gateway.swarm.routing import Contact, RoutingTable
+from qis_gateway.swarm.core.lookup import Lookup
+from qis_gateway.swarm.core.routing import Contact, RoutingTable
 
 
 def _contact(rng: random.Random, i: int, prefix_of: int | None = None, bits: int = 0) -> Contact:

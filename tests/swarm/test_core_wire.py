@@ -6,9 +6,9 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qis_gateway.swarm import wire
+from qis_gateway.swarm.core import wire
+from qis_gateway.swarm.core.routing import Contact
 from qis_gateway.swarm.errors import WireError
-from qis_gateway.swarm.routing import Contact
 
 ID = bytes(range(32))
 NONCE = b"n" * 16

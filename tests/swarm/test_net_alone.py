@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from qis_gateway.swarm.api import SwarmUnavailable, UdpSwarm
-from qis_gateway.swarm.config import SwarmConfig
+from qis_gateway.swarm.core.config import SwarmConfig
 
 FAST = dataclasses.replace(SwarmConfig(rate_limit_key="addr"), maintenance_interval_s=0.2)
 ADDRESS = hashlib.sha256(b"alone").digest()

@@ -9,7 +9,7 @@ import hashlib
 from pathlib import Path
 
 from qis_gateway.swarm.api import UdpSwarm
-from qis_gateway.swarm.config import SwarmConfig
+from qis_gateway.swarm.core.config import SwarmConfig
 from qis_gateway.swarm.published import PublishedValues
 
 SHORT = dataclasses.replace(SwarmConfig(rate_limit_key="addr"), value_ttl_s=3.0, republish_interval_s=1.0,

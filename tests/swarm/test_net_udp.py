@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from qis_gateway.swarm.api import LookupResult, SwarmStopped, SwarmUnavailable, UdpSwarm
-from qis_gateway.swarm.config import SwarmConfig
+from qis_gateway.swarm.core.config import SwarmConfig
 
 # Every test node shares 127.0.0.1: rate-limit per (ip, port), not per ip.
 CONFIG = SwarmConfig(rate_limit_key="addr")

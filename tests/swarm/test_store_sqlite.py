@@ -128,7 +128,7 @@ def test_closing_twice_is_harmless(tmp_path: Path) -> None:
 def test_matches_the_memory_store_under_random_operations(tmp_path: Path, cache_bytes: int) -> None:
     import random
 
-    from qis_gateway.swarm.store import MemoryValueStore
+    from qis_gateway.swarm.core.store import MemoryValueStore
 
     rng = random.Random(7)
     mem, sql = MemoryValueStore(), SqliteValueStore(tmp_path / "v.sqlite3", cache_bytes=cache_bytes)

@@ -1,4 +1,4 @@
-"""`qis-swarm bench --backend opendht` measures OpenDHT alone on the same harness as ours."""
+"""`bench/bench_udp.py --backend opendht` measures OpenDHT alone on the same harness as ours."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("opendht", reason="OpenDHT is an optional package (pip install 'opendht>=3.0')")
 
-QIS_SWARM = str(Path(sys.executable).parent / "qis-swarm")
+BENCH_UDP = str(Path(__file__).resolve().parents[2] / "bench" / "bench_udp.py")
 
 
 def test_bench_runs_one_backend_alone() -> None:
-    out = subprocess.run([QIS_SWARM, "bench", "--nodes", "8", "--values", "3", "--lookups", "10", "--procs", "2",
+    out = subprocess.run([sys.executable, BENCH_UDP, "--nodes", "8", "--values", "3", "--lookups", "10", "--procs", "2",
                           "--backend", "opendht", "--json"], capture_output=True, text=True, timeout=240, check=True)
     results = json.loads(out.stdout)["results"]
     assert list(results) == ["opendht"]
@@ -24,6 +24,6 @@ def test_bench_runs_one_backend_alone() -> None:
 
 
 def test_unknown_backend_is_a_usage_error() -> None:
-    proc = subprocess.run([QIS_SWARM, "bench", "--nodes", "4", "--values", "1", "--lookups", "1", "--backend",
+    proc = subprocess.run([sys.executable, BENCH_UDP, "--nodes", "4", "--values", "1", "--lookups", "1", "--backend",
                            "chord"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "unknown backend" in proc.stderr

@@ -1,18 +1,17 @@
 """The gateways' swarm: a Kademlia DHT storing outcome packets by 32-byte keyspace address.
 
-Sans-IO core (no sockets, clocks or global random; see docs/swarm.md):
-``identity`` (Ed25519 key, node id = SHA-256 of the public key), ``config`` (SwarmConfig), ``store``
-(ValueStore protocol, MemoryValueStore), ``events``, ``wire`` (msgpack datagrams), ``routing`` (k-buckets),
-``lookup`` (alpha-in-flight iterative lookup), ``ops`` (get / put / join / leave), ``rpc`` (handlers),
-``node`` (SwarmNode). Drivers: ``sim`` (virtual-time simulator), ``udp`` / ``api`` (asyncio UDP).
+``core/``: the sans-IO core (no I/O, clocks, sockets or global random; its ``__init__`` lists the
+modules; see docs/swarm.md). Beside it: ``api`` / ``udp`` (asyncio UDP driver, ``UdpSwarm``), ``sim``
+(virtual-time simulator), ``store_sqlite`` / ``published`` (SQLite stores), ``keyfile`` (the node key),
+``peers`` (the saved peer list), ``cli`` (``qis-swarm``), ``errors``.
 """
 
-from .config import SwarmConfig
+from .core.config import SwarmConfig
+from .core.events import GetDone, JoinDone, LeaveDone, PutDone, SwarmEvent
+from .core.identity import NodeIdentity
+from .core.node import SwarmNode
+from .core.store import MemoryValueStore, ValueStore
 from .errors import SwarmError, SwarmStopped, SwarmUnavailable, SwarmUsageError, WireError
-from .events import GetDone, JoinDone, LeaveDone, PutDone, SwarmEvent
-from .identity import NodeIdentity
-from .node import SwarmNode
-from .store import MemoryValueStore, ValueStore
 
 __all__ = [
     "GetDone", "JoinDone", "LeaveDone", "MemoryValueStore", "NodeIdentity", "PutDone", "SwarmConfig",

@@ -11,7 +11,7 @@ How it works:
   which the driver hands to :meth:`UdpSwarm._on_event` (futures keyed by op id).
 - A swarm of one (no peer in the routing table: a lone gateway, or every peer gone): ``put`` stores the
   value locally and returns 0 replicas instead of failing; the core hands such values to the first peers
-  that appear (``maintain.hand_over``). ``get`` answers from the local store (an empty result, not
+  that appear (``Housekeeping.hand_over``). ``get`` answers from the local store (an empty result, not
   :class:`SwarmUnavailable`). ``status()`` says ``alone`` and how many addresses await a hand-over; the
   first put while alone and the first peer afterwards are logged at INFO.
 - ``stop(graceful=True)`` asks the core to leave (hand stored values to the next-closest nodes) and waits
@@ -37,12 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import keyfile
 from . import peers as peer_file
-from .config import SwarmConfig
+from .core.config import SwarmConfig
+from .core.events import GetDone, JoinDone, LeaveDone, PutDone
+from .core.identity import NodeIdentity
+from .core.node import SwarmNode
 from .errors import SwarmError, SwarmStopped, SwarmUnavailable
-from .events import GetDone, JoinDone, LeaveDone, PutDone
-from .identity import NodeIdentity
-from .node import SwarmNode
 from .published import FILE as PUBLISHED_FILE
 from .published import PublishedValues
 from .store_sqlite import SqliteValueStore
@@ -127,7 +128,7 @@ class UdpSwarm:
         loop = asyncio.get_running_loop()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.identity is None:
-            self.identity = NodeIdentity.load_or_create(self.data_dir / KEY_FILE)
+            self.identity = keyfile.load_or_create(self.data_dir / KEY_FILE)
         if self.config is None:
             self.config = SwarmConfig()
         rng = self._rng or random.Random(int.from_bytes(os.urandom(16), "big"))

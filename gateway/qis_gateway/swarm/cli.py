@@ -1,13 +1,13 @@
-"""`qis-swarm`: run a swarm node, the simulator, or the UDP benchmark.
+"""`qis-swarm`: run a swarm node or the simulator.
 
     qis-swarm node --listen HOST:PORT [--bootstrap HOST:PORT ...] --data DIR
         A standalone node until SIGTERM/SIGINT (= graceful leave). Prints one JSON line
         {"event": "listening", "address": [host, port], "node_id": hex} on stdout once bound, logs to stderr.
     qis-swarm simulate --nodes N --lookups L --seed S [--churn F] [--loss P] [--kill-after-store F] --json
         In-process simulator (swarm-core's sim.run_simulation); prints one JSON object.
-    qis-swarm bench --nodes N --values V --lookups L [--crash F] [--procs P] [--peers opendht,kademlia] --json
-        N real UDP nodes on 127.0.0.1 in P processes, ours and the peers on the same workload and layout
-        (bench_udp.py); prints one JSON object.
+
+The UDP benchmark against other engines (OpenDHT, PyPI kademlia) is not part of the installed package:
+run it from a checkout, `python bench/bench_udp.py --nodes N --values V --lookups L ...`.
 
 `--version`, `-v`, `-q` and `--log-level` are the options every qis-edge command shares (qis_gateway.cliopts).
 
@@ -66,7 +66,7 @@ def _positive(text: str) -> int:
 # -- node ------------------------------------------------------------------------------------------------
 async def _run_node(args: argparse.Namespace) -> int:
     from .api import UdpSwarm
-    from .config import SwarmConfig
+    from .core.config import SwarmConfig
 
     overrides: dict[str, Any] = {}
     if args.rate_limit_per_s is not None:
@@ -111,30 +111,6 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- bench -----------------------------------------------------------------------------------------------
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench_udp import IMPLS, run_comparison
-
-    peers = [p for p in (args.peers.split(",") if args.peers else []) if p and p != "none"]
-    bad = [p for p in peers if p not in IMPLS or p == "ours"]
-    if bad:
-        print("qis-swarm bench: unknown peer(s) %s (choose from opendht, kademlia, none)" % ", ".join(bad),
-              file=sys.stderr)
-        return EXIT_USAGE
-    # --backend runs one engine alone (issue 9: `qis-swarm bench --backend opendht`); default: ours + peers.
-    impls = [args.backend] if args.backend else ["ours", *peers]
-    if args.backend and args.backend not in IMPLS:
-        print("qis-swarm bench: unknown backend %r (choose from %s)" % (args.backend, ", ".join(IMPLS)),
-              file=sys.stderr)
-        return EXIT_USAGE
-    result = run_comparison(
-        impls, nodes=args.nodes, values=args.values, lookups=args.lookups, crash=args.crash,
-        procs=args.procs, packets=args.packets, value_bytes=args.value_bytes, seed=args.seed,
-    )
-    print(json.dumps(result, sort_keys=True) if args.json else _pretty(result))
-    return EXIT_OK
-
-
 def _pretty(result: dict[str, Any]) -> str:
     return json.dumps(result, indent=2, sort_keys=True)
 
@@ -167,19 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one-line JSON (default: indented)")
     s.set_defaults(func=cmd_simulate)
 
-    b = sub.add_parser("bench", help="real UDP nodes on 127.0.0.1, ours vs OpenDHT and kademlia")
-    b.add_argument("--nodes", type=_positive, required=True)
-    b.add_argument("--values", type=_positive, required=True, help="addresses stored")
-    b.add_argument("--lookups", type=_positive, required=True)
-    b.add_argument("--crash", type=_fraction, default=0.0, help="fraction SIGKILLed before the lookups")
-    b.add_argument("--procs", type=_positive, default=4, help="worker processes (same layout for every impl)")
-    b.add_argument("--packets", type=_positive, default=3, help="values per address")
-    b.add_argument("--value-bytes", type=_positive, default=300)
-    b.add_argument("--seed", type=int, default=1)
-    b.add_argument("--peers", default="opendht,kademlia", help="comma list of opendht,kademlia or 'none'")
-    b.add_argument("--backend", default=None, help="measure one engine alone: ours (Kademlia), opendht or kademlia")
-    b.add_argument("--json", action="store_true", help="one-line JSON (default: indented)")
-    b.set_defaults(func=cmd_bench)
     cliopts.add_common_options(p, "qis-swarm", sub)
     return p
 
@@ -195,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:  # port in use, unreadable key file (IdentityError), bad config
         print("qis-swarm: %s" % exc, file=sys.stderr)
         return EXIT_FAIL
-    except Exception as exc:  # StoreError, SwarmError, a missing bench peer: one line, not a traceback
-        if type(exc).__name__ in ("StoreError", "SwarmError", "BenchUnavailable") or isinstance(exc, ImportError):
+    except Exception as exc:  # StoreError, SwarmError: one line, not a traceback
+        if type(exc).__name__ in ("StoreError", "SwarmError") or isinstance(exc, ImportError):
             print("qis-swarm: %s" % exc, file=sys.stderr)
             return EXIT_FAIL
         raise

@@ -35,11 +35,11 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from .config import SwarmConfig
-from .events import GetDone, JoinDone, PutDone
-from .node import SwarmNode
-from .routing import Contact
-from .store import MemoryValueStore
+from .core.config import SwarmConfig
+from .core.events import GetDone, JoinDone, PutDone
+from .core.node import SwarmNode
+from .core.routing import Contact
+from .core.store import MemoryValueStore
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,8 @@ class Simulator:
     def _schedule(self, node: SwarmNode, seq: int) -> int:
         # The body of run()'s inner loop does the same inline (the simulator's hottest path); both must
         # draw from self.rng in the same order: loss check, then latency, per message.
-        out = node._out
+        out = node.messages_to_send()
         if out:
-            node._out = []
             rng = self.rng.random
             loss = self.loss
             lo, hi = self.latency_s
@@ -132,11 +131,10 @@ class Simulator:
             self._timer_at[key] = t
             seq += 1
             heapq.heappush(self._heap, (t, seq, None, node, None))
-        if node._events:
+        ev = node.next_event()
+        while ev is not None:
+            self.events.append((node, ev))
             ev = node.next_event()
-            while ev is not None:
-                self.events.append((node, ev))
-                ev = node.next_event()
         return seq
 
     def run(self, until_s: float | None = None, stop: Any = None, until_event: bool = False) -> None:
@@ -177,9 +175,8 @@ class Simulator:
                     delivered += 1
                     node.receive_message(payload, src, t)
                 # inline _schedule(node): outgoing messages, next timer, events
-                out = node._out
+                out = node.messages_to_send()
                 if out:
-                    node._out = []
                     loss = self.loss
                     me = node.sim_addr
                     for msg, to in out:
@@ -195,11 +192,10 @@ class Simulator:
                         timer_at[key] = nt
                         seq += 1
                         push(heap, (nt, seq, None, node, None))
-                if node._events:
+                ev = node.next_event()
+                while ev is not None:
+                    events.append((node, ev))
                     ev = node.next_event()
-                    while ev is not None:
-                        events.append((node, ev))
-                        ev = node.next_event()
         finally:
             self._seq = seq
             self.delivered += delivered

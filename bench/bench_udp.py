@@ -16,17 +16,28 @@ How it works:
   ``first_ms`` to the first value, ``last_ms`` to the last expected value, ``done_ms`` until the
   implementation reports the lookup finished; ``latency_ms`` in the result is ``done_ms``.
 - One-value-per-key implementations (``kademlia``) store an address's packets as one concatenated value.
+
+Run from a checkout (the adapters bench_ours.py, bench_opendht.py, bench_kademlia.py sit beside it; this
+code is not in the installed package)::
+
+    .venv/bin/python bench/bench_udp.py --nodes N --values V --lookups L [--crash F] [--procs P]
+        [--packets 3] [--value-bytes 300] [--seed 1] [--peers opendht,kademlia | none] [--backend ours] [--json]
+
+prints one JSON object; exit 2 on bad arguments. ``bench/bench_swarm.py`` runs the published scenarios.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import logging
 import multiprocessing
 import os
 import random
 import signal
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -315,15 +326,15 @@ def run_bench(
 def make_adapter_class(impl: str) -> type:
     """The adapter class for ``impl``; importing a peer adapter does not import the peer library yet."""
     if impl == "ours":
-        from .bench_ours import OursAdapter
+        from bench_ours import OursAdapter
 
         return OursAdapter
     if impl == "opendht":
-        from .bench_opendht import OpenDhtAdapter
+        from bench_opendht import OpenDhtAdapter
 
         return OpenDhtAdapter
     if impl == "kademlia":
-        from .bench_kademlia import KademliaAdapter
+        from bench_kademlia import KademliaAdapter
 
         return KademliaAdapter
     raise ValueError("unknown implementation %r" % impl)
@@ -339,3 +350,67 @@ def run_comparison(impls: list[str], **kw: Any) -> dict[str, Any]:
             log.warning("%s", exc)
             out["results"][impl] = {"impl": impl, "unavailable": str(exc)}
     return out
+
+
+# -- command line -------------------------------------------------------------------------------------
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError("%r must be in [0, 1)" % text)
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("%r must be >= 1" % text)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    b = argparse.ArgumentParser(prog="bench_udp.py",
+                                description="real UDP nodes on 127.0.0.1, ours vs OpenDHT and kademlia")
+    b.add_argument("--nodes", type=_positive, required=True)
+    b.add_argument("--values", type=_positive, required=True, help="addresses stored")
+    b.add_argument("--lookups", type=_positive, required=True)
+    b.add_argument("--crash", type=_fraction, default=0.0, help="fraction SIGKILLed before the lookups")
+    b.add_argument("--procs", type=_positive, default=4, help="worker processes (same layout for every impl)")
+    b.add_argument("--packets", type=_positive, default=3, help="values per address")
+    b.add_argument("--value-bytes", type=_positive, default=300)
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--peers", default="opendht,kademlia", help="comma list of opendht,kademlia or 'none'")
+    b.add_argument("--backend", default=None, help="measure one engine alone: ours (Kademlia), opendht or kademlia")
+    b.add_argument("--json", action="store_true", help="one-line JSON (default: indented)")
+    b.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return b
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    peers = [p for p in (args.peers.split(",") if args.peers else []) if p and p != "none"]
+    bad = [p for p in peers if p not in IMPLS or p == "ours"]
+    if bad:
+        print("bench_udp.py: unknown peer(s) %s (choose from opendht, kademlia, none)" % ", ".join(bad),
+              file=sys.stderr)
+        return 2
+    if args.backend and args.backend not in IMPLS:
+        print("bench_udp.py: unknown backend %r (choose from %s)" % (args.backend, ", ".join(IMPLS)),
+              file=sys.stderr)
+        return 2
+    impls = [args.backend] if args.backend else ["ours", *peers]  # --backend: one engine alone
+    result = run_comparison(impls, nodes=args.nodes, values=args.values, lookups=args.lookups, crash=args.crash,
+                            procs=args.procs, packets=args.packets, value_bytes=args.value_bytes, seed=args.seed)
+    print(json.dumps(result, sort_keys=True) if args.json else json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

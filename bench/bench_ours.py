@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .api import SwarmUnavailable, UdpSwarm
+from qis_gateway.swarm.api import SwarmUnavailable, UdpSwarm
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class OursAdapter:
         self.put_exceptions = 0
 
     def _config(self) -> Any:
-        from .config import SwarmConfig
+        from qis_gateway.swarm.core.config import SwarmConfig
 
         overrides = {"rate_limit_key": "addr"}
         overrides.update(self.opts.get("config", {}))

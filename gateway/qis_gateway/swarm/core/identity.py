@@ -7,20 +7,16 @@ How it works:
   it with ``verify`` (see ``wire.proof_message`` for the signed bytes). ``verify`` is looked up on the
   verifying node's own identity, so the simulator can swap in a cheap scheme (``sim.SimIdentity``) for
   all of its nodes while real nodes always use Ed25519.
-- pynacl is the only crypto library touched here (pure computation, no I/O besides ``load_or_create``).
+- pynacl is the only crypto library touched here (pure computation). The key file (created with mode
+  0600 from the operating system's randomness) is ``swarm/keyfile.py``'s business, outside the core.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
-from pathlib import Path
 
 import nacl.exceptions
 import nacl.signing
-
-log = logging.getLogger(__name__)
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -47,35 +43,11 @@ class NodeIdentity:
         self.node_id: bytes = node_id_for(self.public_key)
 
     @classmethod
-    def generate(cls, seed: bytes | None = None) -> NodeIdentity:
-        """A new identity; ``seed`` (32 bytes) makes it deterministic (tests)."""
-        if seed is None:
-            return cls(nacl.signing.SigningKey.generate())
+    def generate(cls, seed: bytes) -> NodeIdentity:
+        """The identity of the 32-byte key ``seed`` (a key file's content, or a test's fixed bytes)."""
         if len(seed) != SEED_BYTES:
             raise IdentityError("identity seed must be %d bytes, got %d" % (SEED_BYTES, len(seed)))
         return cls(nacl.signing.SigningKey(seed))
-
-    @classmethod
-    def load_or_create(cls, path: Path) -> NodeIdentity:
-        """Read the 32-byte key seed at ``path``, or create it (mode 0600) if it does not exist."""
-        path = Path(path)
-        if path.exists():
-            seed = path.read_bytes()
-            if len(seed) != SEED_BYTES:
-                raise IdentityError(
-                    "key file %s holds %d bytes, expected %d; delete it to create a new identity"
-                    % (path, len(seed), SEED_BYTES)
-                )
-            return cls(nacl.signing.SigningKey(seed))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = nacl.signing.SigningKey.generate()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, bytes(key))
-        finally:
-            os.close(fd)
-        log.info("created swarm identity %s at %s", node_id_for(bytes(key.verify_key)).hex()[:16], path)
-        return cls(key)
 
     def sign(self, message: bytes) -> bytes:
         """Detached 64-byte Ed25519 signature over ``message``."""

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import msgpack
 
-from .errors import WireError
+from ..errors import WireError
 from .routing import Contact
 
 PING, FIND_NODE, FIND_VALUE, STORE, LEAVE, PROOF = 1, 2, 3, 4, 5, 6

@@ -1,0 +1,306 @@
+"""Operations a node runs over many RPCs: node lookups, get, put (and republish / hand-off).
+
+How it works: each op object owns its lookup state and reacts to ``on_reply`` / ``on_timeout`` for the
+requests it sent (the RPC layer routes replies by transaction id). Ops see their node only through the
+``Requester`` interface (requester.py): send a request, emit an event, validate a value, read the table
+and the store; they never touch time or I/O themselves. Lookups are seeded with the 2k closest contacts
+of our table: only the k closest non-failed are asked, the rest stand in for dead ones.
+
+- ``FindNodeOp``: iterative FIND_NODE towards a target; calls ``on_done(req, op, now)`` when finished.
+- ``GetOp``: iterative FIND_VALUE. A holder answers with one page of values (as many as fit in a datagram),
+  its total and the digest of its whole set. A holder is complete once the digest of the values we
+  collected equals its digest, or once we paged it to the end; the op pages one incomplete holder at a
+  time (further pages from that same holder). Done when ``limit`` values are in, or ``get_quorum``
+  holders are complete, or the lookup is exhausted. Identical replicas cost one request each.
+- ``PutOp``: FIND_NODE for the address (collecting each answer's STORE token), then STORE to the k
+  closest that answered; ``replicas`` = STORED acknowledgements with a non-zero count (one per node).
+
+Bucket refresh is ``refresh.py``; join and leave are ``membership.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import wire
+from .events import GetDone, PutDone
+from .lookup import ANSWERED, Candidate, Lookup
+from .requester import Pending, Requester
+
+
+class FindNodeOp:
+    __slots__ = ("target", "lookup", "on_done", "done", "messages")
+
+    def __init__(self, req: Requester, target: bytes, on_done: Callable[..., None] | None, now_s: float) -> None:
+        self.target = target
+        t = int.from_bytes(target, "big")
+        req.table.mark_used(t, now_s)
+        self.lookup = Lookup(t, req.config.k, req.config.alpha, req.table.closest(t, 2 * req.config.k),
+                             req.table.own_int)
+        self.on_done = on_done
+        self.done = False
+        self.messages = 0
+        self.step(req, now_s)
+
+    def step(self, req: Requester, now_s: float) -> None:
+        if self.done:
+            return
+        for cand in self.lookup.next_requests():
+            req.request(lambda tid, nonce: wire.FindNode(tid, req.node_id, nonce, self.target),
+                        cand.contact.addr, cand.contact.node_id, now_s, self, cand=cand)
+        if self.lookup.inflight == 0 and self.lookup.finished():
+            self.done = True
+            if self.on_done is not None:
+                self.on_done(req, self, now_s)
+
+    def on_reply(self, req: Requester, p: Pending, msg: Any, now_s: float) -> None:
+        if self.done:
+            return
+        if type(msg) is wire.Nodes:
+            self.lookup.answered(p.cand, msg.contacts, msg.token)
+        else:
+            req.counters["drop_wrong_reply"] += 1
+            self.lookup.failed(p.cand)
+        self.step(req, now_s)
+
+    def on_timeout(self, req: Requester, p: Pending, now_s: float) -> None:
+        if self.done:
+            return
+        self.lookup.failed(p.cand)
+        self.step(req, now_s)
+
+    def on_stall(self, req: Requester, p: Pending, now_s: float) -> None:
+        if not self.done:
+            self.lookup.stalled(p.cand)
+            self.step(req, now_s)
+
+    def hops(self) -> int:
+        return max((c.depth for c in self.lookup.closest_answered(self.lookup.k)), default=0)
+
+
+class _Holder:
+    __slots__ = ("cand", "digest", "total", "next_offset", "paging", "complete")
+
+    def __init__(self, cand: Candidate, digest: bytes, total: int, next_offset: int) -> None:
+        self.cand = cand
+        self.digest = digest
+        self.total = total
+        self.next_offset = next_offset
+        self.paging = False
+        self.complete = next_offset >= total
+
+
+class GetOp:
+    __slots__ = ("op_id", "address", "limit", "lookup", "started_s", "values", "digest", "first_value_s", "hops",
+                 "holders", "pages_inflight", "done", "messages")
+
+    def __init__(self, req: Requester, op_id: int, address: bytes, limit: int, now_s: float) -> None:
+        self.op_id = op_id
+        self.address = address
+        self.limit = limit
+        t = int.from_bytes(address, "big")
+        req.table.mark_used(t, now_s)
+        self.lookup = Lookup(t, req.config.k, req.config.alpha, req.table.closest(t, 2 * req.config.k),
+                             req.table.own_int)
+        self.started_s = now_s
+        self.values: dict[bytes, None] = {}
+        self.digest = 0
+        for v in req.store.values(address, limit):
+            self._add(v)
+        self.first_value_s: float | None = 0.0 if self.values else None
+        self.hops: int | None = None
+        self.holders: list[_Holder] = []
+        self.pages_inflight = 0
+        self.done = False
+        self.messages = 0
+        self.step(req, now_s)
+
+    def _add(self, value: bytes) -> None:
+        self.values[value] = None
+        self.digest ^= wire.value_hash(value)
+
+    def _ask(self, req: Requester, cand: Candidate, offset: int, now_s: float) -> None:
+        req.request(lambda tid, nonce: wire.FindValue(tid, req.node_id, nonce, self.address, offset),
+                    cand.contact.addr, cand.contact.node_id, now_s, self, cand=cand, page_offset=offset)
+
+    def step(self, req: Requester, now_s: float) -> None:
+        """Holders whose digest equals our collection's are complete; page at most one holder at a time,
+        and only one whose set still differs from ours."""
+        if self.done:
+            return
+        mine = self.digest.to_bytes(8, "big")
+        complete = 0
+        paging = False
+        for h in self.holders:
+            if not h.complete and h.digest == mine:
+                h.complete = True
+            complete += h.complete
+            paging = paging or h.paging
+        if len(self.values) >= self.limit or complete >= req.config.get_quorum:
+            self.finish(req, now_s, True)
+            return
+        if not paging:
+            for h in self.holders:
+                if not h.complete:
+                    h.paging = True
+                    self.pages_inflight += 1
+                    self._ask(req, h.cand, h.next_offset, now_s)
+                    break
+        if len(self.holders) < req.config.get_quorum:  # enough holders known: only page them now
+            for cand in self.lookup.next_requests():
+                self._ask(req, cand, 0, now_s)
+        if self.lookup.inflight == 0 and self.pages_inflight == 0 and (
+                self.lookup.finished() or len(self.holders) >= req.config.get_quorum):
+            answered = any(c.state == ANSWERED for c in self.lookup.by_id.values())
+            self.finish(req, now_s, answered or bool(self.values))
+
+    def finish(self, req: Requester, now_s: float, ok: bool) -> None:
+        self.done = True
+        hops = self.hops if self.hops is not None else max(
+            (c.depth for c in self.lookup.closest_answered(self.lookup.k)), default=0)
+        req.emit(GetDone(self.op_id, self.address, tuple(self.values)[: self.limit], hops, self.messages,
+                           self.first_value_s, now_s - self.started_s, ok))
+
+    def _holder(self, cand: Candidate) -> _Holder | None:
+        for h in self.holders:
+            if h.cand is cand:
+                return h
+        return None
+
+    def on_reply(self, req: Requester, p: Pending, msg: Any, now_s: float) -> None:
+        if self.done:
+            return
+        page = p.page_offset != 0
+        holder = self._holder(p.cand) if page else None
+        if holder is not None:
+            holder.paging = False
+            self.pages_inflight -= 1
+        if type(msg) is not wire.Values:
+            req.counters["drop_wrong_reply"] += 1
+            if holder is not None:
+                holder.complete = True  # give up on this holder
+            else:
+                self.lookup.failed(p.cand)
+            self.step(req, now_s)
+            return
+        if not page:
+            self.lookup.answered(p.cand, msg.contacts, msg.token)
+        if msg.values:
+            fresh = 0
+            for v in msg.values:
+                if v not in self.values and req.valid(self.address, v):
+                    self._add(v)
+                    fresh += 1
+            if fresh and self.first_value_s is None:
+                self.first_value_s = now_s - self.started_s
+            if self.hops is None:
+                self.hops = p.cand.depth
+            next_offset = msg.offset + len(msg.values)
+            if holder is None:
+                self.holders.append(_Holder(p.cand, msg.digest, msg.total, next_offset))
+            else:
+                holder.next_offset = next_offset
+                holder.complete = next_offset >= msg.total
+        elif holder is not None:
+            holder.complete = True  # its set shrank (expiry) while we paged
+        self.step(req, now_s)
+
+    def on_timeout(self, req: Requester, p: Pending, now_s: float) -> None:
+        if self.done:
+            return
+        if p.page_offset != 0:
+            self.pages_inflight -= 1
+            holder = self._holder(p.cand)
+            if holder is not None:
+                holder.paging = False
+                holder.complete = True  # unreachable: stop counting on it (it does not add to quorum)
+                self.holders.remove(holder)
+        else:
+            self.lookup.failed(p.cand)
+        self.step(req, now_s)
+
+    def on_stall(self, req: Requester, p: Pending, now_s: float) -> None:
+        if not self.done and p.page_offset == 0:
+            self.lookup.stalled(p.cand)
+            self.step(req, now_s)
+
+
+def _chunks(values: list[bytes], budget: int) -> list[tuple[bytes, ...]]:
+    out: list[tuple[bytes, ...]] = []
+    cur: list[bytes] = []
+    used = 0
+    for v in values:
+        size = wire.value_size(v)
+        if cur and used + size > budget:
+            out.append(tuple(cur))
+            cur, used = [], 0
+        cur.append(v)
+        used += size
+    if cur:
+        out.append(tuple(cur))
+    return out
+
+
+class PutOp:
+    __slots__ = ("op_id", "address", "values", "started_s", "report", "find", "stores_inflight", "replicas",
+                 "done", "messages", "on_done", "hops")
+
+    def __init__(self, req: Requester, op_id: int, address: bytes, values: list[bytes], now_s: float,
+                 report: bool = True, on_done: Callable[..., None] | None = None) -> None:
+        self.op_id = op_id
+        self.address = address
+        self.values = values
+        self.started_s = now_s
+        self.report = report
+        self.on_done = on_done
+        self.stores_inflight = 0
+        self.replicas = 0
+        self.done = False
+        self.messages = 0
+        self.hops = 0
+        # With an empty routing table the lookup ends inside its constructor and calls _found at once.
+        self.find: FindNodeOp | None = None
+        self.find = FindNodeOp(req, address, self._found, now_s)
+
+    def _found(self, req: Requester, find: FindNodeOp, now_s: float) -> None:
+        self.messages += find.messages
+        self.hops = find.hops()
+        budget = req.config.max_datagram - wire.REPLY_OVERHEAD
+        chunks = _chunks(self.values, budget)
+        for cand in find.lookup.closest_answered(req.config.k):
+            token = cand.token
+            if not token:
+                continue
+            counted = False
+            for chunk in chunks:
+                self.stores_inflight += 1
+                req.request(lambda tid, nonce, t=token, ch=chunk: wire.Store(tid, req.node_id, nonce,
+                                                                           self.address, t, ch),
+                            cand.contact.addr, cand.contact.node_id, now_s, self, cand=cand,
+                            counts_replica=not counted)
+                counted = True
+        self._check(req, now_s)
+
+    def _check(self, req: Requester, now_s: float) -> None:
+        if self.stores_inflight == 0 and not self.done and (self.find is None or self.find.done):
+            self.done = True
+            if self.report:
+                req.emit(PutDone(self.op_id, self.address, self.replicas, self.hops, self.messages,
+                                   now_s - self.started_s))
+            if self.on_done is not None:
+                self.on_done(req, self, now_s)
+
+    def on_reply(self, req: Requester, p: Pending, msg: Any, now_s: float) -> None:
+        if self.done:
+            return
+        self.stores_inflight -= 1
+        if type(msg) is wire.Stored and msg.stored > 0 and p.counts_replica:
+            self.replicas += 1
+        self._check(req, now_s)
+
+    def on_timeout(self, req: Requester, p: Pending, now_s: float) -> None:
+        if self.done:
+            return
+        self.stores_inflight -= 1
+        self._check(req, now_s)

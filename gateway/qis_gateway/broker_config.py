@@ -186,6 +186,7 @@ class BrokerFiles:
     gateway_env: Path
     hashed_by: str
     gateway_password_changed: bool = False
+    gateway_password_new: bool = False
     ha_env: Path | None = None
     kept_users: tuple[str, ...] = ()
 
@@ -256,7 +257,8 @@ def generate(out_dir: Path, records: list[DeviceRecord], *, listen: tuple[str, i
     _write(env, "QIS_MQTT_USERNAME=%s\nQIS_MQTT_PASSWORD=%s\n" % (gateway_user, password))
     if ha_user and ha_env is not None:
         _write(ha_env, "MQTT_USERNAME=%s\nMQTT_PASSWORD=%s\n" % (ha_user, users[ha_user]))
-    return BrokerFiles(conf, passwd, acl, env, hashed_by, changed, ha_env,
+    return BrokerFiles(conf, passwd, acl, env, hashed_by, changed and old_password is not None, old_password is None,
+                       ha_env,
                        tuple(line.split(":", 1)[0] for line in kept))
 
 
@@ -307,6 +309,8 @@ def broker_config_main(args: Any) -> int:
     active = sum(1 for r in records if not r.revoked)
     print("wrote %s, %s (%d board(s) + gateway%s, hashed by %s) and %s" % (
         files.conf, files.passwd, active, " + Home Assistant" if files.ha_env else "", files.hashed_by, files.acl))
+    if files.gateway_password_new:
+        print("gateway credentials written to %s (the systemd unit reads them)" % files.gateway_env)
     if files.kept_users:
         print("kept the login(s) added by others: %s" % ", ".join(files.kept_users))
     if files.ha_env:
@@ -314,7 +318,7 @@ def broker_config_main(args: Any) -> int:
     if files.gateway_password_changed:
         print("gateway password set in %s: reload the broker, then restart the gateway "
               "(sudo systemctl reload mosquitto && sudo systemctl restart qis-gateway)" % files.gateway_env)
-    else:
+    elif not files.gateway_password_new:
         print("gateway password unchanged (%s); reload the broker: sudo systemctl reload mosquitto"
               % files.gateway_env)
     if standalone:

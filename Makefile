@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Mosquitto is the broker for tests and the Pi; installed when we are root and apt-get exists.
-# Without it the tests and demo fall back to the embedded amqtt broker (see DESIGN.md).
+# Without it the tests and demo fall back to the embedded amqtt broker (see docs/design.md).
 system-deps:
 	@sh scripts/system-deps.sh
 

@@ -3,7 +3,7 @@
 The API follows micropython-lib's umqtt.simple (MQTTClient(client_id, server, port, user, password,
 keepalive, ssl), set_callback, set_last_will, connect, publish, subscribe, wait_msg, check_msg, ping,
 disconnect) so a umqtt user recognises it, but it avoids the defects measured against Mosquitto
-(research/micropython-device.md section 1):
+(docs/device.md, the MQTT client):
 
 - every packet leaves in ONE write from a buffer allocated once (umqtt.simple writes 5 pieces and
   Nagle stalls each QoS-1 publish ~44 ms), and TCP_NODELAY is set with setsockopt(6, 1, 1);

@@ -3,7 +3,7 @@ last will, CONNECT, resubscribe. The link opens the socket (WiFi, TCP) before it
 publishes `online` after it has unloaded it.
 
 Loaded per (re)connect and unloaded by the link afterwards, so the running board does not hold this
-code (RAM discipline, DESIGN.md rule 7: ~2.2 KB of heap on the 64-bit unix port, .mpy). Functions take the
+code (RAM discipline, design rule 7: ~2.2 KB of heap on the 64-bit unix port, .mpy). Functions take the
 client or the link as their first argument.
 """
 

@@ -12,7 +12,7 @@ plain planning code that can be tested without hardware:
     mpremote_adapter.py  the only module importing mpremote
     serialport.py        the only module importing pyserial: port checks and the console monitor
     provision.py         `qis-device provision`: registry entry + device.json in one step
-    config.py            required-field check of device.json (contracts.md)
+    config.py            required-field check of device.json (docs/device.md)
     cli.py               argparse front end (`qis-device`)
     emulate.py           `qis-device emulate` (the device engineer's): run board code on the unix port
 

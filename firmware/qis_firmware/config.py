@@ -1,4 +1,4 @@
-"""Host-side check of a board config (device.json) before it is deployed (contracts.md).
+"""Host-side check of a board config (device.json) before it is deployed (docs/device.md, Board config).
 
 How it works: the board validates its config fully at boot (qis_device.config); this check catches on
 the host, before anything is copied, the mistakes that would leave a board looping on an error:

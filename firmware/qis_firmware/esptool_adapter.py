@@ -1,4 +1,4 @@
-"""The only module that touches esptool (DESIGN.md style rule 8).
+"""The only module that touches esptool (design rule 8, docs/design.md).
 
 How it works: `write_flash_argv` builds the exact esptool 5 command line (esptool 5 spells its
 commands `write-flash`, `erase-flash`; the old underscore spellings only warn). `format_argv` is what

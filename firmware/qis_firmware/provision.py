@@ -1,6 +1,6 @@
 """`qis-device provision`: register a board with the gateway and write its device.json in one step.
 
-How it works: the gateway's registry (qis_gateway.registry, contracts.md) creates the device entry with a
+How it works: the gateway's registry (qis_gateway.registry, docs/device.md) creates the device entry with a
 fresh 32-byte HMAC secret; `board_config` turns the record into the device.json dict, which is written
 with mode 0600 (it holds the secret) and refused if the file exists, then checked with the same
 required-field check `deploy` uses. The registry is imported lazily so `qis-device` works on hosts

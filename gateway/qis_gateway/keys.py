@@ -8,7 +8,7 @@ file (not even in a race) and is never readable by others, whatever the umask. `
 warns (logging) when the file is readable or writable by group or others, and says how to fix it.
 Trust lists (permissioned swarms) are files of public keys, one hex key per line, '#' comments allowed.
 
-This module and packets.py are the only ones that touch pynacl (DESIGN.md rule 8).
+This module and packets.py are the only ones that touch pynacl (design rule 8, docs/design.md).
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ def board_password(secret: bytes) -> str:
 
 def board_config(record: DeviceRecord, broker_host: str, broker_port: int, schema_file: str,
                  **extra: Any) -> dict[str, Any]:
-    """The board's device.json dict (docs/device.md). `extra` keys override or add top-level keys;
+    """The board's device.json dict (docs/device.md, Board config). `extra` keys override or add top-level keys;
     `broker_user`/`broker_password`/`broker_tls` fill the broker section. By default the board logs in
     as its device id with `board_password` (what `qis-gateway broker-config` sets up); pass
     broker_user=None for an anonymous broker."""

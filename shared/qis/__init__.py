@@ -1,6 +1,6 @@
 """qis: the common language of qis-edge boards and gateways.
 
-Runs unchanged on MicroPython and CPython (DESIGN.md style rule 6): no f-strings, no typing,
+Runs unchanged on MicroPython and CPython (design rule 6, docs/design.md): no f-strings, no typing,
 dataclasses or enum at run time, nothing executed at import beyond definitions.
 
 Modules:

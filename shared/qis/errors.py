@@ -1,7 +1,7 @@
 """The qis exception tree (drawn in qis/__init__.py). Each carries a message that names what was wrong.
 
 why(key, *args) builds a message from qis.errtext, which is imported only when something is refused,
-so a board does not hold the texts (board RAM, DESIGN.md rule 7).
+so a board does not hold the texts (board RAM, design rule 7).
 """
 
 

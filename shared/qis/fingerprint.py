@@ -2,7 +2,7 @@
 
 canonical(fields) is exactly CPython's
     json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-built by hand, because MicroPython's json has neither sort_keys nor ASCII escaping (DESIGN.md, Layer 3).
+built by hand, because MicroPython's json has neither sort_keys nor ASCII escaping (docs/protocol.md).
 Only str, int and bool values are allowed: floats differ between boards (32-bit) and hosts (64-bit),
 so they are binned or quantised on the board first and never hashed.
 

@@ -1,4 +1,4 @@
-"""MQTT topics: qis/v1/<site>/<device>/<kind> (DESIGN.md, device <-> gateway).
+"""MQTT topics: qis/v1/<site>/<device>/<kind> (docs/protocol.md, Topics).
 
 Board -> gateway: fp, outcome, status (retained; "offline" as last will). Gateway -> board: summary
 (retained, so a reconnecting board gets the latest), error. Site and device ids are 1-64 characters of

@@ -1,5 +1,5 @@
 """The board's own MQTT client (qis_device.mqtt) under the MicroPython unix port: one test per defect
-measured in the published clients (research/micropython-device.md section 1, issue 3).
+measured in the published clients (docs/design.md and docs/device.md, issue 3).
 
 The client runs with a socket subclass that counts calls and, like ESP32/lwIP sockets, turns the
 timeout OFF when setblocking(True) is called (the unix port keeps it, so host tests would pass while

@@ -153,7 +153,7 @@ def test_sim_float32_values_are_float32_representable(mpy_dir: Path) -> None:
 def test_float32_board_bins_and_the_gateway_takes_its_labels(tmp_path: Path, mpy_dir: Path) -> None:
     """A board with 32-bit floats reads 1.4 mm/s as 1.39999997 and bins it to band A, where a float64
     host would say B. The board's labels and integers are what travel; the gateway checks them and
-    derives addresses from them without re-binning (DESIGN.md, layer 3)."""
+    derives addresses from them without re-binning (docs/protocol.md)."""
     from qis import messages
 
     f32 = struct.unpack("<f", struct.pack("<f", 1.4))[0]

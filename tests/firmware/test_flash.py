@@ -18,7 +18,7 @@ from qis_firmware.errors import FirmwareImageMismatch, NoSuchPort, PortPermissio
 from .images import CHIP_IDS, esp32_image, esp8266_image, uf2_image
 from .test_deploy import write_config
 
-# Offsets from MicroPython's board files and esp8266 tutorial (DESIGN.md, research note §2).
+# Offsets from MicroPython's board files and esp8266 tutorial (docs/design.md, MicroPython facts).
 EXPECTED = {
     "esp32": ("0x1000", "keep", "keep"),
     "esp32s2": ("0x1000", "keep", "keep"),

@@ -1,4 +1,4 @@
-"""The three defects of the protocol author's reference code (research/qis-spec.md section 1.8) are absent.
+"""The three defects of the protocol author's reference code (docs/design.md, last section) are absent.
 
 1. Signer id from a fixed key-encoding prefix: `publicKeyHex.slice(0, 16)` over SPKI DER gives every
    Ed25519 signer the id 302a300506032b65. Ours hashes the raw key.

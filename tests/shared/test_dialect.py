@@ -1,4 +1,4 @@
-"""shared/qis is written in the dialect both runtimes share (DESIGN.md style rule 6) and stays sans-IO
+"""shared/qis is written in the dialect both runtimes share (design rule 6, docs/design.md) and stays sans-IO
 (rule 1). Checked on the syntax tree, so a slip fails here rather than on a board."""
 
 from __future__ import annotations

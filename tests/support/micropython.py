@@ -2,7 +2,7 @@
 
 Every test that proves something about board or shared code goes through `run_micropython`, so the
 interpreter, heap size and module path are chosen in one place. `-X heapsize=64K` emulates a small
-board; note the 64-bit unix port needs about 1.4x the heap of a 32-bit board (DESIGN.md).
+board; note the 64-bit unix port needs about 1.4x the heap of a 32-bit board (docs/design.md).
 """
 
 from __future__ import annotations

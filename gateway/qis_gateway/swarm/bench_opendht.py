@@ -2,7 +2,7 @@
 
 How it works: one ``opendht.DhtRunner`` per node (its own C++ threads), IPv4 on 127.0.0.1 only, a private
 network id, and the per-IP rate limit switched off (``setRateLimit(-1, -1)``; OpenDHT's default 1,024
-req/s per IP stalls any one-IP swarm, see research/dht-anchors.md). Keys are the first 20 bytes of our
+req/s per IP stalls any one-IP swarm, see docs/design.md). Keys are the first 20 bytes of our
 32-byte address (OpenDHT ids are 160-bit). ``get`` is timed on OpenDHT's own callback threads with
 ``time.perf_counter``: first value, last expected value, and the done callback (search finished).
 Requests per lookup come from ``getNodeMessageStats()`` (incoming ping/find/get/listen/put counts since the

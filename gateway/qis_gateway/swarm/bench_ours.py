@@ -2,7 +2,7 @@
 
 How it works: each node gets its own data directory under the worker's temp dir. The per-source rate limit
 is keyed by (ip, port) (``rate_limit_key="addr"``): every bench node shares 127.0.0.1, and a per-IP limit
-would throttle the whole swarm as one source (OpenDHT's trap, research/dht-anchors.md). Timings come from
+would throttle the whole swarm as one source (OpenDHT's trap, docs/design.md). Timings come from
 the core's ``GetDone`` (driver clock = ``loop.time()``): ``first_ms`` = first value, ``done_ms`` =
 lookup finished (the last value arrives at or before it, so ``last_ms`` is reported as ``done_ms``).
 """

@@ -1,6 +1,6 @@
 """asyncio UDP driver: runs one sans-IO ``SwarmNode`` on a real datagram socket.
 
-How it works (the aioquic pattern, DESIGN.md style rule 2):
+How it works (the aioquic pattern, design rule 2 in docs/design.md):
 - Inputs: every received datagram goes to ``node.receive_datagram(data, addr, loop.time())``; the single
   timer calls ``node.handle_timer(loop.time())``; the API layer calls ``start_get``/``start_put``/... and then
   :meth:`SwarmDriver.pump`.

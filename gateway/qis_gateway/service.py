@@ -36,6 +36,7 @@ from qis_gateway.backend import Swarm, is_unavailable, make_swarm, make_udp_swar
 from qis_gateway.bridge import Bridge, SynthesisSettings
 from qis_gateway.config import GatewayConfig, parse_hostport
 from qis_gateway.flusher import OutboxFlusher
+from qis_gateway.health import PeerWatch, assess
 from qis_gateway.homeassistant import HomeAssistant
 from qis_gateway.metrics import HttpEndpoint, Metrics
 from qis_gateway.mqtt_client import Incoming, MqttClient, MqttSettings
@@ -94,6 +95,7 @@ class Gateway:
         self.ha: HomeAssistant | None = None
         self.started_s = time.time()
         self.storage_ok = True
+        self.peer_watch = PeerWatch()
 
     async def start(self) -> None:
         from qis_gateway.keys import generate_key_file, load_signing_key
@@ -219,6 +221,7 @@ class Gateway:
             try:
                 status = self.swarm.status()
                 self.metrics.swarm_peers.set(status.get("peers", 0) or 0)
+                self.peer_watch.update(status.get("peers"))
                 self.metrics.mqtt_connected.set(1 if self.mqtt.connected else 0)
                 self.metrics.queue_depth.set(self.state.pending())
                 if time.monotonic() - last_prune > PRUNE_EVERY_S:
@@ -243,15 +246,15 @@ class Gateway:
         log.info("gateway stopped")
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        swarm_running = bool(self.swarm.status().get("running", True))
-        ok = self.mqtt.connected and swarm_running and self.storage_ok
-        return ok, {"ok": ok, "mqtt_connected": self.mqtt.connected, "swarm_running": swarm_running,
-                    "storage_ok": self.storage_ok,
-                    "uptime_s": round(time.time() - self.started_s, 1)}
+        ok, detail = assess(self.mqtt.connected, self.swarm.status(), self.storage_ok)
+        detail["uptime_s"] = round(time.time() - self.started_s, 1)
+        return ok, detail
 
     def status(self) -> dict[str, Any]:
         swarm = self.swarm.status()
-        return {"mqtt": {"connected": self.mqtt.connected, "host": self.config.get("mqtt", "host"),
+        _, health = assess(self.mqtt.connected, swarm, self.storage_ok)
+        return {"health": health["status"], "problems": health["problems"],
+                "mqtt": {"connected": self.mqtt.connected, "host": self.config.get("mqtt", "host"),
                          "port": self.config.get("mqtt", "port"), "connects": self.mqtt.connects},
                 "swarm": swarm, "peers": swarm.get("peers"), "stored_packets": swarm.get("stored_values"),
                 "queue_depth": self.state.pending(), "outcomes_stored": self.state.stored(),
@@ -370,4 +373,7 @@ def status_main(args: Any) -> int:
             str(data["swarm"].get("node_id", ""))[:16], data["peers"], data["stored_packets"]))
         print("outbox: %d queued, %d stored; devices %d; up %.0f s" % (
             data["queue_depth"], data["outcomes_stored"], data["devices"], data["uptime_s"]))
+        print("health: %s" % data.get("health", "ok").upper())
+        for problem in data.get("problems", []):
+            print("  %s" % problem)
     return 0 if data.get("running") is not False else 1

@@ -55,6 +55,7 @@ class MqttSettings:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     subscriptions: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+    will: tuple[str, bytes, int, bool] | None = None  # (topic, payload, qos, retain) the broker sends if we die
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,9 @@ class MqttClient:
             self._client.username_pw_set(settings.username, settings.password or None)
         if settings.tls:
             self._client.tls_set()
+        if settings.will is not None:
+            topic, payload, qos, retain = settings.will
+            self._client.will_set(topic, payload, qos, retain)
         self._client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
         self._client.max_inflight_messages_set(100)
         self._client.on_connect = self._on_connect

@@ -73,14 +73,15 @@ def load_schemas(extra: list[str], base: Path) -> dict[str, Schema]:
     return out
 
 
-def mqtt_settings(config: GatewayConfig, subscriptions: tuple[tuple[str, int], ...]) -> MqttSettings:
+def mqtt_settings(config: GatewayConfig, subscriptions: tuple[tuple[str, int], ...],
+                  will: tuple[str, bytes, int, bool] | None = None) -> MqttSettings:
     g = config.get
     return MqttSettings(host=g("mqtt", "host"), port=g("mqtt", "port"), protocol=g("mqtt", "protocol"),
                         client_id=g("mqtt", "client_id"), username=g("mqtt", "username"),
                         password=g("mqtt", "password"), tls=g("mqtt", "tls"), keepalive_s=g("mqtt", "keepalive_s"),
                         session_expiry_s=g("mqtt", "session_expiry_s"),
                         reconnect_min_s=g("mqtt", "reconnect_min_s"), reconnect_max_s=g("mqtt", "reconnect_max_s"),
-                        subscriptions=subscriptions)
+                        subscriptions=subscriptions, will=will)
 
 
 class Gateway:
@@ -120,9 +121,10 @@ class Gateway:
         await self.swarm.start()
         subs = [(subscription("fp"), 1), (subscription("outcome"), 1)]
         if c.get("homeassistant", "enabled"):
-            self.ha = HomeAssistant(self._publish, c.get("homeassistant", "prefix"))
-            subs.append((self.ha.birth_topic, 1))
-        self.mqtt = MqttClient(mqtt_settings(c, tuple(subs)), on_connect=self._on_connect)
+            self.ha = HomeAssistant(self._publish, c.get("homeassistant", "prefix"), c.get("mqtt", "client_id"))
+            subs += [(self.ha.birth_topic, 1), (self.ha.config_filter, 1)]
+        self.mqtt = MqttClient(mqtt_settings(c, tuple(subs), self.ha.will() if self.ha else None),
+                               on_connect=self._on_connect)
         settings = SynthesisSettings(min_n=c.get("synthesis", "min_n"), half_life_s=c.get("synthesis", "half_life_s"),
                                      max_per_signer=c.get("synthesis", "max_per_signer"),
                                      top=c.get("synthesis", "top"), lookup_limit=c.get("swarm", "lookup_limit"))
@@ -175,6 +177,10 @@ class Gateway:
             self.ha.on_birth(msg.payload, self.registry.list())
             self.mqtt.ack(msg)
             return
+        if self.ha is not None and msg.topic.startswith(self.ha.prefix + "/"):
+            self.ha.on_config(msg.topic, msg.payload, self.registry.list())
+            self.mqtt.ack(msg)
+            return
         delay_s = STORAGE_RETRY_MIN_S
         while True:
             try:
@@ -222,6 +228,8 @@ class Gateway:
                 status = self.swarm.status()
                 self.metrics.swarm_peers.set(status.get("peers", 0) or 0)
                 self.peer_watch.update(status.get("peers"))
+                if self.ha is not None and self.mqtt.connected:
+                    self.ha.sync(self.registry.list())  # boards added or revoked since: no restart needed
                 self.metrics.mqtt_connected.set(1 if self.mqtt.connected else 0)
                 self.metrics.queue_depth.set(self.state.pending())
                 if time.monotonic() - last_prune > PRUNE_EVERY_S:
@@ -236,6 +244,8 @@ class Gateway:
         if self._answers:
             await asyncio.wait(set(self._answers), timeout=10.0)
         self._housekeeping.cancel()
+        if self.ha is not None and self.mqtt.connected:
+            self.ha.offline()
         await self.flusher.stop()
         await self.mqtt.stop()
         await self.swarm.stop(graceful=True)

@@ -91,6 +91,9 @@ def _device(args: argparse.Namespace) -> int:
         check_request(args.device_id, site, fixed, args.schema, args.broker_host, args.broker_port, out,
                       replace=args.action == "rekey")
     registry_path = _registry_file(args)
+    if args.action == "list" and not registry_path.exists():
+        print("[]" if args.json else "no boards registered yet (registry %s)" % registry_path)
+        return EXIT_OK
     with Registry(registry_path, create=args.action == "add") as registry:
         if args.action == "list":
             rows = registry.list()

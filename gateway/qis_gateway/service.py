@@ -368,9 +368,14 @@ def status_main(args: Any) -> int:
         except OSError as exc:
             log.debug("status endpoint unreachable: %s", exc)
     if data is None:
-        state = StateDB(config.state_path)
-        data = {"running": False, "queue_depth": state.pending(), "outcomes_stored": state.stored()}
-        state.close()
+        try:
+            state = StateDB(config.state_path)
+            data = {"running": False, "queue_depth": state.pending(), "outcomes_stored": state.stored()}
+            state.close()
+        except (sqlite3.Error, OSError) as exc:
+            print("gateway not running (no answer on %s), and its state %s cannot be read: %s (run this as "
+                  "the service user: sudo -u qis ...)" % (listen or "metrics endpoint off", config.state_path, exc))
+            return 1
     if args.json:
         print(json.dumps(data))
     elif data.get("running") is False:

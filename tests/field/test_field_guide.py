@@ -274,7 +274,6 @@ def test_the_guides_work_as_written(field: Field) -> None:
     field.wait(lambda: last(cfg_topic % "pump-01"), "pump-01's discovery config")
     assert check_sensor_discovery(json.loads(last(cfg_topic % "pump-01") or b"{}")) == []
     field.wait(lambda: any(t.endswith("/availability") and p == b"online" for t, p in seen), "gateway online")
-    state = json.loads(last("qis-ha/plant-a/pump-01/state") or b"{}") if last("qis-ha/plant-a/pump-01/state") else {}
     field.wait(lambda: field.http("/health")[1].get("mqtt_connected") is True, "gateway reconnected after restart")
     connects = field.http("/status")[1]["mqtt"]["connects"]
 
@@ -297,5 +296,4 @@ def test_the_guides_work_as_written(field: Field) -> None:
     assert rc == 0  # Home Assistant's login survived the re-run
     close(c)
     close(ha)
-    print("field test: guides walked in %.0f s; lone gateway summary n up to %d; HA state %s" % (
-        time.monotonic() - t0, max(ns), state.get("n")))
+    print("field test: guides walked in %.0f s; lone gateway summaries n up to %d" % (time.monotonic() - t0, max(ns)))

@@ -91,9 +91,15 @@ def _device(args: argparse.Namespace) -> int:
         check_request(args.device_id, site, fixed, args.schema, args.broker_host, args.broker_port, out,
                       replace=args.action == "rekey")
     registry_path = _registry_file(args)
-    if args.action == "list" and not registry_path.exists():
-        print("[]" if args.json else "no boards registered yet (registry %s)" % registry_path)
-        return EXIT_OK
+    if args.action == "list":
+        try:
+            registry_path.stat()
+        except FileNotFoundError:
+            print("[]" if args.json else "no boards registered yet (registry %s)" % registry_path)
+            return EXIT_OK
+        except PermissionError:
+            return _fail("cannot open registry %s: permission denied (run this as the user that owns %s, "
+                         "e.g. sudo -u qis)" % (registry_path, registry_path.parent))
     with Registry(registry_path, create=args.action == "add") as registry:
         if args.action == "list":
             rows = registry.list()

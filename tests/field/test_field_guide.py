@@ -226,6 +226,12 @@ def test_the_guides_work_as_written(field: Field) -> None:
     registry = field.data / "registry.sqlite"
     st = registry.stat()
     assert st.st_mode & 0o777 == 0o600 and pwd.getpwuid(st.st_uid).pw_name == field.user
+    # Someone who is not the service user gets one line and exit 2, not a traceback (point 4).
+    res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                          str(field.prefix / ".venv" / "bin" / "qis-gateway"), "device", "list", "--config",
+                          str(field.etc_gw / "gateway.toml")], capture_output=True, text=True, timeout=60, cwd="/")
+    assert res.returncode == 2 and "permission denied" in res.stderr and len(res.stderr.strip().splitlines()) == 1, (
+        res.stdout + res.stderr)
     board_json = field.home / "pump-01.device.json"
     assert board_json.stat().st_mode & 0o777 == 0o600
     assert json.loads(board_json.read_text())["fixed"] == {"machine_class": "pump"}

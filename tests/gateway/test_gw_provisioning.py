@@ -100,4 +100,8 @@ def test_root_is_refused_on_the_service_users_registry(tmp_path: Path, capsys: p
     err = capsys.readouterr().err
     assert "sudo -u" in err and len(err.strip().splitlines()) == 1
     assert list(data.iterdir()) == [] and not out.exists()
-    assert main(["device", "list", "--db", str(data / "registry.sqlite")]) == 2
+    db = data / "registry.sqlite"
+    os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chown(db, 65534, 65534)
+    assert main(["device", "list", "--db", str(db)]) == 2  # would leave root-owned -wal/-shm files
+    assert sorted(p.name for p in data.iterdir()) == ["registry.sqlite"]

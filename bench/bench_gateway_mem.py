@@ -8,7 +8,7 @@ second per board instead of one. So the soak's 600 readings x 10 boards take abo
 
 Measured: VmRSS of both site gateways after warm-up (the first `--warm` readings, as the soak's 30 s)
 and every `--sample-every` readings; `ratio` = RSS at the end / RSS after warm-up (the soak's check is
-< 1.5). With `--trace` gateway 0 runs with QIS_MEMTRACE_DIR (qis_gateway/memtrace.py): snapshots after
+< 1.5). With `--trace` gateway 0 runs under bench/memtrace.py with QIS_MEMTRACE_DIR: snapshots after
 warm-up and at the end, and the 25 allocation lines that grew most are printed and saved.
 
 Run: .venv/bin/python bench/bench_gateway_mem.py [--readings 600] [--rate 10] [--trace]
@@ -36,10 +36,13 @@ from qis import messages
 from qis.topics import topic
 from qis_device.sim import SimSensor
 from qis_gateway.harness.system import MACHINE_CLASSES, SIM_OUTCOMES, LocalSystem, SystemSpec
-from qis_gateway.memtrace import rss_kib
 from qis_gateway.service import load_schemas
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from memtrace import rss_kib  # noqa: E402  (bench/memtrace.py, beside this file)
+
 RESULT = Path(__file__).resolve().parent / "results" / "gateway_mem.json"
+MEMTRACE = Path(__file__).resolve().parent / "memtrace.py"
 log = logging.getLogger("bench_gateway_mem")
 
 
@@ -97,10 +100,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         system.prepare()
         boards = [system.add_board("board-%d" % b, b % 2, seed=b + 1) for b in range(args.boards)]
         for gw in system.gateways:
-            env = None
             if (args.trace or args.stats) and gw.index == 0:
                 env = {"QIS_MEMTRACE_DIR": str(trace_dir), "QIS_MEMTRACE_FRAMES": "1" if args.trace else "0"}
-            system.start_gateway(gw.index, env)
+                system.procs.start(gw.name, [sys.executable, str(MEMTRACE), "--config", str(gw.dir / "gateway.toml")],
+                                   env=env)
+            else:
+                system.start_gateway(gw.index)
         for gw in system.gateways:
             system.wait_healthy(gw.index)
         pids = {i: system.procs.procs["gw%d" % i].pid for i in (0, 1)}

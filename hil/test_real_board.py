@@ -23,6 +23,7 @@ import queue
 import secrets
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -99,8 +100,8 @@ def test_real_board_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str
         first = next_fp(-1)
         assert first["schema"] == first["fields"]["schema"] == "machine-health/1"
         assert first["fields"]["machine_class"] == "pump" and len(first["vec"]) == 3
-        summary = messages.encode_summary(device, first["seq"], secret, True, 3, [["bearing-wear", 0.67]],
-                                          0.8, None, 0, 1, 12)
+        summary = messages.encode_summary(device, first["seq"], secret, SimpleNamespace(
+            enough=True, n=3, top=(("bearing-wear", 670),), conf=800, mean=None, level=0, hops=1, ms=12))
         client.publish(topic("hil", device, "summary"), summary, qos=1, retain=True).wait_for_publish(10)
         later = next_fp(first["seq"])
         assert later["seq"] > first["seq"]

@@ -1,26 +1,32 @@
 """The swarm as the bridge sees it: a `Swarm` protocol, so another DHT (issue 9: OpenDHT) can stand in.
 
-How it works: the bridge only calls the five methods below. `put` returns the replica count and raises
-an exception whose class name is `SwarmUnavailable` (any backend's) when no peer took the value, so the
-outbox keeps the packet and retries; `get` returns an object with `values`, `hops`, `messages`,
-`elapsed_ms` (the UdpSwarm `LookupResult` shape). `make_swarm` builds the configured backend: our own
-Kademlia node (`qis_gateway.swarm.api.UdpSwarm`, the default) or OpenDHT
-(`qis_gateway.swarm_opendht.OpenDhtSwarm`, an optional extra).
+How it works: the bridge only calls the five methods below. `put` returns the replica count; `get`
+returns a `LookupResult` (values, hops, messages, elapsed_ms, first_ms). Every backend raises the swarm
+package's exceptions (`qis_gateway.swarm.errors`), and callers sort them by type:
+
+- `is_unavailable(exc)`: `SwarmUnavailable` (no peer answered) or `SwarmStopped` (not running): an
+  outage; the outbox keeps the packet and retries, a lookup answers with what it has.
+- `SwarmUsageError` (a value the node's own validator refuses, e.g. a permissioned gateway whose own key
+  is not in `trusted_keys`; a bad address length): a local fault that no retry can mend. It is reported
+  loudly and never retried.
+- anything else is our bug and propagates.
+
+`make_swarm` builds the configured backend: our own Kademlia node (`qis_gateway.swarm.api.UdpSwarm`, the
+default) or OpenDHT (`qis_gateway.swarm_opendht.OpenDhtSwarm`, an optional extra).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from qis_gateway.config import SwarmSettings
+from qis_gateway.swarm import SwarmConfig, SwarmStopped, SwarmUnavailable
+from qis_gateway.swarm.api import LookupResult, UdpSwarm
 
-@runtime_checkable
-class LookupLike(Protocol):
-    values: tuple[bytes, ...]
-    hops: int
-    messages: int
-    elapsed_ms: float
+__all__ = ["LookupResult", "Swarm", "is_unavailable", "make_swarm", "make_udp_swarm"]
 
 
 @runtime_checkable
@@ -31,41 +37,30 @@ class Swarm(Protocol):
 
     async def put(self, address: bytes, value: bytes) -> int: ...
 
-    async def get(self, address: bytes, limit: int = 200) -> Any: ...  # LookupLike
+    async def get(self, address: bytes, limit: int = 200) -> LookupResult: ...
 
     def status(self) -> dict[str, Any]: ...
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True for a backend's 'no peer answered / not running' error (retry later), by class name so the
-    bridge need not import every backend."""
-    return any(cls.__name__ in ("SwarmUnavailable", "SwarmStopped", "SwarmError") for cls in type(exc).__mro__)
+    """True for an outage (retry later): `SwarmUnavailable` or `SwarmStopped`, never a usage error."""
+    return isinstance(exc, (SwarmUnavailable, SwarmStopped))
 
 
-def make_udp_swarm(listen: tuple[str, int], data_dir: Path, bootstrap: list[tuple[str, int]],
+def make_udp_swarm(listen: tuple[str, int], data_dir: Path, bootstrap: Iterable[tuple[str, int]],
                    validator: Callable[[bytes, bytes], bool] | None, rate_limit_per_s: float = 0.0) -> Swarm:
-    """Our Kademlia node on UDP, configured from the gateway settings."""
-    from qis_gateway.swarm.api import UdpSwarm
-
-    config = None
-    if rate_limit_per_s > 0:
-        import dataclasses
-
-        from qis_gateway.swarm.config import SwarmConfig
-
-        config = dataclasses.replace(SwarmConfig(), rate_limit_per_s=rate_limit_per_s)
+    """Our Kademlia node on UDP; `rate_limit_per_s` 0 keeps the swarm's own default."""
+    config = dataclasses.replace(SwarmConfig(), rate_limit_per_s=rate_limit_per_s) if rate_limit_per_s > 0 else None
     return UdpSwarm(listen, data_dir, bootstrap=bootstrap, config=config, validator=validator)
 
 
-def make_swarm(backend: str, listen: tuple[str, int], data_dir: Path, bootstrap: list[tuple[str, int]],
-               validator: Callable[[bytes, bytes], bool] | None, rate_limit_per_s: float = 0.0,
-               opendht_network: int | None = None) -> Swarm:
+def make_swarm(settings: SwarmSettings, data_dir: Path, validator: Callable[[bytes, bytes], bool] | None) -> Swarm:
     """The swarm backend named in `[swarm] backend` ("kademlia" or "opendht")."""
-    if backend == "kademlia":
-        return make_udp_swarm(listen, data_dir, bootstrap, validator, rate_limit_per_s)
-    if backend == "opendht":
-        from qis_gateway.swarm_opendht import DEFAULT_NETWORK_ID, OpenDhtSwarm
+    if settings.backend == "kademlia":
+        return make_udp_swarm(settings.listen, data_dir, settings.bootstrap, validator, settings.rate_limit_per_s)
+    if settings.backend == "opendht":
+        from qis_gateway.swarm_opendht import OpenDhtSwarm
 
-        return OpenDhtSwarm(listen, data_dir, bootstrap, validator, rate_limit_per_s=rate_limit_per_s,
-                            network_id=DEFAULT_NETWORK_ID if opendht_network is None else opendht_network)
-    raise ValueError("unknown swarm backend %r (kademlia or opendht)" % backend)
+        return OpenDhtSwarm(settings.listen, data_dir, list(settings.bootstrap), validator,
+                            rate_limit_per_s=settings.rate_limit_per_s, network_id=settings.opendht_network)
+    raise ValueError("unknown swarm backend %r (kademlia or opendht)" % settings.backend)

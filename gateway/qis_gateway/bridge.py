@@ -14,10 +14,9 @@ How it works, for one board message (topic, payload):
    Crashing between those steps is harmless: the redelivered frame re-inserts idempotently.
    The caller acknowledges the MQTT message once `admit` has returned (durably handled or refused).
 2. fp only, asynchronous: `answer_fp` recomputes every level address from the fields with the schema
-   (never trusting the board's), looks the exact address up and goes coarser while the bucket holds fewer
-   than `min_n` usable packets, verifies each value through the packet cache, keeps at most
-   `max_per_signer` packets per origin gateway (newest first), synthesises and publishes the summary
-   (n = 0 and enough = false when the swarm knows nothing).
+   (never trusting the board's) and hands them to `Evidence.summarise` (evidence.py: the one path of
+   lookup, verification, per-signer cap, level fallback and synthesis), then encodes the `BoardSummary`
+   it returns and publishes it (n = 0 and enough = false when the swarm knows nothing).
 3. Outcomes are stored by `OutboxFlusher` (flusher.py): it puts queued packets at a bounded rate and
    retries with backoff, so none are lost while the swarm is away.
 
@@ -30,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +38,11 @@ from qis.errors import FrameError, QisError, TopicError
 from qis.schema import Schema
 from qis.topics import parse_topic, topic
 
-from qis_gateway.backend import Swarm, is_unavailable
+from qis_gateway.config import default
+from qis_gateway.evidence import BoardSummary, Evidence
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import StateDB
-from qis_gateway.packets import OutcomePacket, PacketError, VerifiedPacketCache, encode
+from qis_gateway.packets import OutcomePacket, PacketError, encode
 from qis_gateway.ratelog import RateLimitedLog
 from qis_gateway.registry import DeviceRecord, Registry
 
@@ -52,15 +52,6 @@ if TYPE_CHECKING:  # pynacl itself is touched only by packets.py and keys.py
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes, int, bool], None]  # (topic, payload, qos, retain)
-
-
-@dataclass(frozen=True, slots=True)
-class SynthesisSettings:
-    min_n: int = 5
-    half_life_s: float = 30 * 86400.0
-    max_per_signer: int = 50
-    top: int = 3
-    lookup_limit: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,21 +70,18 @@ class Admitted:
 
 
 class Bridge:
-    def __init__(self, registry: Registry, state: StateDB, swarm: Swarm, schemas: dict[str, Schema],
-                 signing_key: SigningKey, cache: VerifiedPacketCache, publish: Publish, metrics: Metrics,
-                 *, settings: SynthesisSettings | None = None, trusted_keys: Collection[bytes] | None = None,
-                 reject_log_interval_s: float = 60.0, clock: Callable[[], float] = time.time,
-                 on_summary: Callable[[DeviceRecord, dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, registry: Registry, state: StateDB, schemas: dict[str, Schema], signing_key: SigningKey,
+                 evidence: Evidence, publish: Publish, metrics: Metrics, *,
+                 reject_log_interval_s: float = default("log", "reject_interval_s"),
+                 clock: Callable[[], float] = time.time,
+                 on_summary: Callable[[DeviceRecord, BoardSummary], None] | None = None) -> None:
         self.registry = registry
         self.state = state
-        self.swarm = swarm
         self.schemas = schemas
         self.signing_key = signing_key
-        self.cache = cache
+        self.evidence = evidence
         self.publish = publish
         self.metrics = metrics
-        self.settings = settings or SynthesisSettings()
-        self.trusted_keys = frozenset(trusted_keys) if trusted_keys else None
         self.clock = clock
         self.on_summary = on_summary
         self.ratelog = RateLimitedLog(log, reject_log_interval_s)
@@ -215,78 +203,21 @@ class Bridge:
         return Admitted("rejected", rej.kind, record, None, rej.reason)
 
     # -- step 2: answering an fp (asynchronous) -------------------------------------------------------
-    async def answer_fp(self, admitted: Admitted, received_s: float | None = None) -> dict[str, Any]:
-        """Look up, synthesise and publish the summary for an admitted fp; returns the summary body."""
+    async def answer_fp(self, admitted: Admitted, received_s: float | None = None) -> BoardSummary:
+        """Look up, synthesise and publish the summary for an admitted fp; returns what was published."""
         record, body = admitted.device, admitted.body
         if record is None or body is None:
             raise ValueError("answer_fp needs an admitted fp")
-        started = time.perf_counter()
         schema = self.schemas[body["schema"]]
-        addresses = schema.level_addresses(body["fields"])
-        level, hops = 0, 0
-        summary: dict[str, Any] | None = None
-        for here, address in enumerate(addresses):
-            found, hops_here = await self._lookup(address)
-            hops = max(hops, hops_here)
-            if found is None:
-                break  # the swarm is unreachable: answer with what we have
-            candidate = self._synthesise(body["vec"], found)
-            if summary is None or candidate["n"] > summary["n"] or candidate["enough"]:
-                summary, level = candidate, here
-            if candidate["enough"]:
-                break
-        if summary is None:
-            summary = self._synthesise(body["vec"], [])
-        ms = int((time.perf_counter() - started) * 1000)
-        out = {"enough": summary["enough"], "n": summary["n"], "top": summary["top"], "conf": summary["conf"],
-               "mean": summary["mean"], "level": level, "hops": hops, "ms": ms}
-        payload = messages.encode_summary(record.device_id, body["seq"], record.secret, out["enough"], out["n"],
-                                          out["top"], out["conf"], out["mean"], level, hops, ms)
+        summary = await self.evidence.summarise(body["vec"], schema.level_addresses(body["fields"]))
+        payload = messages.encode_summary(record.device_id, body["seq"], record.secret, summary)
         self.publish(topic(record.site, record.device_id, "summary"), payload, 1, False)
-        self.metrics.summaries.labels("true" if out["enough"] else "false").inc()
+        self.metrics.summaries.labels("true" if summary.enough else "false").inc()
         if received_s is not None:
             self.metrics.fp_seconds.observe(max(0.0, time.perf_counter() - received_s))
         if self.on_summary is not None:
-            self.on_summary(record, out)
-        return out
-
-    async def _lookup(self, address: bytes) -> tuple[list[OutcomePacket] | None, int]:
-        """Verified, per-signer-capped packets at `address`, and hops; None when the swarm is unreachable."""
-        try:
-            result = await self.swarm.get(address, self.settings.lookup_limit)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
-            log.debug("lookup of %s: swarm unavailable (%s)", address.hex()[:16], exc)
-            return None, 0
-        self.metrics.lookup_hops.observe(result.hops)
-        self.metrics.lookup_seconds.observe(result.elapsed_ms / 1000.0)
-        by_signer: dict[bytes, list[OutcomePacket]] = {}
-        for value in result.values:
-            try:
-                packet = self.cache.verify(value, self.trusted_keys, address)
-            except PacketError as exc:
-                self.metrics.invalid_packets.labels(exc.reason).inc()
-                continue
-            by_signer.setdefault(packet.origin_key, []).append(packet)
-        cap = self.settings.max_per_signer
-        kept: list[OutcomePacket] = []
-        for group in by_signer.values():
-            group.sort(key=lambda p: p.created_s, reverse=True)
-            kept.extend(group[:cap])
-        return kept, result.hops
-
-    def _synthesise(self, vector: list[int], packets: list[OutcomePacket]) -> dict[str, Any]:
-        from qis_gateway.synthesis import synthesise
-
-        if not packets:
-            return {"enough": False, "n": 0, "top": [], "conf": 0, "mean": None}
-        s = synthesise(tuple(vector), packets, self.clock(), half_life_s=self.settings.half_life_s,
-                       min_n=self.settings.min_n, top=self.settings.top)
-        top = [[str(label), max(0, min(1000, int(round(share * 1000))))] for label, share in s.top]
-        mean = None if s.mean_value is None else float(s.mean_value)
-        return {"enough": bool(s.enough), "n": int(s.n), "top": top,
-                "conf": max(0, min(1000, int(round(s.confidence * 1000)))), "mean": mean}
+            self.on_summary(record, summary)
+        return summary
 
 
 class _Reject(Exception):

@@ -41,7 +41,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from qis_gateway.registry import DeviceRecord, Registry, board_password
 
@@ -280,47 +279,3 @@ def read_records(path: Path) -> list[DeviceRecord]:
         if switch:
             os.seteuid(0)
             os.setegid(0)
-
-
-def broker_config_main(args: Any) -> int:
-    from qis_gateway.cli import _registry_path
-    from qis_gateway.config import ConfigError, parse_hostport
-    from qis_gateway.registry import RegistryError
-
-    try:
-        listen = parse_hostport(args.listen, "--listen")
-    except ConfigError as exc:
-        print("qis-gateway broker-config: %s" % exc)
-        return 2
-    try:
-        records = read_records(_registry_path(args))
-    except (RegistryError, OSError) as exc:
-        print("qis-gateway broker-config: %s" % exc)
-        return 2
-    standalone = bool(args.persistence_dir or args.standalone)
-    try:
-        files = generate(Path(args.out), records, listen=listen, gateway_user=args.gateway_user,
-                         gateway_password=args.gateway_password, persistence_dir=args.persistence_dir,
-                         run_as=args.run_as, drop_in=not standalone, conf_path=args.drop_in,
-                         gateway_env=args.gateway_env, rotate=args.rotate, ha_user=args.ha_user or None)
-    except (BrokerConfigError, OSError) as exc:
-        print("qis-gateway broker-config: %s" % exc)
-        return 2
-    active = sum(1 for r in records if not r.revoked)
-    print("wrote %s, %s (%d board(s) + gateway%s, hashed by %s) and %s" % (
-        files.conf, files.passwd, active, " + Home Assistant" if files.ha_env else "", files.hashed_by, files.acl))
-    if files.gateway_password_new:
-        print("gateway credentials written to %s (the systemd unit reads them)" % files.gateway_env)
-    if files.kept_users:
-        print("kept the login(s) added by others: %s" % ", ".join(files.kept_users))
-    if files.ha_env:
-        print("Home Assistant's broker login (user and password) is in %s" % files.ha_env)
-    if files.gateway_password_changed:
-        print("gateway password set in %s: reload the broker, then restart the gateway "
-              "(sudo systemctl reload mosquitto && sudo systemctl restart qis-gateway)" % files.gateway_env)
-    elif not files.gateway_password_new:
-        print("gateway password unchanged (%s); reload the broker: sudo systemctl reload mosquitto"
-              % files.gateway_env)
-    if standalone:
-        print("standalone broker: mosquitto -c %s" % files.conf)
-    return 0

@@ -4,14 +4,15 @@ Subcommands (each imports its module lazily, so a missing optional part never br
 
     run --config gateway.toml        the bridge service (MQTT <-> swarm), until SIGTERM/SIGINT
     keygen PATH                      create the gateway's Ed25519 signing key (qis_gateway.keys)
-    bench synthesis ...              synthesis benchmark (qis_gateway.bench_synthesis)
     device add ID --site S           register a board, write its device.json
     device list | revoke | remove | rekey ID   inspect / refuse / delete / re-secret boards
     broker-config --out DIR          Mosquitto config + password file + ACL for the registered boards
     lookup ADDRESS_HEX --bootstrap HOST:PORT   what the swarm holds at an address, and the hops it took
     status --config gateway.toml     peers, stored packets, queue depth (from the running gateway)
 
-Exit status: 0 ok, 1 runtime failure, 2 usage or configuration error.
+Exit status: 0 ok, 1 runtime failure, 2 usage or configuration error. The subcommands that inspect or
+prepare a gateway live in commands.py; `run` calls the service. No other module imports this one.
+(The synthesis benchmark is `bench/bench_synthesis.py` in the source tree, not a subcommand.)
 """
 
 from __future__ import annotations
@@ -19,36 +20,30 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
+
+from qis_gateway.commands import (
+    EXIT_FAIL,
+    EXIT_USAGE,
+    broker_config_main,
+    load_config_or_exit,
+    lookup_main,
+    status_main,
+)
 
 log = logging.getLogger("qis_gateway.cli")
 
-EXIT_OK = 0
-EXIT_FAIL = 1
-EXIT_USAGE = 2
-
-
-def _load_config(path: str | None):  # -> config.GatewayConfig
-    from qis_gateway.config import ConfigError, load_config
-
-    try:
-        return load_config(Path(path) if path else None)
-    except ConfigError as exc:
-        print("qis-gateway: configuration error: %s" % exc, file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from exc
-
-
-def _registry_path(args: argparse.Namespace) -> Path:
-    if getattr(args, "db", None):
-        return Path(args.db)
-    return _load_config(args.config).registry_path
-
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load_config(args.config)
+    from qis_gateway.config import ConfigError
+
+    config = load_config_or_exit(args.config)
     from qis_gateway.service import run_service
 
-    return run_service(config)
+    try:
+        return run_service(config)
+    except ConfigError as exc:  # found at start-up (e.g. the gateway's own key is not trusted)
+        print("qis-gateway: configuration error: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -57,47 +52,21 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return keygen_main(args.rest)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    if args.what != "synthesis":
-        print("qis-gateway bench: unknown benchmark %r (known: synthesis)" % args.what, file=sys.stderr)
-        return EXIT_USAGE
-    from qis_gateway.bench_synthesis import main as bench_main
-
-    return bench_main(args.rest)
-
-
 def cmd_device(args: argparse.Namespace) -> int:
     from qis_gateway.device_cmd import cmd_device as run
 
     return run(args)
 
 
-def _open_registry(args: argparse.Namespace, create: bool = True):  # -> registry.Registry
-    """The registry for --db/--config; a file that cannot be opened is a one-line error, exit 2."""
-    from qis_gateway.registry import Registry, RegistryError
-
-    try:
-        return Registry(_registry_path(args), create=create)
-    except RegistryError as exc:
-        print("qis-gateway: %s" % exc, file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from exc
-
-
 def cmd_broker_config(args: argparse.Namespace) -> int:
-    from qis_gateway.broker_config import broker_config_main
-
     return broker_config_main(args)
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
-    from qis_gateway.service import lookup_main
-
     return lookup_main(args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from qis_gateway.service import status_main
-
     return status_main(args)
 
 
@@ -114,11 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = sub.add_parser("keygen", help="create the gateway's Ed25519 signing key", add_help=False, prefix_chars="+")
     keygen.add_argument("rest", nargs=argparse.REMAINDER)
     keygen.set_defaults(func=cmd_keygen)
-
-    bench = sub.add_parser("bench", help="benchmarks (synthesis)")
-    bench.add_argument("what", help="benchmark name: synthesis")
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
-    bench.set_defaults(func=cmd_bench)
 
     from qis_gateway.device_cmd import add_device_args
 

@@ -23,8 +23,7 @@ for another address or with another vector length is refused with PacketError.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -185,39 +184,3 @@ class PacketColumns:
         columns = cls(address, capacity=max(1, len(packets)))
         columns.extend(packets)
         return columns
-
-
-class ColumnCache:
-    """Column stores per address, kept between queries (LRU), so the gateway's path stays warm.
-
-    `columns(address, packets)` returns the cached store when it holds exactly these packets (by id),
-    appends only the new ones when it holds a subset, and rebuilds when packets went away (expired or
-    capped out). Checking costs one set of packet ids, not a rebuild.
-    """
-
-    def __init__(self, max_addresses: int = 1024) -> None:
-        if max_addresses < 1:
-            raise ValueError("max_addresses must be at least 1")
-        self.max_addresses = max_addresses
-        self._entries: OrderedDict[bytes, PacketColumns] = OrderedDict()
-        self.hits = self.extended = self.rebuilt = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def columns(self, address: bytes, packets: Sequence[OutcomePacket]) -> PacketColumns:
-        ids = {p.packet_id for p in packets}
-        cached = self._entries.get(address)
-        if cached is not None and cached._ids == ids:
-            self.hits += 1
-        elif cached is not None and cached._ids <= ids:
-            cached.extend(p for p in packets if p.packet_id not in cached._ids)
-            self.extended += 1
-        else:
-            cached = PacketColumns.from_packets(packets, address)
-            self.rebuilt += 1
-            self._entries[address] = cached
-            if len(self._entries) > self.max_addresses:
-                self._entries.popitem(last=False)
-        self._entries.move_to_end(address)
-        return cached

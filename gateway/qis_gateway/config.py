@@ -7,6 +7,11 @@ the file, refuses unknown sections/keys and values of the wrong type or out of r
 naming the key ("mqtt.port: must be an integer in 1..65535, got 'x'"), then applies environment
 overrides for secrets (QIS_MQTT_PASSWORD, QIS_MQTT_USERNAME). Relative paths are resolved against
 `gateway.data_dir`, which is resolved against the config file's directory.
+
+Consumers never read settings by name: `GatewayConfig` holds one typed, frozen dataclass per section
+(`config.synthesis.min_n`, `config.swarm.listen` as a (host, port) pair, `config.gateway.trusted_keys`
+as bytes). A field's name is its key; where a dataclass field has a default (so tests can build one
+section alone), that default is read from `SETTINGS`, so each default is written once.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +69,17 @@ SETTINGS: tuple[Setting, ...] = (
     S("swarm", "rate_limit_per_s", "float", 0.0, "per-IP request rate limit; 0 = swarm default", 0, 1e9),
     S("swarm", "opendht_network", "int", 0x51495331, "OpenDHT network id (backend = opendht); keeps the swarm "
       "off other OpenDHT networks", 0, 4294967295),
-    S("swarm", "lookup_limit", "int", 200, "packets fetched per address", 1, 10000),
-    S("synthesis", "min_n", "int", 5, "packets an address needs before coarser levels are skipped", 1, 100000),
+    S("swarm", "lookup_limit", "int", 256, "packets fetched per address; at least what one holder keeps per "
+      "address (256), so the newest are among them", 1, 10000),
+    S("synthesis", "min_n", "int", 5, "effective packets an address needs (else enough = false, and the next "
+      "coarser level is tried)", 1, 100000),
     S("synthesis", "half_life_s", "float", 30 * 86400.0, "recency half-life of a packet's weight", 1, 1e10),
-    S("synthesis", "max_per_signer", "int", 50, "packets one origin gateway may contribute per lookup",
-      1, 100000),
+    S("synthesis", "max_signer_share", "float", 0.5, "largest share of an address's selected packets one "
+      "origin gateway may hold beyond min_per_signer; 1 = no share cap", 0.01, 1),
+    S("synthesis", "min_per_signer", "int", 50, "packets (its newest) every origin gateway may contribute per "
+      "address whatever its share", 1, 100000),
+    S("synthesis", "max_packets", "int", 200, "packets synthesised per address at most: each signer's newest, "
+      "shared out evenly", 1, 100000),
     S("synthesis", "top", "int", 3, "outcomes listed in a summary", 1, 10),
     S("outbox", "flush_rate_per_s", "float", 20.0, "outcome packets put per second at most", 0.1, 10000),
     S("outbox", "retry_min_s", "float", 1.0, "first retry delay of an unstored packet", 0.01, 3600),
@@ -85,34 +96,121 @@ SETTINGS: tuple[Setting, ...] = (
 del S
 
 ENV_OVERRIDES = {"QIS_MQTT_PASSWORD": ("mqtt", "password"), "QIS_MQTT_USERNAME": ("mqtt", "username")}
+# Settings that were renamed: a file still using the old name gets an error naming the new one.
+RENAMED = {("synthesis", "max_per_signer"): "synthesis.min_per_signer (with synthesis.max_signer_share: "
+           "the per-signer cap is a share of the selection now, with this many packets always allowed)"}
+
+HostPort = tuple[str, int]
 
 
-@dataclass(frozen=True)
+def default(section: str, key: str) -> Any:
+    """The default of one setting, from `SETTINGS` (the only place defaults are written)."""
+    for s in SETTINGS:
+        if s.section == section and s.key == key:
+            return s.default
+    raise KeyError("%s.%s is not a setting" % (section, key))
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    data_dir: Path
+    registry: Path  # resolved against data_dir
+    state_db: Path
+    key_file: Path
+    schemas: tuple[str, ...]
+    trusted_keys: frozenset[bytes] | None  # None: any valid signer (open swarm)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    host: str = default("mqtt", "host")
+    port: int = default("mqtt", "port")
+    protocol: str = default("mqtt", "protocol")
+    client_id: str = default("mqtt", "client_id")
+    username: str = default("mqtt", "username")
+    password: str = default("mqtt", "password")
+    tls: bool = default("mqtt", "tls")
+    keepalive_s: int = default("mqtt", "keepalive_s")
+    session_expiry_s: int = default("mqtt", "session_expiry_s")
+    reconnect_min_s: float = default("mqtt", "reconnect_min_s")
+    reconnect_max_s: float = default("mqtt", "reconnect_max_s")
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmSettings:
+    backend: str
+    listen: HostPort
+    bootstrap: tuple[HostPort, ...]
+    rate_limit_per_s: float
+    opendht_network: int
+    lookup_limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class SynthesisSettings:
+    min_n: int = default("synthesis", "min_n")
+    half_life_s: float = default("synthesis", "half_life_s")
+    max_signer_share: float = default("synthesis", "max_signer_share")
+    min_per_signer: int = default("synthesis", "min_per_signer")
+    max_packets: int = default("synthesis", "max_packets")
+    top: int = default("synthesis", "top")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSettings:
+    flush_rate_per_s: float = default("outbox", "flush_rate_per_s")
+    retry_min_s: float = default("outbox", "retry_min_s")
+    retry_max_s: float = default("outbox", "retry_max_s")
+    reading_ttl_s: float = default("outbox", "reading_ttl_s")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    listen: HostPort | None  # None: the HTTP endpoint is off
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    level: str = default("log", "level")
+    json: bool = default("log", "json")
+    reject_interval_s: float = default("log", "reject_interval_s")
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAssistantSettings:
+    enabled: bool = default("homeassistant", "enabled")
+    prefix: str = default("homeassistant", "prefix")
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
-    """Validated settings: `values[(section, key)]`, plus resolved paths and conveniences."""
+    """Validated settings, one typed section per TOML table; `source` is the file read (None: defaults)."""
 
-    values: dict[tuple[str, str], Any]
+    gateway: GatewaySettings
+    mqtt: MqttSettings
+    swarm: SwarmSettings
+    synthesis: SynthesisSettings
+    outbox: OutboxSettings
+    metrics: MetricsSettings
+    log: LogSettings
+    homeassistant: HomeAssistantSettings
     source: Path | None = None
-    data_dir: Path = field(default=Path("."))
 
-    def get(self, section: str, key: str) -> Any:
-        return self.values[(section, key)]
-
-    def path(self, section: str, key: str) -> Path:
-        p = Path(self.values[(section, key)])
-        return p if p.is_absolute() else self.data_dir / p
+    @property
+    def data_dir(self) -> Path:
+        return self.gateway.data_dir
 
     @property
     def registry_path(self) -> Path:
-        return self.path("gateway", "registry")
+        return self.gateway.registry
 
     @property
     def state_path(self) -> Path:
-        return self.path("gateway", "state_db")
+        return self.gateway.state_db
 
     @property
     def key_path(self) -> Path:
-        return self.path("gateway", "key_file")
+        return self.gateway.key_file
 
 
 def parse_hostport(text: str, where: str) -> tuple[str, int]:
@@ -159,6 +257,11 @@ def _check(setting: Setting, value: Any) -> Any:
     return value
 
 
+def _resolve(data_dir: Path, name: str) -> Path:
+    p = Path(name)
+    return p if p.is_absolute() else data_dir / p
+
+
 def build_config(data: dict[str, Any], source: Path | None = None,
                  environ: dict[str, str] | None = None) -> GatewayConfig:
     """Validate a parsed TOML dict (see module docstring)."""
@@ -173,6 +276,8 @@ def build_config(data: dict[str, Any], source: Path | None = None,
         for key, value in table.items():
             setting = known.get((section, key))
             if setting is None:
+                if (section, key) in RENAMED:
+                    raise ConfigError("%s.%s: renamed to %s" % (section, key, RENAMED[(section, key)]))
                 names = ", ".join(k for (s, k) in known if s == section)
                 raise ConfigError("%s.%s: unknown setting (known in [%s]: %s)" % (section, key, section, names))
             values[(section, key)] = _check(setting, value)
@@ -180,15 +285,17 @@ def build_config(data: dict[str, Any], source: Path | None = None,
     for var, skey in ENV_OVERRIDES.items():
         if env.get(var):
             values[skey] = env[var]
-    for i, item in enumerate(values[("swarm", "bootstrap")]):
-        parse_hostport(item, "swarm.bootstrap[%d]" % i)
+    bootstrap = tuple(parse_hostport(item, "swarm.bootstrap[%d]" % i)
+                      for i, item in enumerate(values[("swarm", "bootstrap")]))
+    trusted = []
     for i, item in enumerate(values[("gateway", "trusted_keys")]):
         try:
-            ok = len(bytes.fromhex(item)) == 32
+            key = bytes.fromhex(item)
         except ValueError:
-            ok = False
-        if not ok:
+            key = b""
+        if len(key) != 32:
             raise ConfigError("gateway.trusted_keys[%d]: must be 64 hex characters (an Ed25519 key)" % i)
+        trusted.append(key)
     try:
         check_id(values[("mqtt", "client_id")].replace("/", "?"), "client id")
     except TopicError as exc:
@@ -199,7 +306,27 @@ def build_config(data: dict[str, Any], source: Path | None = None,
     data_dir = Path(values[("gateway", "data_dir")])
     if not data_dir.is_absolute():
         data_dir = (base / data_dir).resolve()
-    return GatewayConfig(values=values, source=source, data_dir=data_dir)
+
+    def section(cls: type, name: str, **converted: Any) -> Any:
+        plain = {f: values[(name, f)] for f in cls.__dataclass_fields__ if f not in converted}
+        return cls(**plain, **converted)
+
+    metrics_listen = values[("metrics", "listen")]
+    return GatewayConfig(
+        gateway=GatewaySettings(
+            data_dir=data_dir, registry=_resolve(data_dir, values[("gateway", "registry")]),
+            state_db=_resolve(data_dir, values[("gateway", "state_db")]),
+            key_file=_resolve(data_dir, values[("gateway", "key_file")]),
+            schemas=tuple(values[("gateway", "schemas")]), trusted_keys=frozenset(trusted) or None),
+        mqtt=section(MqttSettings, "mqtt"),
+        swarm=section(SwarmSettings, "swarm", listen=parse_hostport(values[("swarm", "listen")], "swarm.listen"),
+                      bootstrap=bootstrap),
+        synthesis=section(SynthesisSettings, "synthesis"),
+        outbox=section(OutboxSettings, "outbox"),
+        metrics=MetricsSettings(parse_hostport(metrics_listen, "metrics.listen") if metrics_listen else None),
+        log=section(LogSettings, "log"),
+        homeassistant=section(HomeAssistantSettings, "homeassistant"),
+        source=source)
 
 
 def load_config(path: Path | None, environ: dict[str, str] | None = None) -> GatewayConfig:

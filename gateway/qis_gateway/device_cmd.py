@@ -44,9 +44,9 @@ def _config_extra(args: argparse.Namespace, fixed: dict[str, Any]) -> dict[str, 
 
 
 def _registry_file(args: argparse.Namespace) -> Path:
-    from qis_gateway.cli import _registry_path
+    from qis_gateway.commands import registry_path
 
-    return _registry_path(args)
+    return registry_path(args)
 
 
 def add_device_args(dev: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """What `/health`, `/status`, `qis-gateway status` and the log say about the gateway's condition.
 
 How it works: `assess` turns the parts' states into one of three words. "down": the broker connection,
-the swarm node or the disk is not working (HTTP 503). "degraded": it works, but the swarm node has no
+the swarm node, the disk or the outbox is not working (HTTP 503). "degraded": it works, but the swarm node has no
 peers, so this gateway is a swarm of one: its boards' outcomes are stored and answered here only and no
 other site learns from them (HTTP 200, `"ok": false`, and the reason in `problems`). "ok": none of
 that. `PeerWatch` logs the change into and out of "no peers" once per change (WARNING / INFO), never
@@ -19,7 +19,8 @@ NO_PEERS = ("no swarm peers: this gateway is a swarm of one (its boards' outcome
             "here only); set [swarm] bootstrap to another gateway's HOST:PORT to share them")
 
 
-def assess(mqtt_connected: bool, swarm: dict[str, Any], storage_ok: bool) -> tuple[bool, dict[str, Any]]:
+def assess(mqtt_connected: bool, swarm: dict[str, Any], storage_ok: bool,
+           outbox_blocked: str | None = None) -> tuple[bool, dict[str, Any]]:
     """(serve HTTP 200?, the JSON body of /health)."""
     problems: list[str] = []
     down = False
@@ -32,13 +33,16 @@ def assess(mqtt_connected: bool, swarm: dict[str, Any], storage_ok: bool) -> tup
     if not storage_ok:
         problems.append("storage failing (SQLite or the disk); messages wait unacknowledged")
         down = True
+    if outbox_blocked is not None:
+        problems.append("outcome packets are not being stored: %s" % outbox_blocked)
+        down = True
     peers = swarm.get("peers")
     if swarm.get("running", True) and peers == 0:
         problems.append(NO_PEERS)
     state = "down" if down else ("degraded" if problems else "ok")
     return not down, {"ok": state == "ok", "status": state, "problems": problems, "peers": peers,
                       "mqtt_connected": mqtt_connected, "swarm_running": bool(swarm.get("running", True)),
-                      "storage_ok": storage_ok}
+                      "storage_ok": storage_ok, "outbox_blocked": outbox_blocked}
 
 
 class PeerWatch:

@@ -24,9 +24,12 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qis_gateway.registry import DeviceRecord
+
+if TYPE_CHECKING:
+    from qis_gateway.evidence import BoardSummary
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +152,13 @@ class HomeAssistant:
     def offline(self) -> None:
         self.publish(self.availability, OFFLINE, 1, True)
 
-    def on_summary(self, record: DeviceRecord, summary: dict[str, Any]) -> None:
-        top = summary.get("top") or []
+    def on_summary(self, record: DeviceRecord, summary: BoardSummary) -> None:
+        top = [list(item) for item in summary.top]
         state = {
-            "outcome": top[0][0] if top and summary.get("enough") else "unknown",
+            "outcome": top[0][0] if top and summary.enough else "unknown",
             "share_pct": round(top[0][1] / 10.0, 1) if top else None,
-            "top": top, "n": summary.get("n"), "enough": summary.get("enough"),
-            "confidence_pct": round(summary.get("conf", 0) / 10.0, 1), "mean": summary.get("mean"),
-            "level": summary.get("level"), "hops": summary.get("hops"), "ms": summary.get("ms"),
+            "top": top, "n": summary.n, "enough": summary.enough,
+            "confidence_pct": round(summary.conf / 10.0, 1), "mean": summary.mean,
+            "level": summary.level, "hops": summary.hops, "ms": summary.ms,
         }
         self.publish(state_topic(record.site, record.device_id), json.dumps(state).encode(), 1, True)

@@ -27,35 +27,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from qis_gateway.config import MqttSettings
+
 log = logging.getLogger(__name__)
 
 
 class MqttError(ConnectionError):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class MqttSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    protocol: str = "3.1.1"  # or "5"
-    client_id: str = "qis-gateway"
-    username: str = ""
-    password: str = ""
-    tls: bool = False
-    keepalive_s: int = 30
-    session_expiry_s: int = 604800
-    reconnect_min_s: float = 0.5
-    reconnect_max_s: float = 30.0
-    subscriptions: tuple[tuple[str, int], ...] = field(default_factory=tuple)
-    will: tuple[str, bytes, int, bool] | None = None  # (topic, payload, qos, retain) the broker sends if we die
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +55,12 @@ class Incoming:
 
 
 class MqttClient:
-    def __init__(self, settings: MqttSettings, on_connect: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, settings: MqttSettings, subscriptions: tuple[tuple[str, int], ...] = (),
+                 on_connect: Callable[[bool], None] | None = None,
+                 will: tuple[str, bytes, int, bool] | None = None) -> None:
+        """`will`: (topic, payload, qos, retain) the broker publishes if this client dies."""
         self.settings = settings
+        self.subscriptions = subscriptions
         self._on_connect_cb = on_connect
         v5 = settings.protocol == "5"
         self._v5 = v5
@@ -83,9 +72,8 @@ class MqttClient:
             self._client.username_pw_set(settings.username, settings.password or None)
         if settings.tls:
             self._client.tls_set()
-        if settings.will is not None:
-            topic, payload, qos, retain = settings.will
-            self._client.will_set(topic, payload, qos, retain)
+        if will is not None:
+            self._client.will_set(*will)
         self._client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
         self._client.max_inflight_messages_set(100)
         self._client.on_connect = self._on_connect
@@ -185,8 +173,8 @@ class MqttClient:
         self.connects += 1
         present = bool(getattr(flags, "session_present", False))
         log.info("connected to the broker (session %s)", "resumed" if present else "new")
-        if self.settings.subscriptions:
-            client.subscribe(list(self.settings.subscriptions))
+        if self.subscriptions:
+            client.subscribe(list(self.subscriptions))
         self._connected.set()
         if self._on_connect_cb is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._on_connect_cb, present)

@@ -11,7 +11,9 @@ answers in flight finish (bounded), the flusher finishes its current put, paho g
 publishes out, the swarm node leaves gracefully, then the files close. Nothing unacknowledged is lost:
 the broker keeps it in the persistent session.
 
-`run_service(config)` is `qis-gateway run`; `lookup_main`/`status_main` back the CLI subcommands.
+`run_service(config)` is `qis-gateway run` (`serve_until_stopped(config)` the same inside a running
+event loop). This module is the composition root only: the CLI (cli.py, commands.py) calls it, never
+the other way round.
 """
 
 from __future__ import annotations
@@ -21,9 +23,7 @@ import json
 import logging
 import signal
 import sqlite3
-import tempfile
 import time
-import urllib.request
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,15 +31,15 @@ from typing import Any
 from qis.schema import Schema, load_schema
 from qis.topics import subscription
 
-from qis_gateway import memtrace
-from qis_gateway.backend import Swarm, is_unavailable, make_swarm, make_udp_swarm
-from qis_gateway.bridge import Bridge, SynthesisSettings
-from qis_gateway.config import GatewayConfig, parse_hostport
+from qis_gateway.backend import Swarm, is_unavailable, make_swarm
+from qis_gateway.bridge import Bridge
+from qis_gateway.config import ConfigError, GatewayConfig
+from qis_gateway.evidence import Evidence
 from qis_gateway.flusher import OutboxFlusher
 from qis_gateway.health import PeerWatch, assess
 from qis_gateway.homeassistant import HomeAssistant
 from qis_gateway.metrics import HttpEndpoint, Metrics
-from qis_gateway.mqtt_client import Incoming, MqttClient, MqttSettings
+from qis_gateway.mqtt_client import Incoming, MqttClient
 from qis_gateway.outbox import StateDB
 from qis_gateway.packets import VerifiedPacketCache, make_validator
 from qis_gateway.registry import Registry
@@ -73,17 +73,6 @@ def load_schemas(extra: list[str], base: Path) -> dict[str, Schema]:
     return out
 
 
-def mqtt_settings(config: GatewayConfig, subscriptions: tuple[tuple[str, int], ...],
-                  will: tuple[str, bytes, int, bool] | None = None) -> MqttSettings:
-    g = config.get
-    return MqttSettings(host=g("mqtt", "host"), port=g("mqtt", "port"), protocol=g("mqtt", "protocol"),
-                        client_id=g("mqtt", "client_id"), username=g("mqtt", "username"),
-                        password=g("mqtt", "password"), tls=g("mqtt", "tls"), keepalive_s=g("mqtt", "keepalive_s"),
-                        session_expiry_s=g("mqtt", "session_expiry_s"),
-                        reconnect_min_s=g("mqtt", "reconnect_min_s"), reconnect_max_s=g("mqtt", "reconnect_max_s"),
-                        subscriptions=subscriptions, will=will)
-
-
 class Gateway:
     def __init__(self, config: GatewayConfig, swarm: Swarm | None = None) -> None:
         self.config = config
@@ -99,48 +88,42 @@ class Gateway:
         self.peer_watch = PeerWatch()
 
     async def start(self) -> None:
-        from qis_gateway.keys import generate_key_file, load_signing_key
+        from qis_gateway.keys import generate_key_file, load_signing_key, public_key_bytes
 
         c = self.config
         c.data_dir.mkdir(parents=True, exist_ok=True)
         key_path = c.key_path
         self.signing_key = load_signing_key(key_path) if key_path.exists() else generate_key_file(key_path)
-        trusted = [bytes.fromhex(k) for k in c.get("gateway", "trusted_keys")] or None
-        self.schemas = load_schemas(c.get("gateway", "schemas"), c.source.parent if c.source else Path.cwd())
+        trusted = c.gateway.trusted_keys
+        own_key = public_key_bytes(self.signing_key)
+        if trusted is not None and own_key not in trusted:
+            raise ConfigError("gateway.trusted_keys: this gateway's own key %s is not in the list, so every "
+                              "outcome it signs would be refused, by its own node too: add it" % own_key.hex())
+        self.schemas = load_schemas(list(c.gateway.schemas), c.source.parent if c.source else Path.cwd())
         self.registry = Registry(c.registry_path)
         self.state = StateDB(c.state_path)
         self.cache = VerifiedPacketCache(VERIFIED_CACHE_ENTRIES)
         if self._swarm_override is not None:
             self.swarm = self._swarm_override
         else:
-            listen = parse_hostport(c.get("swarm", "listen"), "swarm.listen")
-            boot = [parse_hostport(b, "swarm.bootstrap") for b in c.get("swarm", "bootstrap")]
-            self.swarm = make_swarm(c.get("swarm", "backend"), listen, c.data_dir / "swarm", boot,
-                                    make_validator(self.cache, trusted), c.get("swarm", "rate_limit_per_s"),
-                                    c.get("swarm", "opendht_network"))
+            self.swarm = make_swarm(c.swarm, c.data_dir / "swarm", make_validator(self.cache, trusted))
         await self.swarm.start()
         subs = [(subscription("fp"), 1), (subscription("outcome"), 1)]
-        if c.get("homeassistant", "enabled"):
-            self.ha = HomeAssistant(self._publish, c.get("homeassistant", "prefix"), c.get("mqtt", "client_id"))
+        if c.homeassistant.enabled:
+            self.ha = HomeAssistant(self._publish, c.homeassistant.prefix, c.mqtt.client_id)
             subs += [(self.ha.birth_topic, 1), (self.ha.config_filter, 1)]
-        self.mqtt = MqttClient(mqtt_settings(c, tuple(subs), self.ha.will() if self.ha else None),
-                               on_connect=self._on_connect)
-        settings = SynthesisSettings(min_n=c.get("synthesis", "min_n"), half_life_s=c.get("synthesis", "half_life_s"),
-                                     max_per_signer=c.get("synthesis", "max_per_signer"),
-                                     top=c.get("synthesis", "top"), lookup_limit=c.get("swarm", "lookup_limit"))
-        self.bridge = Bridge(self.registry, self.state, self.swarm, self.schemas, self.signing_key, self.cache,
-                             self._publish, self.metrics, settings=settings, trusted_keys=trusted,
-                             reject_log_interval_s=c.get("log", "reject_interval_s"),
+        self.mqtt = MqttClient(c.mqtt, tuple(subs), on_connect=self._on_connect,
+                               will=self.ha.will() if self.ha else None)
+        evidence = Evidence(self.swarm, self.cache, self.metrics, c.synthesis, lookup_limit=c.swarm.lookup_limit,
+                            trusted_keys=trusted)
+        self.bridge = Bridge(self.registry, self.state, self.schemas, self.signing_key, evidence, self._publish,
+                             self.metrics, reject_log_interval_s=c.log.reject_interval_s,
                              on_summary=self.ha.on_summary if self.ha else None)
-        self.flusher = OutboxFlusher(self.state, self.swarm, self.metrics,
-                                     rate_per_s=c.get("outbox", "flush_rate_per_s"),
-                                     retry_min_s=c.get("outbox", "retry_min_s"),
-                                     retry_max_s=c.get("outbox", "retry_max_s"))
+        self.flusher = OutboxFlusher(self.state, self.swarm, self.metrics, c.outbox)
         self.bridge.outbox_wakeup = self.flusher.wake
-        listen_text = c.get("metrics", "listen")
-        if listen_text:
+        if c.metrics.listen is not None:
             self.http = HttpEndpoint(self.metrics, self.health, self.status)
-            await self.http.start(*parse_hostport(listen_text, "metrics.listen"))
+            await self.http.start(*c.metrics.listen)
         self.flusher.start()
         self.mqtt.start()
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep(), name="housekeeping")
@@ -234,7 +217,7 @@ class Gateway:
                 self.metrics.queue_depth.set(self.state.pending())
                 if time.monotonic() - last_prune > PRUNE_EVERY_S:
                     last_prune = time.monotonic()
-                    self.state.prune(time.time(), self.config.get("outbox", "reading_ttl_s"))
+                    self.state.prune(time.time(), self.config.outbox.reading_ttl_s)
             except Exception:
                 log.exception("housekeeping failed")
             await asyncio.sleep(2.0)
@@ -256,16 +239,16 @@ class Gateway:
         log.info("gateway stopped")
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        ok, detail = assess(self.mqtt.connected, self.swarm.status(), self.storage_ok)
+        ok, detail = assess(self.mqtt.connected, self.swarm.status(), self.storage_ok, self.flusher.blocked)
         detail["uptime_s"] = round(time.time() - self.started_s, 1)
         return ok, detail
 
     def status(self) -> dict[str, Any]:
         swarm = self.swarm.status()
-        _, health = assess(self.mqtt.connected, swarm, self.storage_ok)
+        _, health = assess(self.mqtt.connected, swarm, self.storage_ok, self.flusher.blocked)
         return {"health": health["status"], "problems": health["problems"],
-                "mqtt": {"connected": self.mqtt.connected, "host": self.config.get("mqtt", "host"),
-                         "port": self.config.get("mqtt", "port"), "connects": self.mqtt.connects},
+                "mqtt": {"connected": self.mqtt.connected, "host": self.config.mqtt.host,
+                         "port": self.config.mqtt.port, "connects": self.mqtt.connects},
                 "swarm": swarm, "peers": swarm.get("peers"), "stored_packets": swarm.get("stored_values"),
                 "queue_depth": self.state.pending(), "outcomes_stored": self.state.stored(),
                 "devices": len(self.registry.list()), "uptime_s": round(time.time() - self.started_s, 1),
@@ -273,12 +256,12 @@ class Gateway:
                                    "hits": self.cache.hits, "misses": self.cache.misses}}
 
 
-async def _run(config: GatewayConfig) -> int:
+async def serve_until_stopped(config: GatewayConfig) -> int:
+    """Run a gateway in the running event loop until SIGTERM/SIGINT."""
     gateway = Gateway(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gateway.request_stop)
-    memtrace.install(loop)  # only with QIS_MEMTRACE_DIR set (soak investigations)
     await gateway.start()
     try:
         await gateway.serve()
@@ -288,10 +271,10 @@ async def _run(config: GatewayConfig) -> int:
 
 
 def setup_logging(config: GatewayConfig) -> None:
-    level = getattr(logging, config.get("log", "level"))
+    level = getattr(logging, config.log.level)
     root = logging.getLogger()
     root.setLevel(level)
-    if config.get("log", "json"):
+    if config.log.json:
         class _Json(logging.Formatter):
             def format(self, record: logging.LogRecord) -> str:
                 return json.dumps({"t": round(record.created, 3), "level": record.levelname,
@@ -302,93 +285,4 @@ def setup_logging(config: GatewayConfig) -> None:
 
 def run_service(config: GatewayConfig) -> int:
     setup_logging(config)
-    return asyncio.run(_run(config))
-
-
-# -- CLI helpers -------------------------------------------------------------------------------------------
-def lookup_main(args: Any) -> int:
-    try:
-        address = bytes.fromhex(args.address)
-    except ValueError:
-        address = b""
-    if len(address) != 32:
-        print("qis-gateway lookup: ADDRESS must be 64 hex characters")
-        return 2
-    try:
-        boot = [parse_hostport(b, "--bootstrap") for b in args.bootstrap]
-    except ValueError as exc:
-        print("qis-gateway lookup: %s" % exc)
-        return 2
-    if not boot:
-        print("qis-gateway lookup: give at least one --bootstrap HOST:PORT")
-        return 2
-    return asyncio.run(_lookup(address, boot, args.limit, args.timeout))
-
-
-async def _lookup(address: bytes, boot: list[tuple[str, int]], limit: int, timeout_s: float) -> int:
-    from qis_gateway.packets import PacketError, verify
-
-    host = "127.0.0.1" if all(h in ("127.0.0.1", "localhost") for h, _ in boot) else "0.0.0.0"
-    with tempfile.TemporaryDirectory(prefix="qis-lookup-") as tmp:
-        swarm = make_udp_swarm((host, 0), Path(tmp), boot, None)
-        await swarm.start()
-        try:
-            result = await asyncio.wait_for(swarm.get(address, limit), timeout_s)
-        except Exception as exc:
-            print("lookup failed: %s" % exc)
-            return 1
-        finally:
-            await swarm.stop(graceful=False)
-    print("address %s: %d value(s), %d hop(s), %d message(s), %.1f ms" % (
-        address.hex(), len(result.values), result.hops, result.messages, result.elapsed_ms))
-    for value in result.values:
-        try:
-            p = verify(value, None, address)
-        except PacketError as exc:
-            print("  INVALID (%s)" % exc.reason)
-            continue
-        print("  %s label=%s value=%s weight=%.2f created=%s signer=%s" % (
-            p.packet_id.hex()[:12], p.label, p.value, p.weight,
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.created_s)), p.origin_key.hex()[:16]))
-    return 0
-
-
-def status_main(args: Any) -> int:
-    from qis_gateway.cli import _load_config
-
-    config = _load_config(args.config)
-    listen = config.get("metrics", "listen")
-    data: dict[str, Any] | None = None
-    if listen:
-        host, port = parse_hostport(listen, "metrics.listen")
-        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-        try:
-            with urllib.request.urlopen("http://%s:%d/status" % (host, port), timeout=5) as resp:
-                data = json.loads(resp.read())
-        except OSError as exc:
-            log.debug("status endpoint unreachable: %s", exc)
-    if data is None:
-        try:
-            state = StateDB(config.state_path)
-            data = {"running": False, "queue_depth": state.pending(), "outcomes_stored": state.stored()}
-            state.close()
-        except (sqlite3.Error, OSError) as exc:
-            print("gateway not running (no answer on %s), and its state %s cannot be read: %s (run this as "
-                  "the service user: sudo -u qis ...)" % (listen or "metrics endpoint off", config.state_path, exc))
-            return 1
-    if args.json:
-        print(json.dumps(data))
-    elif data.get("running") is False:
-        print("gateway not running (no answer on %s); queue depth %d, outcomes stored %d" % (
-            listen or "metrics endpoint off", data["queue_depth"], data["outcomes_stored"]))
-    else:
-        print("mqtt: %s (%s:%s)" % ("connected" if data["mqtt"]["connected"] else "DISCONNECTED",
-                                    data["mqtt"]["host"], data["mqtt"]["port"]))
-        print("swarm: node %s, %s peer(s), %s stored packet(s)" % (
-            str(data["swarm"].get("node_id", ""))[:16], data["peers"], data["stored_packets"]))
-        print("outbox: %d queued, %d stored; devices %d; up %.0f s" % (
-            data["queue_depth"], data["outcomes_stored"], data["devices"], data["uptime_s"]))
-        print("health: %s" % data.get("health", "ok").upper())
-        for problem in data.get("problems", []):
-            print("  %s" % problem)
-    return 0 if data.get("running") is not False else 1
+    return asyncio.run(serve_until_stopped(config))

@@ -32,13 +32,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from qis_gateway.swarm.api import LookupResult, SwarmStopped, SwarmUnavailable
-from qis_gateway.swarm.errors import SwarmError, SwarmUsageError
+from qis_gateway.config import default
+from qis_gateway.swarm import SwarmError, SwarmStopped, SwarmUnavailable, SwarmUsageError
+from qis_gateway.swarm.api import LookupResult
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
-DEFAULT_NETWORK_ID = 0x51495331  # "QIS1": keeps our nodes off other OpenDHT networks
+DEFAULT_NETWORK_ID: int = default("swarm", "opendht_network")  # "QIS1": keeps our nodes off other networks
 KEY_BYTES = 20
 
 

@@ -24,56 +24,41 @@ board's query vector q:
                  when those packets alone reach the minimum count too (else None).
 
 Minimum-count guard: when n_eff < min_n the summary has enough=False, no distribution, no confidence and no
-mean, so one site's single event is never echoed back as a statistic. `level` is the schema level that
-answered (0 = exact address); `synthesise_levels` walks exact -> coarser levels and stops at the first
-level with enough evidence (the fallback rule).
+mean, so one site's single event is never echoed back as a statistic.
+
+This module is the maths only. Which packets it sees (verification, the per-signer cap, the newest ones)
+and which schema level answers (the fallback rule) is decided in evidence.py, the gateway's one path;
+the default of each parameter is the `[synthesis]` setting's (config.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from qis.schema import Schema
 
 from qis_gateway.columns import PacketColumns
-from qis_gateway.packets import OutcomePacket
+from qis_gateway.config import default
 
-DEFAULT_HALF_LIFE_S = 30 * 86_400.0
-DEFAULT_MIN_N = 3
-DEFAULT_TOP = 3
+HALF_LIFE_S: float = default("synthesis", "half_life_s")
+MIN_N: int = default("synthesis", "min_n")
+TOP: int = default("synthesis", "top")
 WILSON_Z = 1.96  # two-sided 95%
 _TIE_DECIMALS = 12  # shares equal to 12 decimals are a tie (summation order must not pick the winner)
 
-PacketSource = PacketColumns | Sequence[OutcomePacket]
-
-
 @dataclass(frozen=True, slots=True)
 class Summary:
+    """What synthesis found at one address: shares and confidence as fractions (evidence.BoardSummary
+    turns them into the board's permille)."""
+
     enough: bool
     n: int
     n_eff: float
     top: tuple[tuple[str, float], ...]
     confidence: float
     mean_value: float | None
-    level: int = 0
-
-    def at_level(self, level: int) -> Summary:
-        return dataclasses.replace(self, level=level)
-
-    def board_fields(self) -> dict:
-        """The summary frame's fields (qis.messages.encode_summary): shares and confidence in permille."""
-        return {
-            "enough": self.enough,
-            "n": self.n,
-            "top": [[label, int(round(share * 1000))] for label, share in self.top],
-            "conf": int(round(self.confidence * 1000)),
-            "mean": self.mean_value,
-            "level": self.level,
-        }
 
 
 def wilson_lower(p: float, n: float, z: float = WILSON_Z) -> float:
@@ -86,8 +71,8 @@ def wilson_lower(p: float, n: float, z: float = WILSON_Z) -> float:
     return max(0.0, (centre - spread) / (1 + z2n))
 
 
-def not_enough(n: int = 0, n_eff: float = 0.0, level: int = 0) -> Summary:
-    return Summary(False, n, n_eff, (), 0.0, None, level)
+def not_enough(n: int = 0, n_eff: float = 0.0) -> Summary:
+    return Summary(False, n, n_eff, (), 0.0, None)
 
 
 def _check_params(half_life_s: float | None, min_n: float, top: int) -> None:
@@ -104,9 +89,9 @@ def synthesise_columns(
     columns: PacketColumns,
     now_s: float,
     *,
-    half_life_s: float | None = DEFAULT_HALF_LIFE_S,
-    min_n: float = DEFAULT_MIN_N,
-    top: int = DEFAULT_TOP,
+    half_life_s: float | None = HALF_LIFE_S,
+    min_n: float = MIN_N,
+    top: int = TOP,
 ) -> Summary:
     """Synthesis over a column store (the warm path). See the module docstring for the maths."""
     _check_params(half_life_s, min_n, top)
@@ -147,67 +132,3 @@ def synthesise_columns(
         if wv_total * wv_total / float(wv @ wv) >= min_n - 1e-9:
             mean = float(wv @ columns.values[has_value]) / wv_total
     return Summary(True, n, n_eff, tuple(best), confidence, mean)
-
-
-def synthesise(
-    query_vector: Sequence[int] | np.ndarray,
-    packets: PacketSource,
-    now_s: float,
-    *,
-    half_life_s: float | None = DEFAULT_HALF_LIFE_S,
-    min_n: float = DEFAULT_MIN_N,
-    top: int = DEFAULT_TOP,
-) -> Summary:
-    """Synthesis over verified packets (a PacketColumns, or a sequence of verified OutcomePackets).
-
-    Unverified packets raise PacketError("unverified"): they are never counted.
-    """
-    columns = packets if isinstance(packets, PacketColumns) else PacketColumns.from_packets(packets)
-    return synthesise_columns(query_vector, columns, now_s, half_life_s=half_life_s, min_n=min_n, top=top)
-
-
-def synthesise_levels(
-    query_vector: Sequence[int] | np.ndarray,
-    levels: Iterable[PacketSource],
-    now_s: float,
-    **params: float | int | None,
-) -> Summary:
-    """The fallback rule: levels exact -> coarsest (may be a lazy generator); the first with enough evidence
-    answers, with `level` set to its index. If none has enough, the last consulted level's summary."""
-    summary = not_enough()
-    for level, source in enumerate(levels):
-        summary = synthesise(query_vector, source, now_s, **params).at_level(level)
-        if summary.enough:
-            break
-    return summary
-
-
-async def synthesise_levels_async(
-    query_vector: Sequence[int] | np.ndarray,
-    addresses: Sequence[bytes],
-    fetch: Callable[[bytes], Awaitable[PacketSource]],
-    now_s: float,
-    **params: float | int | None,
-) -> Summary:
-    """As `synthesise_levels`, fetching each address (exact first) only when the finer ones were too sparse."""
-    summary = not_enough()
-    for level, address in enumerate(addresses):
-        summary = synthesise(query_vector, await fetch(address), now_s, **params).at_level(level)
-        if summary.enough:
-            break
-    return summary
-
-
-async def synthesise_for_fields(
-    query_vector: Sequence[int] | np.ndarray,
-    schema: Schema,
-    fields: dict,
-    fetch: Callable[[bytes], Awaitable[PacketSource]],
-    now_s: float,
-    *,
-    swarm_key: bytes | None = None,
-    **params: float | int | None,
-) -> Summary:
-    """The fallback rule over a schema: exact address, then `schema.coarser` levels, fetched lazily."""
-    addresses = schema.level_addresses(fields, swarm_key)
-    return await synthesise_levels_async(query_vector, addresses, fetch, now_s, **params)

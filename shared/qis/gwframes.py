@@ -1,6 +1,6 @@
 """Frames only the gateway builds or checks (summary and error encoders, the fp check, split_frame), kept apart
 from qis.messages so a board does not hold their code: qis.messages imports this module lazily, so
-the public API (messages.encode_summary, encode_error, decode of fp frames) is unchanged.
+the public API (messages.encode_summary, encode_error, decode of fp frames) stays in qis.messages.
 """
 
 from qis.errors import FrameError
@@ -17,17 +17,20 @@ def split_frame(payload):
     return bytes(data), bytes(tag)
 
 
-def encode_summary(device, reading_seq, secret, enough, n, top, conf, mean, level, hops, ms):
+def encode_summary(device, reading_seq, secret, summary):
+    """The summary frame answering reading `reading_seq`. `summary` is one value with the attributes
+    enough, n, top ((label, share permille) pairs), conf (permille), mean, level, hops and ms (the
+    gateway passes its BoardSummary)."""
     body = _base("summary", device, reading_seq)
     body["re"] = reading_seq
-    body["enough"] = enough
-    body["n"] = n
-    body["top"] = top
-    body["conf"] = conf
-    body["mean"] = mean
-    body["level"] = level
-    body["hops"] = hops
-    body["ms"] = ms
+    body["enough"] = summary.enough
+    body["n"] = summary.n
+    body["top"] = [[item[0], item[1]] for item in summary.top]
+    body["conf"] = summary.conf
+    body["mean"] = summary.mean
+    body["level"] = summary.level
+    body["hops"] = summary.hops
+    body["ms"] = summary.ms
     _check_summary(body)
     return encode_frame(body, secret)
 

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -127,8 +128,8 @@ class Responder:
             self.answer(device, body)
 
     def summary_payload(self, device: str, seq: int, secret: bytes | None = None) -> bytes:
-        return messages.encode_summary(device, seq, secret or self.secret, True, 12, [["ok", 750], ["inspect", 250]],
-                                       800, 1.5, 0, 3, 7)
+        return messages.encode_summary(device, seq, secret or self.secret, SimpleNamespace(
+            enough=True, n=12, top=(("ok", 750), ("inspect", 250)), conf=800, mean=1.5, level=0, hops=3, ms=7))
 
     def publish_summary(self, device: str, payload: bytes) -> None:
         self.client.publish(topic(self.site, device, "summary"), payload, qos=1, retain=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,10 @@ from typing import Any
 from qis import messages
 from qis.schema import Schema
 from qis.topics import topic
-from qis_gateway.bridge import Bridge, SynthesisSettings
+from qis_gateway.backend import LookupResult
+from qis_gateway.bridge import Bridge
+from qis_gateway.config import SynthesisSettings, default
+from qis_gateway.evidence import Evidence
 from qis_gateway.harness.broker import Broker
 from qis_gateway.keys import generate_key_file
 from qis_gateway.metrics import Metrics
@@ -18,7 +23,7 @@ from qis_gateway.outbox import StateDB
 from qis_gateway.packets import VerifiedPacketCache, make_validator
 from qis_gateway.registry import Registry
 from qis_gateway.service import load_schemas
-from qis_gateway.swarm.api import LookupResult, SwarmUnavailable
+from qis_gateway.swarm import SwarmUnavailable, SwarmUsageError
 
 SCHEMAS = load_schemas([], Path("."))
 MACHINE = SCHEMAS["machine-health/1"]
@@ -34,6 +39,7 @@ class MemorySwarm:
         self.available = True
         self.running = False
         self.puts = 0
+        self.attempts = 0
         self.gets = 0
 
     async def start(self) -> None:
@@ -45,8 +51,9 @@ class MemorySwarm:
     async def put(self, address: bytes, value: bytes) -> int:
         if not self.available:
             raise SwarmUnavailable("simulated outage")
+        self.attempts += 1
         if self.validator is not None and not self.validator(address, value):
-            raise ValueError("validator refused the value")
+            raise SwarmUsageError("the validator rejected the value; nothing was stored")  # as UdpSwarm
         self.puts += 1
         held = self.shared.setdefault(address, [])
         if value not in held:
@@ -119,17 +126,22 @@ class Rig:
 
 
 def make_rig(tmp: Path, shared: dict[bytes, list[bytes]] | None = None, name: str = "gw",
-             settings: SynthesisSettings | None = None) -> Rig:
+             settings: SynthesisSettings | None = None, lookup_limit: int = default("swarm", "lookup_limit"),
+             trusted_keys: frozenset[bytes] | None = None, clock: Callable[[], float] = time.time) -> Rig:
+    """A Bridge wired as the service wires it (its Evidence on the rig's swarm, cache and metrics), over an
+    in-memory swarm. `settings` defaults to the configured ones with min_n = 1."""
     tmp.mkdir(parents=True, exist_ok=True)
     key = generate_key_file(tmp / ("%s.key" % name))
     cache = VerifiedPacketCache(1000)
-    swarm = MemorySwarm(shared, make_validator(cache))
+    swarm = MemorySwarm(shared, make_validator(cache, trusted_keys))
     registry = Registry(tmp / ("%s-registry.sqlite" % name))
     state = StateDB(tmp / ("%s-state.sqlite" % name))
     published = Published()
     metrics = Metrics()
-    bridge = Bridge(registry, state, swarm, SCHEMAS, key, cache, published, metrics,
-                    settings=settings or SynthesisSettings(min_n=1), reject_log_interval_s=60.0)
+    evidence = Evidence(swarm, cache, metrics, settings or SynthesisSettings(min_n=1), lookup_limit=lookup_limit,
+                        trusted_keys=trusted_keys, clock=clock)
+    bridge = Bridge(registry, state, SCHEMAS, key, evidence, published, metrics, reject_log_interval_s=60.0,
+                    clock=clock)
     return Rig(bridge, registry, state, swarm, published, metrics)
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qis import messages
-from qis_gateway.bridge import SynthesisSettings
+from qis_gateway.config import OutboxSettings, SynthesisSettings
 from qis_gateway.flusher import OutboxFlusher
 from qis_gateway.packets import OutcomePacket, encode, verify
 
@@ -27,7 +27,7 @@ def answer(rig, topic_name, frame):
 
 
 async def flush_all(rig) -> int:
-    flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, rate_per_s=1000, retry_min_s=0.01)
+    flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, OutboxSettings(flush_rate_per_s=1000, retry_min_s=0.01))
     items = rig.state.due(1e12, 1000)
     await flusher._flush_once()
     return len(items)
@@ -41,7 +41,7 @@ def test_fp_with_empty_swarm_gets_a_plain_n0_summary(tmp_path: Path) -> None:
     bodies = rig.published.bodies(board, "summary")
     assert len(bodies) == 1
     assert bodies[0]["re"] == seq and bodies[0]["n"] == 0 and bodies[0]["enough"] is False
-    assert bodies[0]["top"] == [] and out["n"] == 0
+    assert bodies[0]["top"] == [] and out.n == 0
     assert rig.registry.get(board.device).last_seq == seq
     assert rig.state.reading(board.device, seq) is not None
     assert rig.swarm.gets == 1 + len(MACHINE.coarser)  # exact then every coarser level, all empty
@@ -68,7 +68,7 @@ def test_outcome_is_signed_at_every_level_and_seen_by_another_gateway(tmp_path: 
     other = b.board("fan-07", "site-b")
     t, frame, seq = other.fp(temperature_c=86, vibration=8.2)
     out = answer(b, t, frame)
-    assert out["n"] == 1 and out["enough"] and out["top"][0][0] == "bearing_wear" and out["level"] == 0
+    assert out.n == 1 and out.enough and out.top[0][0] == "bearing_wear" and out.level == 0
     (body,) = b.published.bodies(other, "summary")
     assert body["top"][0] == ["bearing_wear", 1000] and body["re"] == seq
 
@@ -85,21 +85,7 @@ def test_sparse_exact_address_falls_back_to_a_coarser_level(tmp_path: Path) -> N
         rig.swarm.shared.setdefault(coarse, []).append(encode(p, rig.bridge.signing_key))
     t, frame, _ = board.fp(temperature_c=30)
     out = answer(rig, t, frame)
-    assert out["level"] == 2 and out["n"] == 3 and out["top"][0][0] == "ok"
-
-
-def test_per_signer_cap_limits_one_gateways_weight(tmp_path: Path) -> None:
-    rig = make_rig(tmp_path, settings=SynthesisSettings(min_n=1, max_per_signer=2))
-    board = rig.board()
-    t, frame, seq = board.fp()
-    answer(rig, t, frame)
-    reading = rig.state.reading(board.device, seq)
-    exact = MACHINE.level_addresses(reading.fields)[0]
-    for i in range(10):
-        p = OutcomePacket(exact, MACHINE.schema_id, 1_700_000_000 + i, reading.vector, "spam")
-        rig.swarm.shared.setdefault(exact, []).append(encode(p, rig.bridge.signing_key))
-    t, frame, _ = board.fp()
-    assert answer(rig, t, frame)["n"] == 2
+    assert out.level == 2 and out.n == 3 and out.top[0][0] == "ok"
 
 
 def test_replay_refused_but_broker_redelivery_is_a_duplicate(tmp_path: Path) -> None:
@@ -149,7 +135,7 @@ def test_refusals_are_counted_and_good_traffic_still_answered(tmp_path: Path) ->
     # good traffic still goes through
     t, frame, _ = board.fp()
     out = answer(rig, t, frame)
-    assert out["n"] == 0
+    assert out.n == 0
     for reason in ("tag", "revoked", "unknown_device", "site", "topic", "unknown_reading", "schema", "fields"):
         assert metric(rig.metrics, "qis_gateway_rejections_total", reason=reason) == 1, reason
     codes = sorted(b["code"] for b in rig.published.bodies(board, "error"))
@@ -220,7 +206,8 @@ def test_authentic_but_malformed_bodies_are_refused(tmp_path_factory: pytest.Tem
     except (ValueError, TypeError):
         return  # not serialisable as a frame at all
     adm = rig.bridge.admit(board.topic(kind), frame)
-    assert adm.outcome in ("accepted", "rejected")
+    # "duplicate": an earlier example already sent these very bytes (an extra "seq" can repeat one)
+    assert adm.outcome in ("accepted", "rejected", "duplicate")
     if adm.outcome == "rejected":
         assert adm.reason and metric(rig.metrics, "qis_gateway_rejections_total", reason=adm.reason) >= 1
 
@@ -235,8 +222,8 @@ def test_outbox_keeps_packets_through_an_outage(tmp_path: Path) -> None:
     assert rig.bridge.admit(t, frame).outcome == "accepted"
 
     async def scenario() -> None:
-        flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, rate_per_s=1000, retry_min_s=0.05,
-                                retry_max_s=0.1)
+        flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics,
+                                OutboxSettings(flush_rate_per_s=1000, retry_min_s=0.05, retry_max_s=0.1))
         flusher.start()
         await asyncio.sleep(0.3)
         assert rig.state.pending() == 4 and not rig.swarm.shared
@@ -264,7 +251,7 @@ def test_flusher_rate_is_bounded(tmp_path: Path) -> None:
     assert rig.state.pending() == 40
 
     async def scenario() -> float:
-        flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, rate_per_s=10)
+        flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, OutboxSettings(flush_rate_per_s=10))
         loop = asyncio.get_running_loop()
         start = loop.time()
         flusher.start()
@@ -292,7 +279,7 @@ def test_backlog_flush_is_paced_and_live_readings_are_still_answered(tmp_path: P
     rig.swarm.available = True
 
     async def scenario() -> tuple[int, float]:
-        flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, rate_per_s=20)
+        flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, OutboxSettings(flush_rate_per_s=20))
         flusher.start()
         loop = asyncio.get_running_loop()
         await asyncio.sleep(0.3)

@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from qis_gateway.config import SETTINGS, ConfigError, build_config, example_toml, load_config
+from qis_gateway.config import SETTINGS, ConfigError, build_config, default, example_toml, load_config
+
+SECTIONS = ("gateway", "mqtt", "swarm", "synthesis", "outbox", "metrics", "log", "homeassistant")
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_and_example_round_trip(tmp_path: Path) -> None:
     config = load_config(None, environ={})
-    assert config.get("mqtt", "port") == 1883 and config.get("mqtt", "protocol") == "3.1.1"
+    assert config.mqtt.port == 1883 and config.mqtt.protocol == "3.1.1"
+    assert config.swarm.listen == ("0.0.0.0", 4000) and config.gateway.trusted_keys is None
     example = tmp_path / "gateway.toml"
-    example.write_text(example_toml())
+    example.write_text(example_toml().replace('data_dir = "/var/lib/qis-gateway"', 'data_dir = "%s"' % tmp_path))
     loaded = load_config(example, environ={})
-    assert all(loaded.get(s.section, s.key) == s.default for s in SETTINGS)
+    defaults = build_config({"gateway": {"data_dir": str(tmp_path)}}, environ={})
+    assert dataclasses.replace(loaded, source=None) == defaults
+
+
+def test_every_setting_is_one_typed_field_whose_default_is_the_tables() -> None:
+    config = load_config(None, environ={})
+    fields = {(name, f.name): f for name in SECTIONS for f in dataclasses.fields(getattr(config, name))}
+    assert set(fields) == {(s.section, s.key) for s in SETTINGS}  # no setting unread, no field without one
+    for s in SETTINGS:
+        f = fields[(s.section, s.key)]
+        if f.default is not dataclasses.MISSING:  # sections a test may build alone
+            assert f.default == s.default == default(s.section, s.key), (s.section, s.key)
+    assert not hasattr(config, "get")  # consumers read typed fields, not ("section", "key") strings
+
+
+def test_a_renamed_setting_names_its_successor() -> None:
+    with pytest.raises(ConfigError, match="synthesis.max_per_signer: renamed to synthesis.min_per_signer"):
+        build_config({"synthesis": {"max_per_signer": 50}}, environ={})
 
 
 def test_shipped_example_is_valid_and_complete() -> None:
@@ -51,7 +72,7 @@ def test_errors_name_the_key_and_the_problem(data: dict, key: str, words: str) -
 
 def test_env_overrides_secrets() -> None:
     config = build_config({"mqtt": {"password": "in-file"}}, environ={"QIS_MQTT_PASSWORD": "from-env"})
-    assert config.get("mqtt", "password") == "from-env"
+    assert config.mqtt.password == "from-env"
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:

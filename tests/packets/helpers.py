@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import nacl.signing
+from qis_gateway.columns import PacketColumns
 from qis_gateway.packets import OutcomePacket, encode, verify
+from qis_gateway.synthesis import Summary, synthesise_columns
 
 KEY_A = nacl.signing.SigningKey(hashlib.sha256(b"gateway A").digest())
 KEY_B = nacl.signing.SigningKey(hashlib.sha256(b"gateway B").digest())
@@ -41,3 +45,10 @@ def verified(key: nacl.signing.SigningKey = KEY_A, **fields) -> OutcomePacket:
     return verify(signed(key, **fields))
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def synthesise(query_vector: Sequence[int], packets: Sequence[OutcomePacket] | PacketColumns, now_s: float,
+               **params: Any) -> Summary:
+    """`synthesise_columns` (the function the gateway's path calls) over a list of verified packets."""
+    columns = packets if isinstance(packets, PacketColumns) else PacketColumns.from_packets(packets)
+    return synthesise_columns(query_vector, columns, now_s, **params)

@@ -1,10 +1,10 @@
-"""PacketColumns bulk and single appends agree; extend is all-or-nothing; ColumnCache keeps stores warm."""
+"""PacketColumns bulk and single appends agree; extend is all-or-nothing."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from qis_gateway.columns import ColumnCache, PacketColumns
+from qis_gateway.columns import PacketColumns
 from qis_gateway.packets import PacketError
 
 from packets.helpers import ADDRESS, NOW_S, OTHER_ADDRESS, packet, verified
@@ -42,19 +42,3 @@ def test_extend_is_all_or_nothing_and_skips_duplicates() -> None:
             columns.extend(bad)
         assert len(columns) == 5
     assert columns.extend(some(3, 10)) == 3 and len(columns) == 8
-
-
-def test_column_cache_hits_extends_and_rebuilds() -> None:
-    cache = ColumnCache(max_addresses=2)
-    first = some(10)
-    store = cache.columns(ADDRESS, first)
-    assert cache.columns(ADDRESS, list(reversed(first))) is store and cache.hits == 1
-    grown = first + some(3, 10)
-    assert cache.columns(ADDRESS, grown) is store and len(store) == 13 and cache.extended == 1
-    shrunk = grown[2:]  # two packets expired or capped out: rebuild, never synthesise stale packets
-    rebuilt = cache.columns(ADDRESS, shrunk)
-    assert rebuilt is not store and len(rebuilt) == 11 and cache.rebuilt == 2
-    other = [verified(address=OTHER_ADDRESS)]
-    cache.columns(OTHER_ADDRESS, other)
-    cache.columns(b"\x00" * 32, [])
-    assert len(cache) == 2 and cache.columns(ADDRESS, shrunk) is not rebuilt  # ADDRESS was evicted (LRU)

@@ -8,11 +8,10 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qis_gateway.bench_synthesis import summaries_agree, synthesise_loop
 from qis_gateway.packets import MAX_DIMENSIONS, OutcomePacket, PacketError, encode, verify
-from qis_gateway.synthesis import synthesise
 
-from packets.helpers import KEY_A, NOW_S, signed, verified
+from packets.helpers import KEY_A, NOW_S, signed, synthesise, verified
+from packets.oracle import summaries_agree, synthesise_loop
 
 text = st.text(st.characters(min_codepoint=0x20, blacklist_categories=("Cs",)), min_size=1, max_size=16).filter(
     lambda s: "\x7f" not in s

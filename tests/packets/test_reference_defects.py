@@ -17,9 +17,8 @@ import nacl.signing
 import pytest
 from qis_gateway.columns import PacketColumns
 from qis_gateway.packets import SIGNATURE_BYTES, PacketError, encode, signer_id, verify
-from qis_gateway.synthesis import synthesise
 
-from packets.helpers import ADDRESS, KEY_A, NOW_S, OTHER_ADDRESS, packet, signed
+from packets.helpers import ADDRESS, KEY_A, NOW_S, OTHER_ADDRESS, packet, signed, synthesise
 
 SPKI_ED25519_PREFIX = bytes.fromhex("302a300506032b6570032100")  # RFC 8410 SubjectPublicKeyInfo header
 

@@ -3,17 +3,17 @@ all-negative similarity, decay, the minimum-count guard, the fallback rule and t
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 
 import pytest
-from qis_gateway.bench_synthesis import summaries_agree, synthesise_loop
 from qis_gateway.columns import PacketColumns
+from qis_gateway.evidence import BoardSummary
 from qis_gateway.packets import PacketError
-from qis_gateway.synthesis import Summary, synthesise, synthesise_columns, synthesise_levels, synthesise_levels_async
+from qis_gateway.synthesis import Summary, synthesise_columns
 
-from packets.helpers import KEY_A, KEY_B, NOW_S, verified
+from packets.helpers import KEY_A, KEY_B, NOW_S, synthesise, verified
+from packets.oracle import summaries_agree, synthesise_loop
 
 HALF = 100.0  # half-life used by the hand example, seconds
 
@@ -52,19 +52,20 @@ def make(rows, key=KEY_A) -> list:
 
 def test_hand_computed_example() -> None:
     s = synthesise((3, 4), make(HAND), NOW_S, half_life_s=HALF, min_n=2, top=5)
-    assert s.enough and s.n == 4 and s.level == 0
+    assert s.enough and s.n == 4
     assert s.n_eff == pytest.approx(2.847380, rel=1e-6)
     assert [label for label, _ in s.top] == ["ok", "wear"]
     assert [share for _, share in s.top] == pytest.approx([0.74, 0.26], rel=1e-12)
     assert s.confidence == pytest.approx(0.224472, rel=1e-5)
     assert s.mean_value == pytest.approx(2.525, rel=1e-12)
-    assert s.board_fields() == {"enough": True, "n": 4, "top": [["ok", 740], ["wear", 260]], "conf": 224,
-                                "mean": s.mean_value, "level": 0}  # fmt: skip
+    # what the board gets: shares and confidence in permille, beside the level, hops and time of the lookup
+    assert BoardSummary.of(s, level=0, hops=2, ms=1) == BoardSummary(True, 4, (("ok", 740), ("wear", 260)), 224,
+                                                                     s.mean_value, 0, 2, 1)
 
 
 def test_hand_example_below_min_n_says_not_enough() -> None:
     s = synthesise((3, 4), make(HAND), NOW_S, half_life_s=HALF, min_n=3)
-    assert s == Summary(False, 4, s.n_eff, (), 0.0, None, 0)
+    assert s == Summary(False, 4, s.n_eff, (), 0.0, None)
     assert s.n_eff == pytest.approx(2.847380, rel=1e-6)
 
 
@@ -128,7 +129,7 @@ def test_single_packet() -> None:
 def test_all_negative_similarity_is_no_evidence() -> None:
     rows = [("a", (-1, -2), 0, 1.0, 5.0)] * 1 + [("b", (-2, -1), 0, 1.0, 5.0), ("c", (2, -1), 0, 1.0, None)]
     s = synthesise((1, 2), make(rows), NOW_S, min_n=1)
-    assert s == Summary(False, 0, 0.0, (), 0.0, None, 0)
+    assert s == Summary(False, 0, 0.0, (), 0.0, None)
 
 
 def test_old_packets_decay_by_half_life() -> None:
@@ -164,7 +165,7 @@ def test_duplicates_count_once_and_bad_parameters_are_refused() -> None:
     for bad in ({"half_life_s": 0}, {"min_n": 0}, {"top": 0}):
         with pytest.raises(ValueError):
             synthesise_columns((1, 0), columns, NOW_S, **bad)
-    assert synthesise((1, 0), [], NOW_S) == Summary(False, 0, 0.0, (), 0.0, None, 0)
+    assert synthesise((1, 0), [], NOW_S) == Summary(False, 0, 0.0, (), 0.0, None)
 
 
 def test_columns_grow_past_their_capacity() -> None:
@@ -188,35 +189,3 @@ def test_vectorised_equals_the_per_packet_loop(seed: int) -> None:
         fast = synthesise(query, packets, NOW_S, half_life_s=1000, min_n=min_n, top=4)
         slow = synthesise_loop(query, packets, NOW_S, half_life_s=1000, min_n=min_n, top=4)
         assert summaries_agree(fast, slow), (fast, slow)
-
-
-def test_fallback_uses_the_first_level_with_enough_evidence() -> None:
-    sparse = make([("x", (1, 0), 0, 1.0, None)])
-    medium = make([("y", (1, 0), 0, 1.0, None), ("y", (1, 0), 1, 1.0, None), ("y", (1, 1), 1, 1.0, None)])
-    seen: list[int] = []
-
-    def levels():
-        for level, packets in enumerate([sparse, medium, make(HAND)]):
-            seen.append(level)
-            yield packets
-
-    s = synthesise_levels((1, 0), levels(), NOW_S, min_n=2)
-    assert s.enough and s.level == 1 and s.top[0][0] == "y" and seen == [0, 1]  # level 2 never read
-    s = synthesise_levels((1, 0), [sparse, sparse], NOW_S, min_n=2)
-    assert not s.enough and s.level == 1 and s.n == 1
-    assert synthesise_levels((1, 0), [medium], NOW_S, min_n=2).level == 0
-
-
-def test_async_fallback_fetches_lazily() -> None:
-    store = {b"exact": make([("x", (1, 0), 0, 1.0, None)]), b"coarse": make(HAND)}
-    fetched: list[bytes] = []
-
-    async def fetch(address: bytes):
-        fetched.append(address)
-        return store[address]
-
-    s = asyncio.run(synthesise_levels_async((3, 4), [b"exact", b"coarse"], fetch, NOW_S, half_life_s=HALF, min_n=2))
-    assert s.enough and s.level == 1 and s.n == 4 and fetched == [b"exact", b"coarse"]
-    fetched.clear()
-    s = asyncio.run(synthesise_levels_async((3, 4), [b"coarse", b"exact"], fetch, NOW_S, half_life_s=HALF, min_n=2))
-    assert s.level == 0 and fetched == [b"coarse"]

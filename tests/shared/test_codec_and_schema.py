@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -28,7 +29,8 @@ def test_fp_frame_round_trip() -> None:
 def test_outcome_and_summary_round_trip() -> None:
     out = messages.decode(messages.encode_outcome("fan-1", 42, 41, "ok", SECRET, value=1.5, weight=0.5), SECRET)
     assert (out["re"], out["label"], out["value"], out["weight"]) == (41, "ok", 1.5, 0.5)
-    summary = messages.encode_summary("fan-1", 41, SECRET, True, 9, [["ok", 1000]], 700, None, 1, 3, 12)
+    summary = messages.encode_summary("fan-1", 41, SECRET, SimpleNamespace(
+        enough=True, n=9, top=(("ok", 1000),), conf=700, mean=None, level=1, hops=3, ms=12))
     assert messages.decode(summary, SECRET, kind="summary")["top"] == [["ok", 1000]]
 
 

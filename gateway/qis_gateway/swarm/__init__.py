@@ -8,7 +8,7 @@ Sans-IO core (no sockets, clocks or global random; see docs/swarm.md):
 """
 
 from .config import SwarmConfig
-from .errors import SwarmError, SwarmUsageError, WireError
+from .errors import SwarmError, SwarmStopped, SwarmUnavailable, SwarmUsageError, WireError
 from .events import GetDone, JoinDone, LeaveDone, PutDone, SwarmEvent
 from .identity import NodeIdentity
 from .node import SwarmNode
@@ -16,5 +16,6 @@ from .store import MemoryValueStore, ValueStore
 
 __all__ = [
     "GetDone", "JoinDone", "LeaveDone", "MemoryValueStore", "NodeIdentity", "PutDone", "SwarmConfig",
-    "SwarmError", "SwarmEvent", "SwarmNode", "SwarmUsageError", "ValueStore", "WireError",
+    "SwarmError", "SwarmEvent", "SwarmNode", "SwarmStopped", "SwarmUnavailable", "SwarmUsageError", "ValueStore",
+    "WireError",
 ]

@@ -6,17 +6,21 @@ How it works:
   set, republished from disk a slice at a time: :mod:`.published`), binds the socket (:mod:`.udp`) and
   joins through the given bootstrap addresses plus the peers saved by the last run (``<data>/peers.json``,
   :mod:`.peers`; rewritten every ``peers_save_interval_s`` and at stop, so a SIGKILLed node can rejoin too).
-  It waits up to ``join_timeout_s`` for the join; a node that found nobody still starts (the gateway keeps working and
-  queues its puts: ``put``/``get`` raise :class:`SwarmUnavailable` until a peer answers).
+  It waits up to ``join_timeout_s`` for the join; a node that found nobody still starts.
 - ``put``/``get`` start an operation in the core and await the matching ``PutDone``/``GetDone`` event,
   which the driver hands to :meth:`UdpSwarm._on_event` (futures keyed by op id).
+- A swarm of one (no peer in the routing table: a lone gateway, or every peer gone): ``put`` stores the
+  value locally and returns 0 replicas instead of failing; the core hands such values to the first peers
+  that appear (``maintain.hand_over``). ``get`` answers from the local store (an empty result, not
+  :class:`SwarmUnavailable`). ``status()`` says ``alone`` and how many addresses await a hand-over; the
+  first put while alone and the first peer afterwards are logged at INFO.
 - ``stop(graceful=True)`` asks the core to leave (hand stored values to the next-closest nodes) and waits
   for its ``LeaveDone`` (at most ``leave_timeout_s``), saves the peer list, and closes socket and store.
 
-Errors (added to the package tree of ``errors.py``)::
+Errors (the package tree is in ``errors.py``)::
 
     SwarmError
-     +-- SwarmUnavailable   no peer answered (put stored nowhere else / lookup reached nobody)
+     +-- SwarmUnavailable   peers are known but none answered (put stored nowhere else / lookup reached nobody)
      +-- SwarmStopped       the swarm is not running (not started yet, or stopped mid-operation)
      +-- SwarmUsageError    (core) bad address length, oversized value, value the validator refused
 """
@@ -35,7 +39,7 @@ from typing import Any
 
 from . import peers as peer_file
 from .config import SwarmConfig
-from .errors import SwarmError
+from .errors import SwarmError, SwarmStopped, SwarmUnavailable
 from .events import GetDone, JoinDone, LeaveDone, PutDone
 from .identity import NodeIdentity
 from .node import SwarmNode
@@ -46,16 +50,10 @@ from .udp import Address, SwarmDriver, open_driver
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LookupResult", "SwarmStopped", "SwarmUnavailable", "UdpSwarm"]  # the errors live in errors.py
+
 KEY_FILE = "node.key"
 STORE_FILE = "values.sqlite3"
-
-
-class SwarmUnavailable(SwarmError):
-    """No peer answered: the put was stored nowhere else, or the lookup reached nobody. Queue and retry."""
-
-
-class SwarmStopped(SwarmError):
-    """The swarm is not running (call ``await start()`` first; or it was stopped during the operation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +106,7 @@ class UdpSwarm:
         self._join: asyncio.Future[Any] | None = None
         self._leave: asyncio.Future[Any] | None = None
         self.joined_contacts = 0
+        self._alone_logged = False
 
     # -- lifecycle -------------------------------------------------------------------------------------
     @property
@@ -165,7 +164,7 @@ class UdpSwarm:
                 log.warning("join did not finish within %.1f s; continuing with %d contact(s)",
                             self.join_timeout_s, len(self.node.routing_table))
             if len(self.node.routing_table) == 0:
-                log.warning("no bootstrap peer answered; puts and gets raise SwarmUnavailable until one does")
+                log.warning("no bootstrap peer answered; working as a swarm of one until one does")
         if self.peers_save_interval_s > 0:
             self._saver = asyncio.create_task(self._save_peers_regularly())
 
@@ -230,23 +229,26 @@ class UdpSwarm:
 
     # -- operations -------------------------------------------------------------------------------------
     async def put(self, address: bytes, value: bytes) -> int:
-        """Store ``value`` at ``address`` on the k closest nodes; returns how many replicas took it."""
+        """Store ``value`` at ``address`` on the k closest nodes; returns how many peers took it. With no
+        peer known (a swarm of one) the value is stored here only and 0 is returned; it is handed to the
+        first peers that appear. Raises SwarmUnavailable when peers are known but none took it."""
         driver = self._require_running()
-        if len(self.node.routing_table) == 0:  # nobody to store at: fail fast, the gateway queues the packet
-            raise SwarmUnavailable("no peers known yet; queue the value and retry")
+        alone = self._alone()
         op = self.node.start_put(bytes(address), bytes(value), driver.now_s)  # also recorded in published
         done: PutDone = await self._await_op(op, driver)
         replicas = int(done.replicas)
         if replicas <= 0:
+            if alone:
+                return 0
             raise SwarmUnavailable("no peer stored the value (kept locally; queue it and retry)")
         return replicas
 
     async def get(self, address: bytes, limit: int = 200) -> LookupResult:
-        """Find up to ``limit`` values stored at ``address``."""
+        """Find up to ``limit`` values stored at ``address`` (with no peer known: the local ones)."""
         driver = self._require_running()
         op = self.node.start_get(bytes(address), int(limit), driver.now_s)
         done: GetDone = await self._await_op(op, driver)
-        if not done.ok and not done.values:
+        if not done.ok and not done.values and not self._alone():
             raise SwarmUnavailable("no peer answered the lookup for %s" % bytes(address).hex()[:16])
         first = None if done.first_value_s is None else done.first_value_s * 1000.0
         return LookupResult(tuple(done.values), int(done.hops), int(done.messages), done.elapsed_s * 1000.0, first)
@@ -263,6 +265,8 @@ class UdpSwarm:
             "node_id": self.node_id_hex,
             "address": list(self._address) if self._address else None,
             "peers": len(self.node.routing_table),
+            "alone": len(self.node.routing_table) == 0,
+            "awaiting_handover": self.node.awaiting_handover,
             "stored_values": self.store.total() if self.store is not None else None,
             "counters": counters,
         }
@@ -272,6 +276,18 @@ class UdpSwarm:
         return bytes(self.node.node_id).hex() if self.node is not None else ""
 
     # -- internals -----------------------------------------------------------------------------------------
+    def _alone(self) -> bool:
+        """No peer in the routing table; the change is logged at INFO (once each way)."""
+        alone = len(self.node.routing_table) == 0
+        if alone and not self._alone_logged:
+            log.info("no swarm peers: working as a swarm of one (values stored here, handed to peers when "
+                     "some appear)")
+        elif not alone and self._alone_logged:
+            log.info("swarm peers found (%d); %d address(es) stored while alone are being handed over",
+                     len(self.node.routing_table), self.node.awaiting_handover)
+        self._alone_logged = alone
+        return alone
+
     def _require_running(self) -> SwarmDriver:
         if self._driver is None:
             raise SwarmStopped("the swarm is not running (await start() first)")

@@ -63,6 +63,11 @@ class SwarmConfig:
     join_refresh_buckets: int = 256
     # Housekeeping period (expiry, token rotation, refresh checks).
     maintenance_interval_s: float = 10.0
+    # A swarm of one: own values put while the routing table was empty are kept locally and handed to
+    # peers once some appear, up to handover_per_tick addresses per maintenance tick; at most
+    # handover_max_addresses are remembered (beyond that, the oldest wait for the republishing pass).
+    handover_per_tick: int = 32
+    handover_max_addresses: int = 10_000
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -3,7 +3,11 @@
     SwarmError                      base of everything raised on purpose here
     ├── WireError                   a datagram is malformed / oversized / wrongly typed (peer's fault:
     │                               the node counts and drops it, never raises it to the driver)
-    ├── SwarmUsageError             the caller misused the API (bad address length, oversized value)
+    ├── SwarmUsageError             the caller misused the API (bad address length, oversized value, a value
+    │                               the validator refused): a local fault, retrying cannot help
+    ├── SwarmUnavailable            no peer answered (a put stored nowhere else, a lookup reached nobody):
+    │                               queue and retry later
+    ├── SwarmStopped                the swarm is not running (not started yet, or stopped mid-operation)
     └── (config.ConfigError, identity.IdentityError are ValueErrors raised at construction)
 """
 
@@ -20,3 +24,11 @@ class WireError(SwarmError):
 
 class SwarmUsageError(SwarmError, ValueError):
     """An API call had invalid arguments (our caller's bug, not a peer's)."""
+
+
+class SwarmUnavailable(SwarmError):
+    """No peer answered: the put was stored nowhere else, or the lookup reached nobody. Queue and retry."""
+
+
+class SwarmStopped(SwarmError):
+    """The swarm is not running (call ``await start()`` first; or it was stopped during the operation)."""

@@ -12,10 +12,14 @@ How it works:
   value put just before the cursor reaches its address is re-stored soon after its put; one put behind
   the cursor waits for the next pass). Values the validator now rejects (a changed trust list) are
   skipped, not deleted.
+- A swarm of one: own values put while the routing table was empty (``SwarmNode._note_if_alone``) are
+  handed to peers as soon as the table holds one: ``handover_per_tick`` addresses per tick, each address's
+  locally held values in one put; an address whose put reached nobody is kept for a later tick.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -41,6 +45,25 @@ def run(node: SwarmNode, now_s: float) -> None:
         node._ping_before_evict(bucket[0], now_s)
     if node._published is not None and (node._republish_after is not None or now_s >= node._republish_s):
         republish_next(node, now_s)
+    if node._unreplicated and len(table):
+        hand_over(node, now_s)
+
+
+def hand_over(node: SwarmNode, now_s: float) -> None:
+    """Put the next ``handover_per_tick`` addresses stored while alone to the peers now known."""
+    cfg = node.config
+    unreplicated = node._unreplicated
+    batch = list(itertools.islice(unreplicated, cfg.handover_per_tick))
+    for address in batch:
+        del unreplicated[address]
+        values = [v for v in node.store.values(address, cfg.max_values_per_address) if node._valid(address, v)]
+        if values:
+            ops.PutOp(node, 0, address, values, now_s, report=False, on_done=_handed)
+
+
+def _handed(node: SwarmNode, op: ops.PutOp, now_s: float) -> None:
+    if op.replicas == 0 and len(node._unreplicated) < node.config.handover_max_addresses:
+        node._unreplicated.setdefault(op.address, None)  # nobody took it: try again at a later tick
 
 
 def republish_next(node: SwarmNode, now_s: float) -> None:
@@ -62,4 +85,5 @@ def republish_next(node: SwarmNode, now_s: float) -> None:
             continue
         for v in values:
             node._store_value(address, v, now_s)
+        node._note_if_alone(address)
         ops.PutOp(node, 0, address, values, now_s, report=False)

@@ -127,12 +127,18 @@ class SwarmNode:
         self._republish_s = 0.0
         self._published = published  # None: an in-memory set, made at the first own value
         self._republish_after: bytes | None = None  # cursor: the last address republished
+        self._unreplicated: dict[bytes, None] = {}  # own addresses put while alone, oldest first
         self._next_op = 1
 
     # ---- introspection ---------------------------------------------------------------------------
     @property
     def routing_table(self) -> RoutingTable:
         return self.table
+
+    @property
+    def awaiting_handover(self) -> int:
+        """Addresses of own values put while no peer was known, not yet handed to a peer."""
+        return len(self._unreplicated)
 
     @property
     def published(self) -> PublishedSet:
@@ -202,6 +208,7 @@ class SwarmNode:
         self._check_own_value(address, value)
         self.published.add(address, value, now_s)  # first: if the set fails (disk), nothing happened
         self._store_value(address, value, now_s)
+        self._note_if_alone(address)
         op_id = self._op_id()
         ops.PutOp(self, op_id, address, [value], now_s)
         return op_id
@@ -216,6 +223,17 @@ class SwarmNode:
         self.published.add(address, value, now_s)
         if self._started_s is not None and self._republish_s != math.inf:
             self._republish_s = min(self._republish_s, self._started_s)  # last re-stored: unknown
+
+    def _note_if_alone(self, address: bytes) -> None:
+        """A swarm of one: with no contact, the local copy is the only one; remember the address so that
+        housekeeping hands it to the first peers (maintain.hand_over)."""
+        if len(self.table):
+            return
+        unreplicated = self._unreplicated
+        unreplicated.pop(address, None)
+        unreplicated[address] = None
+        if len(unreplicated) > self.config.handover_max_addresses:
+            del unreplicated[next(iter(unreplicated))]  # the republishing pass still covers it
 
     def _check_own_value(self, address: bytes, value: bytes) -> None:
         if type(address) is not bytes or len(address) != 32:

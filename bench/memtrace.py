@@ -6,7 +6,10 @@ whose own tables double the RSS) and adds a SIGUSR1 handler to the event loop. E
 into that directory, `snapshot-<n>.tracemalloc` (a `tracemalloc.Snapshot`, compare two with
 `Snapshot.compare_to`) and `snapshot-<n>.json` (VmRSS, the traced total, SQLite's and glibc malloc's
 own totals, and the 40 most numerous object types from `gc`).
-`bench/bench_gateway_mem.py` drives it; without the variable `install` does nothing.
+`bench/bench_gateway_mem.py` drives it: it starts the traced gateway as
+`python bench/memtrace.py --config gateway.toml` (this file's `main`: `qis-gateway run` with `install`
+called on the gateway's event loop first). Without the variable `install` does nothing. The module
+lives in bench/, outside the installed package, so a production gateway never carries it.
 
 tracemalloc sees Python's allocations (numpy's array data included) but not SQLite's page cache or
 OpenSSL/libsodium buffers: RSS growth that the traced total does not explain lives there.
@@ -14,6 +17,7 @@ OpenSSL/libsodium buffers: RSS growth that the traced total does not explain liv
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import gc
@@ -21,9 +25,13 @@ import json
 import logging
 import os
 import signal
+import sys
 import time
 import tracemalloc
 from pathlib import Path
+
+from qis_gateway.commands import load_config_or_exit
+from qis_gateway.service import serve_until_stopped, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +133,22 @@ def install(loop: asyncio.AbstractEventLoop) -> MemTrace | None:
     loop.add_signal_handler(signal.SIGUSR1, on_signal)
     log.warning("memtrace on: tracemalloc with %d frame(s); SIGUSR1 writes snapshots to %s", frames, path)
     return trace
+
+
+async def _serve_traced(config_path: str) -> int:
+    install(asyncio.get_running_loop())
+    return await serve_until_stopped(load_config_or_exit(config_path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`qis-gateway run --config FILE` with memory tracing installed (QIS_MEMTRACE_DIR)."""
+    parser = argparse.ArgumentParser(prog="memtrace.py", description=main.__doc__)
+    parser.add_argument("--config", "-c", required=True, help="gateway TOML file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging(load_config_or_exit(args.config))
+    return asyncio.run(_serve_traced(args.config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The gateway's one path from an fp's addresses to the summary its board gets back (the bridge calls it).
+
+How it works, for one fp (`Evidence.summarise`):
+
+1. Level fallback: the schema's addresses are looked up exact first, then coarser. The first level whose
+   synthesis has enough evidence answers; when none has, the level that held the most evidence (largest
+   n, the finer on a tie) answers with enough = false. A swarm that cannot be reached ends the walk: the
+   answer is what the levels consulted so far gave (n = 0 and enough = false when none).
+2. Per level, `Evidence.select`: one swarm lookup of up to `swarm.lookup_limit` values, then
+   `select_packets`:
+   - every value goes through the shared verified-packet cache (signature, address, trust list); each
+     refusal is counted by reason and never reaches synthesis; duplicates (same packet id) count once;
+   - the packets are ordered newest first and `cap_per_signer` keeps each origin gateway's newest m,
+     with m the largest count such that (a) no signer holds more than `max_signer_share` of the
+     selection, except that every signer may always contribute `min_per_signer`, and (b) the selection
+     stays within `max_packets` (the budget is shared out evenly: when even one packet per signer is
+     too many, the newest `max_packets` of those are kept). So one key cannot flood an address, and
+     when an address holds more packets than are synthesised, the newest ones are used.
+3. Synthesis (`synthesis.synthesise_columns`) over a column store built from the selection: similarity,
+   recency weighting and the minimum-count guard, with the `[synthesis]` settings.
+4. The result becomes one `BoardSummary` (shares and confidence in permille, level, hops, ms), the
+   value the bridge hands to the summary frame encoder and to Home Assistant.
+
+Caching of lookups or column stores between readings belongs in `Evidence.select` / `Evidence.columns`,
+so every reading keeps going through this one path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from qis_gateway.backend import Swarm, is_unavailable
+from qis_gateway.columns import PacketColumns
+from qis_gateway.config import SynthesisSettings
+from qis_gateway.metrics import Metrics
+from qis_gateway.packets import OutcomePacket, PacketError, VerifiedPacketCache
+from qis_gateway.synthesis import Summary, not_enough, synthesise_columns
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BoardSummary:
+    """The summary as a board receives it: the one value passed to `qis.messages.encode_summary`."""
+
+    enough: bool
+    n: int
+    top: tuple[tuple[str, int], ...]  # (label, share in permille), largest first
+    conf: int  # confidence in permille
+    mean: float | None
+    level: int  # schema level that answered, 0 = exact address
+    hops: int
+    ms: int  # lookup + synthesis time
+
+    @classmethod
+    def of(cls, summary: Summary, level: int, hops: int, ms: int) -> BoardSummary:
+        return cls(enough=summary.enough, n=summary.n,
+                   top=tuple((label, _permille(share)) for label, share in summary.top),
+                   conf=_permille(summary.confidence), mean=summary.mean_value, level=level, hops=hops, ms=ms)
+
+
+def _permille(fraction: float) -> int:
+    return max(0, min(1000, int(round(fraction * 1000))))
+
+
+@dataclass
+class Selection:
+    """The packets of one address that synthesis may count, and what was left out (by reason)."""
+
+    packets: list[OutcomePacket]
+    rejected: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    capped: int = 0
+
+
+def cap_per_signer(packets: Sequence[OutcomePacket], max_share: float, min_per_signer: int,
+                   budget: int) -> list[OutcomePacket]:
+    """Each signer's newest m packets (see the module docstring for m); `packets` must be newest first,
+    and the result is too. R(m) = sum over signers of min(count, m) is the selection's size; since R grows
+    ever more slowly, the m allowed by the share form one interval from 1, and a scan finds its end."""
+    if not 0 < max_share <= 1 or min_per_signer < 1 or budget < 1:
+        raise ValueError("need 0 < max_share <= 1, min_per_signer >= 1, budget >= 1")
+    by_signer: dict[bytes, list[OutcomePacket]] = {}
+    for packet in packets:
+        by_signer.setdefault(packet.origin_key, []).append(packet)
+    if not by_signer:
+        return []
+    counts = sorted(len(group) for group in by_signer.values())
+    best, size, low = 1, 0, 0
+    for m in range(1, counts[-1] + 1):
+        while counts[low] < m:
+            low += 1
+        size += len(counts) - low  # R(m) = R(m - 1) + signers holding at least m
+        if m > 1 and size > budget:
+            break
+        if m <= max(min_per_signer, max_share * size):
+            best = m
+        elif m > min_per_signer:
+            break
+    keep = {id(p) for group in by_signer.values() for p in group[:best]}
+    return [p for p in packets if id(p) in keep][:budget]
+
+
+def select_packets(values: Iterable[bytes], address: bytes, cache: VerifiedPacketCache,
+                   trusted_keys: Collection[bytes] | None, settings: SynthesisSettings) -> Selection:
+    """Raw swarm values fetched for `address` -> the verified, de-duplicated, capped packets to synthesise."""
+    selection = Selection([])
+    seen: set[bytes] = set()
+    for value in values:
+        try:
+            packet = cache.verify(value, trusted_keys, address)
+        except PacketError as exc:
+            selection.rejected[exc.reason] = selection.rejected.get(exc.reason, 0) + 1
+            continue
+        if packet.packet_id in seen:
+            selection.duplicates += 1
+            continue
+        seen.add(packet.packet_id)
+        selection.packets.append(packet)
+    selection.packets.sort(key=lambda p: p.created_s, reverse=True)  # stable: ties keep fetch order
+    kept = cap_per_signer(selection.packets, settings.max_signer_share, settings.min_per_signer,
+                          settings.max_packets)
+    selection.capped = len(selection.packets) - len(kept)
+    selection.packets = kept
+    return selection
+
+
+class Evidence:
+    """Looks an fp's levels up in the swarm and synthesises its summary (the module docstring)."""
+
+    def __init__(self, swarm: Swarm, cache: VerifiedPacketCache, metrics: Metrics, settings: SynthesisSettings,
+                 *, lookup_limit: int, trusted_keys: Collection[bytes] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.swarm = swarm
+        self.cache = cache
+        self.metrics = metrics
+        self.settings = settings
+        self.lookup_limit = lookup_limit
+        self.trusted_keys = frozenset(trusted_keys) if trusted_keys else None
+        self.clock = clock
+
+    async def summarise(self, query_vector: Sequence[int], addresses: Sequence[bytes]) -> BoardSummary:
+        """The fallback walk over `addresses` (exact first); see the module docstring."""
+        started = time.perf_counter()
+        summary, level, hops = not_enough(), 0, 0
+        for here, address in enumerate(addresses):
+            found = await self.select(address)
+            if found is None:
+                break  # the swarm is unreachable: answer with what the finer levels gave
+            selection, hops_here = found
+            hops = max(hops, hops_here)
+            candidate = self.synthesise(query_vector, self.columns(address, selection.packets))
+            if candidate.enough or candidate.n > summary.n:
+                summary, level = candidate, here
+            if candidate.enough:
+                break
+        ms = int((time.perf_counter() - started) * 1000)
+        return BoardSummary.of(summary, level, hops, ms)
+
+    async def select(self, address: bytes) -> tuple[Selection, int] | None:
+        """The packets of `address` synthesis may count, and the lookup's hops; None when unreachable."""
+        try:
+            result = await self.swarm.get(address, self.lookup_limit)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.debug("lookup of %s: swarm unavailable (%s)", address.hex()[:16], exc)
+            return None
+        self.metrics.lookup_hops.observe(result.hops)
+        self.metrics.lookup_seconds.observe(result.elapsed_ms / 1000.0)
+        selection = select_packets(result.values, address, self.cache, self.trusted_keys, self.settings)
+        for reason, count in selection.rejected.items():
+            self.metrics.invalid_packets.labels(reason).inc(count)
+        return selection, result.hops
+
+    def columns(self, address: bytes, packets: Sequence[OutcomePacket]) -> PacketColumns:
+        """The column store synthesis reads (built per lookup)."""
+        return PacketColumns.from_packets(packets, address)
+
+    def synthesise(self, query_vector: Sequence[int], columns: PacketColumns) -> Summary:
+        if len(columns) == 0:
+            return not_enough()
+        s = self.settings
+        return synthesise_columns(query_vector, columns, self.clock(), half_life_s=s.half_life_s, min_n=s.min_n,
+                                  top=s.top)

@@ -27,6 +27,7 @@ from qis_gateway.commands import (
     broker_config_main,
     load_config_or_exit,
     lookup_main,
+    registry_path,
     status_main,
 )
 
@@ -55,7 +56,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_device(args: argparse.Namespace) -> int:
     from qis_gateway.device_cmd import cmd_device as run
 
-    return run(args)
+    return run(args, registry_path(args))
 
 
 def cmd_broker_config(args: argparse.Namespace) -> int:

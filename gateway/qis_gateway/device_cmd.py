@@ -43,12 +43,6 @@ def _config_extra(args: argparse.Namespace, fixed: dict[str, Any]) -> dict[str, 
     return extra
 
 
-def _registry_file(args: argparse.Namespace) -> Path:
-    from qis_gateway.commands import registry_path
-
-    return registry_path(args)
-
-
 def add_device_args(dev: argparse.ArgumentParser) -> None:
     dev.add_argument("action", choices=("add", "list", "revoke", "remove", "rekey"))
     dev.add_argument("device_id", nargs="?")
@@ -68,14 +62,15 @@ def add_device_args(dev: argparse.ArgumentParser) -> None:
     dev.add_argument("--json", action="store_true", help="list as JSON")
 
 
-def cmd_device(args: argparse.Namespace) -> int:
+def cmd_device(args: argparse.Namespace, registry_path: Path) -> int:
+    """Run `device ACTION` on the registry at `registry_path` (the CLI resolves --db/--config)."""
     try:
-        return _device(args)
+        return _device(args, registry_path)
     except (RegistryError, ProvisioningError) as exc:
         return _fail(str(exc))
 
 
-def _device(args: argparse.Namespace) -> int:
+def _device(args: argparse.Namespace, registry_path: Path) -> int:
     if args.action != "list" and not args.device_id:
         return _fail("device %s: a device id is required" % args.action)
     if args.action in ("add", "rekey"):
@@ -83,14 +78,13 @@ def _device(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else Path("%s.device.json" % args.device_id)
         site = args.site
         if args.action == "rekey":
-            with Registry(_registry_file(args), create=False) as registry:
+            with Registry(registry_path, create=False) as registry:
                 old = registry.get(args.device_id)
             if old is None:
                 return _fail("device %r is not registered" % args.device_id)
             site = old.site
         check_request(args.device_id, site, fixed, args.schema, args.broker_host, args.broker_port, out,
                       replace=args.action == "rekey")
-    registry_path = _registry_file(args)
     if args.action == "list":
         try:
             registry_path.stat()

@@ -24,7 +24,7 @@ def make_system(tmp_path: Path) -> Iterator[Callable[..., LocalSystem]]:
 
     def make(**kw: object) -> LocalSystem:
         if kw.get("backend") == "opendht" and not _has_opendht():
-            pytest.skip("OpenDHT is an optional extra (pip install 'qis-edge[opendht]'); make test installs it on "
+            pytest.skip("OpenDHT is an optional package (pip install 'opendht>=3.0'); make test installs it on "
                         "x86_64 and aarch64, the machines with wheels")
         system = LocalSystem(SystemSpec(**kw), tmp_path / ("system%d" % len(systems)))  # type: ignore[arg-type]
         systems.append(system)

@@ -1,7 +1,7 @@
 """qis_device: the qis-edge board runtime (MicroPython; see docs/device.md).
 
     import qis_device
-    qis_device.main("device.json")          # what device/main.py does
+    qis_device.main("device.json")          # what the board's main.py does
     qis_device.report_outcome("bearing_wear", 1.0)   # from an on_summary callback or later
 
 Modules: start (config + schema + sensor, unloaded after start-up), config (device.json checks), app

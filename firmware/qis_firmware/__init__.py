@@ -15,18 +15,22 @@ plain planning code that can be tested without hardware:
     config.py            required-field check of device.json (docs/device.md)
     cli.py               argparse front end (`qis-device`)
     emulate.py           `qis-device emulate` (the device engineer's): run board code on the unix port
+    tools.py             the external tools each command needs, checked before anything starts
+    board/               main.py and boot.py: the board's entry scripts, copied as source by deploy
 
 Exception tree (errors.py):
 
     FirmwareError(Exception)
     +-- UsageError               impossible request on the command line (exit code 2)
+    +-- IncompleteInstall        this install lacks the board's main.py/boot.py (exit code 2)
+    +-- MissingTool              an external tool is not installed; says how to get it (exit code 2)
     +-- PortError
-    |   +-- NoSuchPort           the port does not exist (lists the ports that do)
-    |   +-- PortPermissionDenied the port exists but is not ours (dialout group hint)
+    |   +-- NoSuchPort           the port does not exist (lists the ports that do; exit code 2)
+    |   +-- PortPermissionDenied the port exists but is not ours (dialout group hint; exit code 2)
     +-- NotMicroPython           something answers, but no MicroPython raw REPL
-    +-- BytecodeMismatch         board .mpy version vs compiler / --mpy-version
-    +-- ConfigError              device.json missing or lacking required fields
-    +-- FirmwareImageMismatch    the image header names another chip
+    +-- BytecodeMismatch         board .mpy version vs compiler / --mpy-version (exit code 2)
+    +-- ConfigError              device.json missing or lacking required fields (exit code 2)
+    +-- FirmwareImageMismatch    the image header names another chip (exit code 2)
     +-- ToolError                esptool / mpremote / mpy-cross failed otherwise
     +-- ProvisionError           registry refused (duplicate id) or is unavailable
 """

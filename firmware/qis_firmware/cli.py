@@ -1,9 +1,11 @@
 """`qis-device`: flash, deploy, provision, monitor and emulate boards (argparse front end).
 
-How it works: each subcommand parses its options and calls one module (flash, deploy, provision,
-serialport, emulate). Every FirmwareError is printed as one line `qis-device: error: ...` and turned
-into its exit code; tracebacks are for our bugs only. `emulate` is handed to the device engineer's
-`qis_firmware.emulate.main(argv)`, imported only when used.
+How it works: each subcommand parses its options, has the external tools it will use checked
+(qis_firmware.tools: one line naming what is missing and how to install it, exit 2) and calls one
+module (flash, deploy, provision, serialport, emulate). `--version`, `-v`, `-q` and `--log-level` are
+the options every qis-edge command shares (qis_gateway.cliopts). Every FirmwareError is printed as
+one line `qis-device: error: ...` and turned into its exit code; tracebacks are for our bugs only.
+`emulate` is handed to `qis_firmware.emulate.main(argv)`, imported only when used.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import logging
 import sys
 from pathlib import Path
 
-from qis_firmware import chips
+from qis_gateway import cliopts
+
+from qis_firmware import chips, tools
 from qis_firmware.errors import FirmwareError, UsageError
+from qis_firmware.targets import EMULATED_PREFIX
 
 log = logging.getLogger("qis_device_cli")
 
@@ -29,15 +34,16 @@ def _cmd_flash(args: argparse.Namespace) -> int:
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
     from qis_firmware.config import find_schema, load_config
-    from qis_firmware.deploy import deploy
+    from qis_firmware.deploy import default_sources, deploy, entry_files
     from qis_firmware.mpy import MpyTarget
     from qis_firmware.targets import open_target
 
     given = MpyTarget.parse(args.mpy_version, args.arch) if args.mpy_version else None
     if given is None and args.arch:
         raise UsageError("--arch needs --mpy-version too (e.g. --mpy-version 6.3 --arch xtensawin)")
-    # Check the config before the board is touched (opening it interrupts its program).
+    # Check the config and this install before the board is touched (opening it interrupts its program).
     find_schema(load_config(Path(args.config)), Path(args.config))
+    entry_files(default_sources())
     target = open_target(args.port, baud=args.baud, raw_repl_timeout_s=args.raw_repl_timeout)
     try:
         result = deploy(target, Path(args.config), mpy_target=given, compile_code=not args.no_compile,
@@ -77,7 +83,6 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qis-device", description="Flash, provision, deploy and watch qis boards.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what is done, step by step")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("flash", help="write MicroPython firmware (esptool; rp2: UF2 copy steps)")
@@ -127,7 +132,24 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=None)
+    cliopts.add_common_options(parser, "qis-device", sub, skip=("emulate",))
     return parser
+
+
+def needed_tools(args: argparse.Namespace) -> list[str]:
+    """The external tools (qis_firmware.tools) the parsed command will use."""
+    if args.command == "flash":
+        uf2 = args.chip == "rp2" or (args.chip == "auto" and args.firmware.lower().endswith(".uf2"))
+        return [] if uf2 else ["esptool"]
+    if args.command == "deploy":
+        emulated = args.port.startswith(EMULATED_PREFIX)
+        needed = [] if args.no_compile else ["mpy-cross"]
+        if emulated and not args.no_compile:
+            needed.append("micropython")  # the emulated board's bytecode version is the unix port's
+        if not emulated:
+            needed.append("mpremote")
+        return needed
+    return []
 
 
 def _emulate(argv: list[str]) -> int:
@@ -141,20 +163,29 @@ def _emulate(argv: list[str]) -> int:
     return int(emulate_main(argv) or 0)
 
 
+def _common_head(argv: list[str]) -> argparse.Namespace | None:
+    """The options before `emulate` when they are only the common ones (-v, -q, --log-level), else None."""
+    head = argparse.ArgumentParser(prog="qis-device", add_help=False)
+    cliopts.add_common_options(head, "qis-device")
+    args, unknown = head.parse_known_args(argv)
+    return None if unknown else args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "emulate" in argv:  # hand everything after it to the emulator's own parser
         at = argv.index("emulate")
-        if all(arg in ("-v", "--verbose") for arg in argv[:at]):
-            if at:
-                logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        head = _common_head(argv[:at])
+        if head is not None:
+            cliopts.configure_logging(build_parser(), head, logging.WARNING)
             return _emulate(argv[at + 1:])
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cliopts.configure_logging(parser, args, logging.WARNING)
     if args.command == "emulate":
         return _emulate(list(args.rest))
     try:
+        tools.require(needed_tools(args), args.command)
         return int(args.func(args))
     except FirmwareError as exc:
         print("qis-device: error: %s" % exc, file=sys.stderr)

@@ -6,8 +6,11 @@ How it works:
    `emulated:DIR`). `--mpy-version` may stand in for an unreadable board; when both exist and differ the
    deploy stops with BytecodeMismatch rather than copying files the board cannot load.
 3. Plan the files, all at board-relative paths: `qis/*.mpy` (shared/qis), `qis_device/**.mpy`
-   (device/qis_device), `main.py` and `boot.py` as source (the board executes those two as .py),
-   `device.json` and the schema next to it. `--no-compile` ships every module as .py instead.
+   (device/qis_device), `main.py` and `boot.py` as source (the board executes those two as .py; they
+   ship inside this package, qis_firmware/board/, so a pip-installed qis-device has them too),
+   `device.json` and the schema next to it. `--no-compile` ships every module as .py instead. A plan
+   without main.py and boot.py is refused (IncompleteInstall, exit 2) before the board is written: the
+   board would boot to an idle REPL, and a board deployed earlier would lose its entry point.
 4. Hash every planned file (SHA-256 of the exact bytes). The board keeps the hashes of its last
    complete deploy in `.qis_manifest.json`; a file is copied only when its hash differs (or `--force`).
    Files the old manifest lists but the new plan does not are removed. The old manifest is deleted
@@ -29,7 +32,7 @@ from pathlib import Path
 
 from qis_firmware import config as config_mod
 from qis_firmware import mpy
-from qis_firmware.errors import BytecodeMismatch, UsageError
+from qis_firmware.errors import BytecodeMismatch, IncompleteInstall, UsageError
 from qis_firmware.targets import Target, check_board_path
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ MANIFEST = ".qis_manifest.json"
 MANIFEST_FORMAT = 1
 CONFIG_NAME = "device.json"
 ENTRY_SCRIPTS = ("main.py", "boot.py")  # executed by the board as source, never compiled
+BOARD_DIR = Path(__file__).resolve().parent / "board"  # the entry scripts, package data of qis_firmware
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +82,13 @@ class Sources:
 
 
 def default_sources() -> Sources:
-    """shared/qis and device/qis_device, plus device/main.py and device/boot.py."""
+    """The installed qis and qis_device packages, plus main.py and boot.py from qis_firmware/board/."""
     import qis
     import qis_device
 
     qis_dir = Path(qis.__file__).resolve().parent
     device_pkg = Path(qis_device.__file__).resolve().parent
-    return Sources(((qis_dir, "qis"), (device_pkg, "qis_device")), device_pkg.parent)
+    return Sources(((qis_dir, "qis"), (device_pkg, "qis_device")), BOARD_DIR)
 
 
 def _modules(package_dir: Path, package: str) -> list[tuple[Path, str]]:
@@ -98,10 +102,25 @@ def _modules(package_dir: Path, package: str) -> list[tuple[Path, str]]:
     return found
 
 
+def entry_files(sources: Sources) -> list[PlannedFile]:
+    """main.py and boot.py as PlannedFiles; IncompleteInstall when either is missing from this install."""
+    planned = []
+    for name in ENTRY_SCRIPTS:
+        script = sources.entry_dir / name if sources.entry_dir else None
+        if script is None or not script.is_file():
+            raise IncompleteInstall(
+                "this qis-edge install lacks the board's %s (looked in %s); without it the board would boot to "
+                "an idle REPL, so nothing was written: reinstall qis-edge from a checkout (`pip install .`) or "
+                "its wheel" % (name, sources.entry_dir or "no directory"))
+        planned.append(PlannedFile(name, script.read_bytes(), str(script)))
+    return planned
+
+
 def plan_files(config_path: Path, config: dict, *, target: mpy.MpyTarget | None, compile_code: bool,
                build_dir: Path, sources: Sources | None = None) -> list[PlannedFile]:
     """Every file the board should hold after this deploy, with its exact bytes."""
     sources = sources or default_sources()
+    entries = entry_files(sources)  # first: refuse a broken install before compiling anything
     planned: list[PlannedFile] = []
     modules = [module for folder, package in sources.packages for module in _modules(folder, package)]
     for src, stem in modules:
@@ -113,10 +132,7 @@ def plan_files(config_path: Path, config: dict, *, target: mpy.MpyTarget | None,
             planned.append(PlannedFile(stem + ".mpy", data, str(src)))
         else:
             planned.append(PlannedFile(stem + ".py", src.read_bytes(), str(src)))
-    for name in ENTRY_SCRIPTS:
-        script = sources.entry_dir / name if sources.entry_dir else None
-        if script is not None and script.is_file():
-            planned.append(PlannedFile(name, script.read_bytes(), str(script)))
+    planned += entries
     schema_path = config_mod.find_schema(config, config_path)
     planned.append(PlannedFile(CONFIG_NAME, config_path.read_bytes(), str(config_path)))
     planned.append(PlannedFile(config["schema"], schema_path.read_bytes(), str(schema_path)))

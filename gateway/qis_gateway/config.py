@@ -63,7 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("mqtt", "reconnect_min_s", "float", 0.5, "first reconnect delay", 0.01, 60),
     S("mqtt", "reconnect_max_s", "float", 30.0, "reconnect delay cap (reconnects forever)", 0.1, 3600),
     S("swarm", "backend", "choice:kademlia|opendht", "kademlia",
-      "swarm engine: our Kademlia, or OpenDHT (pip install 'qis-edge[opendht]')"),
+      "swarm engine: our Kademlia, or OpenDHT (pip install 'opendht>=3.0')"),
     S("swarm", "listen", "hostport", "0.0.0.0:4000", "UDP HOST:PORT of this swarm node (port 0 = any)"),
     S("swarm", "bootstrap", "list", [], "HOST:PORT of known swarm nodes"),
     S("swarm", "rate_limit_per_s", "float", 0.0, "per-IP request rate limit; 0 = swarm default", 0, 1e9),

@@ -22,9 +22,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qis_firmware import tools
+from qis_firmware.errors import MissingTool
+
+from qis_gateway import cliopts
 from qis_gateway.harness.system import DEFAULT_HEAP, SIM_OUTCOMES, LocalSystem, SystemSpec
 
 log = logging.getLogger("qis_gateway.demo")
+
+# A reading counts as pending (in flight) this long after the observer saw it, then as lost if still unanswered.
+IN_FLIGHT_S = 10.0
+# What the demo runs on besides Python packages: the boards' MicroPython unix port, mpy-cross, a broker.
+NEEDED_TOOLS = ("micropython", "mpy-cross", "broker")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -40,16 +49,29 @@ def truth(fields: dict[str, Any] | None) -> str | None:
     return SIM_OUTCOMES["labels"].get(fields.get(SIM_OUTCOMES["field"]), "observed")
 
 
-def figures(system: LocalSystem) -> dict[str, Any]:
-    readings = summaries = outcomes = 0
+def figures(system: LocalSystem, now: float | None = None, final: bool = False) -> dict[str, Any]:
+    """The run's figures so far. A reading without a summary is `pending` while it is younger than
+    IN_FLIGHT_S (its answer may still come), then `lost`; `final=True` counts every unanswered one lost."""
+    now = time.perf_counter() if now is None else now  # the observers' clock
+    readings = summaries = outcomes = pending = lost = 0
     hops: list[int] = []
     judged: list[tuple[float, bool, bool]] = []  # (arrival, enough, top is the truth)
     for obs in system.observers.values():
         for board, entry in obs.snapshot().items():
             if not any(b.site == board[0] and b.device == board[1] for b in system.boards):
                 continue
-            readings += len({seq for seq, _ in entry.fp})
+            sent: dict[int, float] = {}
+            for seq, t in entry.fp:
+                sent.setdefault(seq, t)
+            readings += len(sent)
             outcomes += len({o[0] for o in entry.outcomes})
+            answered = {body.get("re") for body, _ in entry.summaries}
+            for seq, t in sent.items():
+                if seq not in answered:
+                    if not final and now - t < IN_FLIGHT_S:
+                        pending += 1
+                    else:
+                        lost += 1
             seen = set()
             for body, t in entry.summaries:
                 re = body.get("re")
@@ -80,7 +102,7 @@ def figures(system: LocalSystem) -> dict[str, Any]:
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     return {
         "gateways": len(system.gateways), "boards": len(system.boards),
-        "readings_sent": readings, "summaries_received": summaries, "lost": readings - summaries,
+        "readings_sent": readings, "summaries_received": summaries, "pending": pending, "lost": lost,
         "outcomes_reported": outcomes, "outcomes_stored": int(stored),
         "p50_ms": round(p50, 1) if p50 is not None else None, "p99_ms": round(p99, 1) if p99 is not None else None,
         "hops_p50": statistics.median(hops) if hops else None, "rejected": int(rejected),
@@ -93,15 +115,15 @@ def render(f: dict[str, Any], elapsed_s: float, final: bool = False) -> str:
     def fmt(v: Any) -> str:
         return "-" if v is None else str(v)
 
-    line = ("%5.0fs  readings %4d  summaries %4d  lost %3d  outcomes stored %5d  p50 %6s ms  p99 %6s ms  "
-            "hops %3s  rejected %d  top=truth %s -> %s" % (
-                elapsed_s, f["readings_sent"], f["summaries_received"], f["lost"], f["outcomes_stored"],
+    line = ("%5.0fs  readings %4d  summaries %4d  pending %3d  lost %3d  outcomes stored %5d  p50 %6s ms  "
+            "p99 %6s ms  hops %3s  rejected %d  top=truth %s -> %s" % (
+                elapsed_s, f["readings_sent"], f["summaries_received"], f["pending"], f["lost"], f["outcomes_stored"],
                 fmt(f["p50_ms"]), fmt(f["p99_ms"]), fmt(f["hops_p50"]), f["rejected"], fmt(f["top_right_early"]),
                 fmt(f["top_right_late"])))
     return line if final else "\r" + line
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qis-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--gateways", type=int, default=8, help="swarm size (default 8)")
     parser.add_argument("--sites", type=int, default=2, help="gateways that have boards (default 2)")
@@ -113,10 +135,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-n", type=int, default=3, help="packets a summary needs (default 3)")
     parser.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
+    cliopts.add_common_options(parser, "qis-demo")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cliopts.configure_logging(parser, args, logging.WARNING)
     if args.gateways < 1 or args.boards < 1 or args.readings < 1 or not 1 <= args.sites <= args.gateways:
         parser.error("need gateways >= 1, boards >= 1, readings >= 1 and 1 <= sites <= gateways")
+    try:
+        tools.require(NEEDED_TOOLS, "the demo")
+    except MissingTool as exc:
+        print("qis-demo: error: %s" % exc, file=sys.stderr)
+        return exc.exit_code
 
     workdir = Path(tempfile.mkdtemp(prefix="qis-demo-"))
     spec = SystemSpec(gateways=args.gateways, sites=args.sites, boards=args.boards, readings=args.readings,
@@ -141,8 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(render(figures(system), time.monotonic() - started, final=True), file=out, flush=True)
             ticks += 1
             time.sleep(1.0)
-        time.sleep(1.0)  # the last summaries and outcome puts
-        final = figures(system)
+        drain_until = time.monotonic() + IN_FLIGHT_S  # the last summaries and outcome puts
+        while figures(system)["pending"] and time.monotonic() < drain_until:
+            time.sleep(0.5)
+        time.sleep(1.0)
+        final = figures(system, final=True)
         codes = {b.device: system.procs.procs["board-" + b.device].poll() for b in system.boards}
         final["board_exit_codes_ok"] = all(c == 0 for c in codes.values())
         final["seconds"] = round(time.monotonic() - started, 1)

@@ -270,8 +270,9 @@ async def serve_until_stopped(config: GatewayConfig) -> int:
     return 0
 
 
-def setup_logging(config: GatewayConfig) -> None:
-    level = getattr(logging, config.log.level)
+def setup_logging(config: GatewayConfig, log_level: int | None = None) -> None:
+    """The config's `[log]` settings; `log_level` (from -v/-q/--log-level) wins over its level."""
+    level = getattr(logging, config.log.level) if log_level is None else log_level
     root = logging.getLogger()
     root.setLevel(level)
     if config.log.json:
@@ -283,6 +284,6 @@ def setup_logging(config: GatewayConfig) -> None:
             handler.setFormatter(_Json())
 
 
-def run_service(config: GatewayConfig) -> int:
-    setup_logging(config)
+def run_service(config: GatewayConfig, log_level: int | None = None) -> int:
+    setup_logging(config, log_level)
     return asyncio.run(serve_until_stopped(config))

@@ -17,7 +17,7 @@ How it works:
   not expose a search's hop or request counts: `hops` and `messages` are reported as 0 (unknown).
 
 OpenDHT is an optional extra: without it, constructing this backend raises `OpenDhtMissing` naming
-`pip install 'qis-edge[opendht]'`.
+`pip install 'opendht>=3.0'` (the `opendht` extra).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def _import_opendht() -> Any:
         import opendht
     except ImportError as exc:
         raise OpenDhtMissing(
-            "the OpenDHT swarm backend needs the optional extra: pip install 'qis-edge[opendht]' "
+            "the OpenDHT swarm backend needs the optional package: pip install 'opendht>=3.0' "
             "(or set [swarm] backend = \"kademlia\")") from exc
     return opendht
 

@@ -12,6 +12,7 @@ import pytest
 from devsupport import SCHEMA_SRC, SECRET_HEX
 from qis.schema import load_schema
 from qis_firmware import emulate
+from qis_firmware.deploy import BOARD_DIR
 from support.micropython import ROOT, run_micropython
 
 pytestmark = pytest.mark.micropython
@@ -257,7 +258,7 @@ def test_every_board_module_compiles_with_mpy_cross(tmp_path: Path) -> None:
     for p in out.rglob("*.mpy"):
         assert p.read_bytes()[:2] == b"M\x06"  # mpy v6: loads on every current MicroPython port
     for entry in ("main.py", "boot.py"):  # stay .py on the board (MicroPython runs them by name)
-        proc = subprocess.run([mpy_cross, "-o", str(tmp_path / (entry + ".mpy")), str(ROOT / "device" / entry)],
+        proc = subprocess.run([mpy_cross, "-o", str(tmp_path / (entry + ".mpy")), str(BOARD_DIR / entry)],
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
 

@@ -13,7 +13,7 @@ from qis_firmware import deploy as deploy_mod
 from qis_firmware import mpy
 from qis_firmware.cli import main as cli_main
 from qis_firmware.deploy import MANIFEST, Sources, deploy
-from qis_firmware.errors import BytecodeMismatch, ConfigError, ToolError
+from qis_firmware.errors import BytecodeMismatch, ConfigError, IncompleteInstall, ToolError
 from qis_firmware.targets import EmulatedTarget
 from support.micropython import run_micropython
 
@@ -44,7 +44,8 @@ def write_config(folder: Path, **changes) -> Path:
 
 
 def qis_only(qis_dir: Path = QIS_DIR) -> Sources:
-    return Sources(((qis_dir, "qis"),), None)
+    """The qis package and the board's entry scripts (qis_device left out: fewer files to compile)."""
+    return Sources(((qis_dir, "qis"),), deploy_mod.BOARD_DIR)
 
 
 def test_deploy_then_run_the_deployed_mpy_under_the_unix_port(tmp_path: Path) -> None:
@@ -161,13 +162,40 @@ def test_no_compile_ships_sources_and_switching_back_removes_them(tmp_path: Path
 # --- errors -------------------------------------------------------------------------------------------
 
 
+def test_an_install_without_the_entry_scripts_is_refused_and_the_board_keeps_its_own(tmp_path: Path, capsys,
+                                                                                   monkeypatch) -> None:
+    """A board deployed earlier keeps main.py and boot.py when this install lacks them (the wheel of old
+    did): exit 2, one line, nothing written or removed; before, the deploy removed them and said 'copied'."""
+    board = tmp_path / "board"
+    config = write_config(tmp_path)
+    deploy(EmulatedTarget(board), config, sources=qis_only())
+    before = {p: p.read_bytes() for p in board.rglob("*") if p.is_file()}
+    assert (board / "main.py").read_bytes() == (deploy_mod.BOARD_DIR / "main.py").read_bytes()
+
+    empty = tmp_path / "no-entry-scripts"
+    empty.mkdir()
+    with pytest.raises(IncompleteInstall, match="lacks the board's main.py"):
+        deploy(EmulatedTarget(board), config, sources=Sources(((QIS_DIR, "qis"),), empty))
+    (empty / "main.py").write_text("print('hi')\n")
+    with pytest.raises(IncompleteInstall, match="lacks the board's boot.py"):
+        deploy(EmulatedTarget(board), config, sources=Sources(((QIS_DIR, "qis"),), empty))
+
+    monkeypatch.setattr(deploy_mod, "BOARD_DIR", tmp_path / "nowhere")
+    rc = cli_main(["deploy", "--port", "emulated:%s" % board, "--config", str(config), "--force"])
+    err = capsys.readouterr()
+    assert rc == 2 and err.out == ""
+    assert len(err.err.strip().splitlines()) == 1 and "main.py" in err.err and "nothing was written" in err.err
+    assert {p: p.read_bytes() for p in board.rglob("*") if p.is_file()} == before
+
+
 def test_config_missing_fields_is_a_clear_error(tmp_path: Path, capsys) -> None:
     path = tmp_path / "device.json"
     path.write_text(json.dumps({"site": "site-a", "device": "pump 01", "broker": {"port": 1883},
                                 "secret": "abc", "schema": "machine_health.json"}))
     rc = cli_main(["deploy", "--port", "emulated:%s" % (tmp_path / "board"), "--config", str(path)])
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 2  # bad input: one line, exit 2
+    assert len(err.strip().splitlines()) == 1
     assert "missing broker.host" in err and "secret must be 64 hex" in err and "device:" in err
     assert not (tmp_path / "board" / MANIFEST).exists()
     with pytest.raises(ConfigError, match="does not exist"):
@@ -185,7 +213,7 @@ def test_bytecode_version_mismatch_given_vs_board(tmp_path: Path, capsys) -> Non
     rc = cli_main(["deploy", "--port", "emulated:%s" % (tmp_path / "board"), "--config", str(config),
                    "--mpy-version", "5"])
     err = capsys.readouterr().err
-    assert rc == 1 and "bytecode version mismatch" in err and "v6.3" in err
+    assert rc == 2 and "bytecode version mismatch" in err and "v6.3" in err
     assert not (tmp_path / "board" / "qis").exists()
 
 
@@ -219,17 +247,14 @@ def test_sys_mpy_decoding() -> None:
 
 
 def test_full_board_code_deploys_and_imports_when_device_code_exists(tmp_path: Path) -> None:
-    """shared/qis and device/qis_device (+ main.py/boot.py when present) all compile, and the board's
+    """shared/qis and device/qis_device all compile, main.py and boot.py land as source, and the board's
     entry module imports from the deployed .mpy under the unix port."""
     sources = deploy_mod.default_sources()
-    device_pkg = sources.packages[1][0]
-    if not (device_pkg / "app.py").exists():
-        pytest.skip("device/qis_device/app.py (the board entry, device engineer's issue 3) does not exist yet")
     board = tmp_path / "board"
     result = deploy(EmulatedTarget(board), write_config(tmp_path))
     assert "qis_device/__init__.mpy" in result.copied and "qis_device/app.mpy" in result.copied
     for name in ("main.py", "boot.py"):
-        assert ((board / name).exists()) == ((sources.entry_dir / name).exists())
+        assert (board / name).read_bytes() == (sources.entry_dir / name).read_bytes()
     script = "import qis_device.app, qis_device.config\nprint(qis_device.app.__file__, qis_device.config.__file__)"
     out = run_micropython(script, extra_path=[board], heap="128K").split()
     assert out == [str(board / "qis_device" / "app.mpy"), str(board / "qis_device" / "config.mpy")]

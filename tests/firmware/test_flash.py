@@ -88,7 +88,7 @@ def test_refuses_image_for_another_chip(image_chip: str, flash_chip: str, tmp_pa
     fw.write_bytes(esp32_image(CHIP_IDS[image_chip]))
     rc = cli_main(["flash", "--port", "/dev/ttyUSB0", "--chip", flash_chip, "--firmware", str(fw), "--dry-run"])
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 2  # bad input: the wrong file for this chip
     assert "built for %s" % chips.CHIPS[image_chip].display in err
     assert "not for %s" % chips.CHIPS[flash_chip].display in err
 
@@ -152,7 +152,7 @@ def test_no_such_port_lists_what_exists(tmp_path: Path, capsys) -> None:
     fw.write_bytes(esp32_image(0))
     rc = cli_main(["flash", "--port", str(tmp_path / "ttyUSB9"), "--chip", "esp32", "--firmware", str(fw)])
     err = capsys.readouterr().err
-    assert rc == 1
+    assert rc == 2
     assert "ttyUSB9 does not exist" in err and "Ports present" in err
 
 
@@ -191,7 +191,7 @@ def _check_permission_denied(command: str, tmp_path: Path) -> None:
     proc = _run_unprivileged(args, tmp_path)
     if "No module named" in proc.stderr:
         pytest.skip("the unprivileged user cannot read the venv: %s" % proc.stderr.strip().splitlines()[-1])
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr
     assert "permission denied on serial port" in proc.stderr
     assert "usermod -aG dialout" in proc.stderr
 

@@ -84,7 +84,7 @@ def test_board_without_micropython_is_reported(tmp_path: Path, capsys) -> None:
 
 def test_deploy_to_missing_port(tmp_path: Path, capsys) -> None:
     rc = cli_main(["deploy", "--port", str(tmp_path / "ttyACM3"), "--config", str(write_config(tmp_path))])
-    assert rc == 1 and "ttyACM3 does not exist" in capsys.readouterr().err
+    assert rc == 2 and "ttyACM3 does not exist" in capsys.readouterr().err
 
 
 def test_monitor_shows_the_console(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_monitor_shows_the_console(tmp_path: Path) -> None:
 
 def test_monitor_missing_port(tmp_path: Path, capsys) -> None:
     rc = cli_main(["monitor", "--port", str(tmp_path / "ttyUSB5"), "--seconds", "0.1"])
-    assert rc == 1 and "does not exist" in capsys.readouterr().err
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
 
 
 def test_bad_config_is_reported_before_the_board_is_interrupted(tmp_path: Path, capsys) -> None:
@@ -104,5 +104,5 @@ def test_bad_config_is_reported_before_the_board_is_interrupted(tmp_path: Path, 
     config.write_text(json.dumps({"site": "site-a", "device": "pump-01", "schema": "machine_health.json"}))
     with PtyBoard(tmp_path / "flash") as board:
         rc = cli_main(["deploy", "--port", board.port, "--config", str(config)])
-        assert rc == 1 and "missing secret; missing broker.host" in capsys.readouterr().err
+        assert rc == 2 and "missing secret; missing broker.host" in capsys.readouterr().err
         assert board.commands == [] and board.soft_resets == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("opendht", reason="OpenDHT is an optional extra (pip install 'qis-edge[opendht]')")
+pytest.importorskip("opendht", reason="OpenDHT is an optional package (pip install 'opendht>=3.0')")
 
 QIS_SWARM = str(Path(sys.executable).parent / "qis-swarm")
 

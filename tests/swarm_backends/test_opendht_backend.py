@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("opendht", reason="OpenDHT is an optional extra (pip install 'qis-edge[opendht]')")
+pytest.importorskip("opendht", reason="OpenDHT is an optional package (pip install 'opendht>=3.0')")
 
 from qis_gateway.swarm.api import SwarmUnavailable  # noqa: E402
 from qis_gateway.swarm.errors import SwarmUsageError  # noqa: E402
@@ -185,5 +185,5 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
     monkeypatch.delitem(sys.modules, "opendht", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_opendht)
-    with pytest.raises(OpenDhtMissing, match=r"qis-edge\[opendht\]"):
+    with pytest.raises(OpenDhtMissing, match=r"pip install 'opendht>=3.0'"):
         OpenDhtSwarm(("127.0.0.1", 0), tmp_path)

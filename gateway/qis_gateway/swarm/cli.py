@@ -9,6 +9,8 @@
         N real UDP nodes on 127.0.0.1 in P processes, ours and the peers on the same workload and layout
         (bench_udp.py); prints one JSON object.
 
+`--version`, `-v`, `-q` and `--log-level` are the options every qis-edge command shares (qis_gateway.cliopts).
+
 Exit status: 0 ok, 1 runtime failure, 2 usage error.
 """
 
@@ -22,6 +24,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+
+from qis_gateway import cliopts
 
 from .peers import parse_hostport
 
@@ -137,7 +141,6 @@ def _pretty(result: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qis-swarm", description="QIS outcome swarm (Kademlia over UDP)")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = p.add_subparsers(dest="command", required=True)
 
     n = sub.add_parser("node", help="run a standalone swarm node until SIGTERM")
@@ -177,13 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--backend", default=None, help="measure one engine alone: ours (Kademlia), opendht or kademlia")
     b.add_argument("--json", action="store_true", help="one-line JSON (default: indented)")
     b.set_defaults(func=cmd_bench)
+    cliopts.add_common_options(p, "qis-swarm", sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cliopts.configure_logging(parser, args, logging.INFO, fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

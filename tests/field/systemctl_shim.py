@@ -49,8 +49,13 @@ def pid_file(name: str) -> Path:
 def running_pid(name: str) -> int | None:
     try:
         pid = int(pid_file(name).read_text().strip())
-        os.kill(pid, 0)
     except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        pass  # it runs, as another account (`systemctl status` needs no root)
+    except OSError:
         return None
     try:  # a zombie is not running
         if Path("/proc/%d/stat" % pid).read_text().split(") ")[1].startswith("Z"):

@@ -1,13 +1,14 @@
 """The field test (issue 14): docs/raspberry-pi.md and docs/flashing.md, run from the documents themselves.
 
 Every shell block a guide marks with `<!-- field-test -->` is run in document order with `bash -e`, in one
-shell session (working directory and exported variables carry over from block to block), as root the way
-CI runs, with `sudo` where the guide writes it. What the test changes, and nothing else:
+shell session (working directory and exported variables carry over from block to block), as a normal
+login user created for the test (an administrator allowed to use sudo, as the Pi's first user is), with
+`sudo` only where the guide writes it. What the test changes, and nothing else:
 - paths: /opt/qis-edge, /etc/qis-gateway, /etc/mosquitto, /etc/systemd/system, /var/lib/qis-gateway move
   under a fresh directory; HOME is a directory of its own;
 - ports: 1883 (broker), 4000 (swarm), 9108 (metrics) become free loopback ports, 0.0.0.0 becomes 127.0.0.1;
 - the service account `qis` gets a unique name (several runs may share a machine), `hostname -I` is the
-  loopback address;
+  loopback address; the login user's sudo rule is a file in /etc/sudoers.d, removed afterwards;
 - `pip install .` installs the wheel built once per session from this checkout (what `pip install .`
   builds), into the clean venv the guide's block creates (not editable, not the dev venv);
 - `systemctl` is tests/field/systemctl_shim.py: systemd does not run in CI, so the stand-in starts the
@@ -15,7 +16,7 @@ CI runs, with `sudo` where the guide writes it. What the test changes, and nothi
   and Debian's Mosquitto with a copy of Debian's stock /etc/mosquitto/mosquitto.conf (paths moved).
 - The emulated board's device.json gets `interval_s: 1` and a `sim_outcome` rule (docs/device.md) before
   the flashing.md block deploys it, so the board reports outcomes and the run stays short.
-Between blocks the test checks what the guide promises; the MicroPython unix port is the dev venv's.
+Between blocks the test checks what the guide promises.
 """
 
 from __future__ import annotations
@@ -55,8 +56,6 @@ def _why_not() -> str | None:
     for tool in ("sudo", "useradd", "userdel", "setpriv", "curl"):
         if shutil.which(tool) is None:
             return "needs %s (scripts/system-deps.sh installs the Debian packages)" % tool
-    if shutil.which("micropython", path=str(Path(sys.executable).parent)) is None:
-        return "needs the MicroPython unix port in the dev venv (make venv)"
     return stock_available()
 
 
@@ -79,6 +78,7 @@ class Field:
     def __init__(self, root: Path, wheel: Path) -> None:
         self.root = root
         self.user = "qisft%d" % os.getpid()
+        self.admin = "qisadm%d" % os.getpid()  # the guide's reader: a normal user who may sudo
         self.prefix = root / "opt" / "qis-edge"
         self.etc_gw = root / "etc" / "qis-gateway"
         self.data = root / "var" / "lib" / "qis-gateway"
@@ -104,19 +104,24 @@ class Field:
             (re.compile(r"(?<![\w/-])systemctl "), "%s/systemctl " % self.shim),
         ]
         shim = self.shim / "systemctl"
-        shim.write_text("#!%s\n%s" % (sys.executable, (Path(__file__).parent / "systemctl_shim.py").read_text()))
+        # the system Python (the stand-in uses the standard library only; the dev venv may not be readable)
+        shim.write_text("#!/usr/bin/python3\n%s" % (Path(__file__).parent / "systemctl_shim.py").read_text())
         shim.chmod(0o755)
         (self.shim / "state.json").write_text(json.dumps({
             "subs": [*self.paths, ("User=qis", "User=%s" % self.user), ("Group=qis", "Group=%s" % self.user)],
             "unit_dir": str(self.units), "run_dir": str(root / "run"), "journal": str(self.journal),
             "mosquitto": shutil.which("mosquitto") or "/usr/sbin/mosquitto", "mosquitto_conf": str(self.broker.conf),
             "mosquitto_pid": str(self.broker.run / "mosquitto.pid")}))
-        tools = root / "tools"  # the MicroPython unix port, from the dev venv (not a runtime dependency)
-        tools.mkdir()
-        (tools / "micropython").symlink_to(Path(sys.executable).parent / "micropython")
         (self.session / "cwd").write_text(str(root))
-        (self.session / "env").write_text("export HOME=%s USER=root PATH=%s:/usr/local/sbin:/usr/local/bin:"
-                                          "/usr/sbin:/usr/bin:/sbin:/bin\n" % (self.home, tools))
+        (self.session / "env").write_text("export HOME=%s USER=%s PATH=/usr/local/bin:/usr/bin:/bin\n" % (
+            self.home, self.admin))
+        subprocess.run(["useradd", "--home-dir", str(self.home), "--no-create-home", "--shell", "/bin/bash",
+                        self.admin], check=True, capture_output=True, timeout=30)
+        for path in (self.home, self.session, *self.session.iterdir()):
+            shutil.chown(path, self.admin, self.admin)
+        self.sudoers = Path("/etc/sudoers.d/qis-field-%d" % os.getpid())
+        self.sudoers.write_text("%s ALL=(ALL:ALL) NOPASSWD: ALL\n" % self.admin)
+        self.sudoers.chmod(0o440)
         self.outputs: list[str] = []
 
     @property
@@ -129,8 +134,9 @@ class Field:
         s = self.session
         wrapped = ('cd "$(cat %s/cwd)"\n. %s/env\nset -e\n%s\npwd > %s/cwd\nexport -p > %s/env\n'
                    % (s, s, script, s, s))
-        res = subprocess.run(["bash", "-c", wrapped], capture_output=True, text=True, timeout=timeout_s,
-                             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
+        res = subprocess.run(["setpriv", "--reuid=%s" % self.admin, "--regid=%s" % self.admin, "--init-groups",
+                              "bash", "-c", wrapped], capture_output=True, text=True, timeout=timeout_s, cwd="/",
+                             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"})
         out = res.stdout + res.stderr
         self.outputs.append(out)
         assert res.returncode == 0, "guide block failed (exit %d):\n%s\n--- output ---\n%s\n--- gateway log ---\n%s" % (
@@ -165,7 +171,9 @@ class Field:
     def cleanup(self) -> None:
         for name in ("qis-gateway", "mosquitto"):
             subprocess.run([str(self.shim / "systemctl"), "stop", name], capture_output=True, timeout=60)
-        subprocess.run(["userdel", self.user], capture_output=True, timeout=30)
+        self.sudoers.unlink(missing_ok=True)
+        for user in (self.user, self.admin):
+            subprocess.run(["userdel", user], capture_output=True, timeout=30)
 
 
 def mqtt_login(port: int, user: str, password: str, subscribe: str | None = None,

@@ -149,4 +149,4 @@ def test_gateway_run_level_from_the_command_line_overrides_the_config(monkeypatc
     service.setup_logging(config, logging.ERROR)
     assert logging.getLogger().level == logging.ERROR
     service.setup_logging(config)  # the config's [log] level (INFO by default)
-    assert logging.getLogger().level == getattr(logging, config.get("log", "level"))
+    assert logging.getLogger().level == getattr(logging, config.log.level)

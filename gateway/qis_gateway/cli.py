@@ -40,6 +40,7 @@ log = logging.getLogger("qis_gateway.cli")
 
 def cmd_run(args: argparse.Namespace) -> int:
     from qis_gateway.config import ConfigError
+    from qis_gateway.registry import RegistryError
 
     config = load_config_or_exit(args.config)
     from qis_gateway.service import run_service
@@ -48,6 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_service(config, log_level=args.log_level_given)
     except ConfigError as exc:  # found at start-up (e.g. the gateway's own key is not trusted)
         print("qis-gateway: configuration error: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    except RegistryError as exc:  # e.g. started as root on the service user's registry
+        print("qis-gateway: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
 
 

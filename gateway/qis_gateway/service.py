@@ -92,6 +92,8 @@ class Gateway:
 
         c = self.config
         c.data_dir.mkdir(parents=True, exist_ok=True)
+        # The registry first: it refuses root on the service user's files before anything is written here.
+        self.registry = Registry(c.registry_path)
         key_path = c.key_path
         self.signing_key = load_signing_key(key_path) if key_path.exists() else generate_key_file(key_path)
         trusted = c.gateway.trusted_keys
@@ -100,7 +102,6 @@ class Gateway:
             raise ConfigError("gateway.trusted_keys: this gateway's own key %s is not in the list, so every "
                               "outcome it signs would be refused, by its own node too: add it" % own_key.hex())
         self.schemas = load_schemas(list(c.gateway.schemas), c.source.parent if c.source else Path.cwd())
-        self.registry = Registry(c.registry_path)
         self.state = StateDB(c.state_path)
         self.cache = VerifiedPacketCache(VERIFIED_CACHE_ENTRIES)
         if self._swarm_override is not None:

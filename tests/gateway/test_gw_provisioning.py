@@ -105,3 +105,19 @@ def test_root_is_refused_on_the_service_users_registry(tmp_path: Path, capsys: p
     os.chown(db, 65534, 65534)
     assert main(["device", "list", "--db", str(db)]) == 2  # would leave root-owned -wal/-shm files
     assert sorted(p.name for p in data.iterdir()) == ["registry.sqlite"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can leave a root-owned registry behind")
+def test_run_as_root_on_the_service_users_data_is_one_line_and_exit_2(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / "registry.sqlite"
+    os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
+    os.chown(db, 65534, 65534)
+    conf = tmp_path / "gw.toml"
+    conf.write_text('[gateway]\ndata_dir = "%s"\n[swarm]\nlisten = "127.0.0.1:0"\n[metrics]\nlisten = ""\n' % data)
+    assert main(["run", "--config", str(conf)]) == 2  # exit 2: the unit's RestartPreventExitStatus stops the loop
+    err = capsys.readouterr().err
+    assert "sudo -u" in err and "Traceback" not in err
+    assert sorted(p.name for p in data.iterdir()) == ["registry.sqlite"]  # no root-owned key or state left

@@ -47,7 +47,7 @@ from tests.field.docblocks import marked_blocks, substitute
 ROOT = Path(__file__).resolve().parents[2]
 PI_GUIDE, FLASH_GUIDE = ROOT / "docs" / "raspberry-pi.md", ROOT / "docs" / "flashing.md"
 # How many blocks each guide marks: a block added or removed must be seen here (and run below).
-PI_BLOCKS, FLASH_BLOCKS = 7, 1
+PI_BLOCKS, FLASH_BLOCKS = 8, 1
 
 
 def _why_not() -> str | None:
@@ -217,7 +217,7 @@ def field(wheel: Path) -> Iterator[Field]:
 def test_the_guides_work_as_written(field: Field) -> None:
     pi, flash = marked_blocks(PI_GUIDE), marked_blocks(FLASH_GUIDE)
     assert (len(pi), len(flash)) == (PI_BLOCKS, FLASH_BLOCKS), "marked blocks changed: update this test"
-    install, configure, register, service, check, homeassistant, later = pi
+    install, configure, register, service, check, homeassistant, later, rotate = pi
     t0 = time.monotonic()
 
     # 2. install: a real wheel in a clean venv, not editable
@@ -310,4 +310,15 @@ def test_the_guides_work_as_written(field: Field) -> None:
     assert rc == 0  # Home Assistant's login survived the re-run
     close(c)
     close(ha)
+
+    # 9. --rotate: broker and env file move together; the restarted gateway connects with the new password
+    field.run(rotate)
+    new_env = field.env_file(field.etc_gw / "gateway.env")
+    assert new_env["QIS_MQTT_PASSWORD"] != gw_env["QIS_MQTT_PASSWORD"]
+    field.wait(lambda: field.http("/health")[1].get("mqtt_connected") is True, "gateway reconnected, new password")
+    _, rc = mqtt_login(field.mqtt_port, gw_env["QIS_MQTT_USERNAME"], gw_env["QIS_MQTT_PASSWORD"])
+    assert rc != 0  # the old password is gone
+    c, rc = mqtt_login(field.mqtt_port, ha_env["MQTT_USERNAME"], ha_env["MQTT_PASSWORD"])
+    assert rc == 0
+    close(c)
     print("field test: guides walked in %.0f s; lone gateway summaries n up to %d" % (time.monotonic() - t0, max(ns)))

@@ -121,3 +121,17 @@ def test_run_as_root_on_the_service_users_data_is_one_line_and_exit_2(tmp_path: 
     err = capsys.readouterr().err
     assert "sudo -u" in err and "Traceback" not in err
     assert sorted(p.name for p in data.iterdir()) == ["registry.sqlite"]  # no root-owned key or state left
+
+
+def test_qis_device_provision_checks_the_same_labels_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from qis_firmware.cli import main as device_main
+
+    db, out = tmp_path / "r.sqlite", tmp_path / "p.json"
+    argv = ["provision", "pump-01", "--gateway-db", str(db), "--site", "plant-a", "--broker", "127.0.0.1:1883",
+            "--out", str(out)]
+    assert device_main([*argv, "--fixed", "machine_class=boat"]) == 2
+    err = capsys.readouterr().err
+    assert "allows pump" in err and len(err.strip().splitlines()) == 1
+    assert _ids(db) == [] and not out.exists()
+    assert device_main([*argv, "--fixed", "machine_class=pump"]) == 0
+    assert json.loads(out.read_text())["fixed"] == {"machine_class": "pump"} and _ids(db) == ["pump-01"]

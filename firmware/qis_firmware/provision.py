@@ -65,6 +65,12 @@ def provision(device_id: str, *, gateway_db: Path, site: str, broker: str, out: 
         raise ProvisionError("the gateway package (qis_gateway.registry) is not installed on this host; "
                              "provision on the gateway, or install qis-edge fully: %s" % exc) from exc
     host, port = parse_broker(broker)
+    from qis_gateway.provisioning import ProvisioningError, check_fixed, packaged_schema
+
+    try:  # the same label check as `qis-gateway device add`, before the registry is touched
+        check_fixed(fixed or {}, packaged_schema(schema), schema)
+    except ProvisioningError as exc:
+        raise UsageError(str(exc)) from exc
     extra: dict[str, Any] = {}
     if anonymous:  # otherwise the board logs in as its id with the password `qis-gateway broker-config` sets
         extra["broker_user"] = None

@@ -5,7 +5,7 @@ Subcommands (each imports its module lazily, so a missing optional part never br
     run --config gateway.toml        the bridge service (MQTT <-> swarm), until SIGTERM/SIGINT
     keygen PATH                      create the gateway's Ed25519 signing key (qis_gateway.keys)
     device add ID --site S           register a board, write its device.json
-    device list | device revoke ID   inspect / refuse boards
+    device list | revoke | remove | rekey ID   inspect / refuse / delete / re-secret boards
     broker-config --out DIR          Mosquitto config + password file + ACL for the registered boards
     lookup ADDRESS_HEX --bootstrap HOST:PORT   what the swarm holds at an address, and the hops it took
     status --config gateway.toml     peers, stored packets, queue depth (from the running gateway)
@@ -21,15 +21,12 @@ prepare a gateway live in commands.py; `run` calls the service. No other module 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-from pathlib import Path
 
 from qis_gateway import cliopts
 from qis_gateway.commands import (
     EXIT_FAIL,
-    EXIT_OK,
     EXIT_USAGE,
     broker_config_main,
     load_config_or_exit,
@@ -43,6 +40,7 @@ log = logging.getLogger("qis_gateway.cli")
 
 def cmd_run(args: argparse.Namespace) -> int:
     from qis_gateway.config import ConfigError
+    from qis_gateway.registry import RegistryError
 
     config = load_config_or_exit(args.config)
     from qis_gateway.service import run_service
@@ -51,6 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return run_service(config, log_level=args.log_level_given)
     except ConfigError as exc:  # found at start-up (e.g. the gateway's own key is not trusted)
         print("qis-gateway: configuration error: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    except RegistryError as exc:  # e.g. started as root on the service user's registry
+        print("qis-gateway: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -61,52 +62,9 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_device(args: argparse.Namespace) -> int:
-    from qis_gateway.registry import Registry, board_config
+    from qis_gateway.device_cmd import cmd_device as run
 
-    with Registry(registry_path(args)) as registry:
-        if args.action == "list":
-            rows = registry.list()
-            if args.json:
-                print(json.dumps([{"device": r.device_id, "site": r.site, "last_seq": r.last_seq,
-                                   "revoked": r.revoked} for r in rows]))
-            else:
-                for r in rows:
-                    print("%-24s %-16s last_seq=%-8d %s" % (r.device_id, r.site, r.last_seq,
-                                                            "REVOKED" if r.revoked else "active"))
-            return EXIT_OK
-        if not args.device_id:
-            print("qis-gateway device %s: a device id is required" % args.action, file=sys.stderr)
-            return EXIT_USAGE
-        if args.action == "revoke":
-            try:
-                registry.revoke(args.device_id)
-            except ValueError as exc:
-                print("qis-gateway: %s" % exc, file=sys.stderr)
-                return EXIT_FAIL
-            print("revoked %s" % args.device_id)
-            return EXIT_OK
-        # add
-        try:
-            record = registry.add(args.device_id, args.site)
-        except ValueError as exc:
-            print("qis-gateway: %s" % exc, file=sys.stderr)
-            return EXIT_USAGE
-        extra: dict[str, object] = {}
-        if args.fixed:
-            extra["fixed"] = json.loads(args.fixed)
-        if args.anonymous:
-            extra["broker_user"] = None
-        elif args.broker_user:
-            extra["broker_user"] = args.broker_user
-            extra["broker_password"] = args.broker_password
-        config = board_config(record, args.broker_host, args.broker_port, args.schema, **extra)
-        out = Path(args.out) if args.out else Path("%s.device.json" % record.device_id)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(config, indent=2) + "\n")
-        out.chmod(0o600)
-        print("registered %s (site %s); board config written to %s (keep it secret)" % (
-            record.device_id, record.site, out))
-        return EXIT_OK
+    return run(args, registry_path(args))
 
 
 def cmd_broker_config(args: argparse.Namespace) -> int:
@@ -134,22 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("rest", nargs=argparse.REMAINDER)
     keygen.set_defaults(func=cmd_keygen)
 
-    dev = sub.add_parser("device", help="device registry: add | list | revoke")
-    dev.add_argument("action", choices=("add", "list", "revoke"))
-    dev.add_argument("device_id", nargs="?")
-    dev.add_argument("--config", "-c", help="gateway TOML (for the registry path)")
-    dev.add_argument("--db", help="registry SQLite file (overrides --config)")
-    dev.add_argument("--site", default="site-a", help="site id (default site-a)")
-    dev.add_argument("--broker-host", default="127.0.0.1", help="broker host the board connects to")
-    dev.add_argument("--broker-port", type=int, default=1883)
-    dev.add_argument("--broker-user", help="MQTT user of the board (default: its device id, with a password "
-                     "derived from its secret, as broker-config sets up)")
-    dev.add_argument("--broker-password", help="MQTT password for --broker-user")
-    dev.add_argument("--anonymous", action="store_true", help="no MQTT user/password in device.json")
-    dev.add_argument("--schema", default="machine_health.json", help="schema file name on the board")
-    dev.add_argument("--fixed", help='fixed labels as JSON, e.g. \'{"machine_class": "pump"}\'')
-    dev.add_argument("--out", "-o", help="where to write device.json (default <ID>.device.json)")
-    dev.add_argument("--json", action="store_true", help="list as JSON")
+    from qis_gateway.device_cmd import add_device_args
+
+    dev = sub.add_parser("device", help="device registry: add | list | revoke | remove | rekey")
+    add_device_args(dev)
     dev.set_defaults(func=cmd_device)
 
     bc = sub.add_parser("broker-config", help="write Mosquitto config, password file and ACL")
@@ -158,10 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--out", "-o", required=True, help="directory for mosquitto.conf, passwd, acl")
     bc.add_argument("--listen", default="0.0.0.0:1883", help="listener HOST:PORT (default 0.0.0.0:1883)")
     bc.add_argument("--gateway-user", default="qis-gateway", help="MQTT user of the gateway")
-    bc.add_argument("--gateway-password", help="gateway password (default: env QIS_MQTT_PASSWORD, else random)")
+    bc.add_argument("--gateway-password", help="gateway password (default: the one in --gateway-env, else random)")
+    bc.add_argument("--gateway-env", help="the gateway's env file, read back and rewritten (default OUT/gateway.env)")
+    bc.add_argument("--rotate", action="store_true", help="new gateway password (broker and env file together)")
+    bc.add_argument("--drop-in", help="where mosquitto.conf goes, e.g. /etc/mosquitto/conf.d/qis.conf "
+                    "(default OUT/mosquitto.conf)")
+    bc.add_argument("--ha-user", help="also a broker login for Home Assistant, kept across re-runs "
+                    "(password in OUT/homeassistant.env)")
+    bc.add_argument("--standalone", action="store_true", help="a config for `mosquitto -c` on its own: "
+                    "persistence in --persistence-dir or OUT (default: a drop-in beside the main config)")
     bc.add_argument("--run-as", help="account Mosquitto switches to when started as root (config `user`; "
                     "the Debian service already runs as mosquitto)")
-    bc.add_argument("--persistence-dir", help="Mosquitto persistence_location (default: OUT)")
+    bc.add_argument("--persistence-dir", help="Mosquitto persistence_location (implies --standalone)")
     bc.set_defaults(func=cmd_broker_config)
 
     lk = sub.add_parser("lookup", help="print what the swarm holds at an address")

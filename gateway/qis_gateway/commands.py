@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import json
 import logging
-import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -49,23 +49,45 @@ def registry_path(args: argparse.Namespace) -> Path:
 
 # -- broker-config ---------------------------------------------------------------------------------------
 def broker_config_main(args: argparse.Namespace) -> int:
-    from qis_gateway.broker_config import generate
-    from qis_gateway.registry import Registry
+    from qis_gateway.broker_config import BrokerConfigError, generate, read_records
+    from qis_gateway.registry import RegistryError
 
     try:
         listen = parse_hostport(args.listen, "--listen")
     except ConfigError as exc:
         print("qis-gateway broker-config: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
-    with Registry(registry_path(args)) as registry:
-        records = registry.list()
-    password = args.gateway_password or os.environ.get("QIS_MQTT_PASSWORD") or None
-    files = generate(Path(args.out), records, listen=listen, gateway_user=args.gateway_user,
-                     gateway_password=password, persistence_dir=args.persistence_dir, run_as=args.run_as)
+    try:
+        records = read_records(registry_path(args))
+    except (RegistryError, OSError) as exc:
+        print("qis-gateway broker-config: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    standalone = bool(args.persistence_dir or args.standalone)
+    try:
+        files = generate(Path(args.out), records, listen=listen, gateway_user=args.gateway_user,
+                         gateway_password=args.gateway_password, persistence_dir=args.persistence_dir,
+                         run_as=args.run_as, drop_in=not standalone, conf_path=args.drop_in,
+                         gateway_env=args.gateway_env, rotate=args.rotate, ha_user=args.ha_user or None)
+    except (BrokerConfigError, OSError) as exc:
+        print("qis-gateway broker-config: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
     active = sum(1 for r in records if not r.revoked)
-    print("wrote %s, %s (%d board(s) + gateway, hashed by %s), %s and %s" % (
-        files.conf, files.passwd, active, files.hashed_by, files.acl, files.gateway_env))
-    print("run: mosquitto -c %s ; give the gateway the credentials in %s" % (files.conf, files.gateway_env))
+    print("wrote %s, %s (%d board(s) + gateway%s, hashed by %s) and %s" % (
+        files.conf, files.passwd, active, " + Home Assistant" if files.ha_env else "", files.hashed_by, files.acl))
+    if files.gateway_password_new:
+        print("gateway credentials written to %s (the systemd unit reads them)" % files.gateway_env)
+    if files.kept_users:
+        print("kept the login(s) added by others: %s" % ", ".join(files.kept_users))
+    if files.ha_env:
+        print("Home Assistant's broker login (user and password) is in %s" % files.ha_env)
+    if files.gateway_password_changed:
+        print("gateway password set in %s: reload the broker, then restart the gateway "
+              "(sudo systemctl reload mosquitto && sudo systemctl restart qis-gateway)" % files.gateway_env)
+    elif not files.gateway_password_new:
+        print("gateway password unchanged (%s); reload the broker: sudo systemctl reload mosquitto"
+              % files.gateway_env)
+    if standalone:
+        print("standalone broker: mosquitto -c %s" % files.conf)
     return EXIT_OK
 
 
@@ -134,9 +156,14 @@ def status_main(args: argparse.Namespace) -> int:
         except OSError as exc:
             log.debug("status endpoint unreachable: %s", exc)
     if data is None:
-        state = StateDB(config.state_path)
-        data = {"running": False, "queue_depth": state.pending(), "outcomes_stored": state.stored()}
-        state.close()
+        try:
+            state = StateDB(config.state_path)
+            data = {"running": False, "queue_depth": state.pending(), "outcomes_stored": state.stored()}
+            state.close()
+        except (sqlite3.Error, OSError) as exc:
+            print("gateway not running, and its state %s cannot be read: %s (run this as the service user: "
+                  "sudo -u qis ...)" % (config.state_path, exc), file=sys.stderr)
+            return EXIT_FAIL
     if args.json:
         print(json.dumps(data))
     elif data.get("running") is False:
@@ -150,4 +177,7 @@ def status_main(args: argparse.Namespace) -> int:
             str(data["swarm"].get("node_id", ""))[:16], data["peers"], data["stored_packets"]))
         print("outbox: %d queued, %d stored; devices %d; up %.0f s" % (
             data["queue_depth"], data["outcomes_stored"], data["devices"], data["uptime_s"]))
+        print("health: %s" % data.get("health", "ok").upper())
+        for problem in data.get("problems", []):
+            print("  %s" % problem)
     return EXIT_OK if data.get("running") is not False else EXIT_FAIL

@@ -1,10 +1,10 @@
 """Prometheus metrics and the small HTTP endpoint that serves /metrics, /health and /status.
 
 How it works: `Metrics` owns its own `CollectorRegistry` (so several gateways can run in one test
-process) and names every instrument the bridge updates. `HttpEndpoint` is a minimal asyncio HTTP/1.0
-server (no thread): GET /metrics returns the text exposition format, /health returns 200 with a JSON
-body while MQTT is connected and the swarm node runs (503 otherwise), /status returns the JSON the
-`qis-gateway status` command prints.
+process) with the standard `process_*` collector, and names every instrument the bridge updates.
+`HttpEndpoint` is a minimal asyncio HTTP/1.0 server (no thread): GET /metrics returns the text exposition
+format, /health a JSON body with 200 while the gateway works ("ok", or "degraded": no swarm peers) and
+503 when it is down (qis_gateway.health), /status the JSON the `qis-gateway status` command prints.
 """
 
 from __future__ import annotations
@@ -15,7 +15,15 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +31,9 @@ log = logging.getLogger(__name__)
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        # The standard process_* metrics (resident memory, CPU seconds, open files, start time), which a
+        # registry of our own does not get by default: what a Pi's Prometheus graphs first.
+        ProcessCollector(registry=r)
         self.messages = Counter("qis_gateway_messages", "Board messages by kind and outcome",
                                 ["kind", "outcome"], registry=r)
         self.rejections = Counter("qis_gateway_rejections", "Refused board messages by reason", ["reason"],

@@ -56,7 +56,9 @@ class Incoming:
 
 class MqttClient:
     def __init__(self, settings: MqttSettings, subscriptions: tuple[tuple[str, int], ...] = (),
-                 on_connect: Callable[[bool], None] | None = None) -> None:
+                 on_connect: Callable[[bool], None] | None = None,
+                 will: tuple[str, bytes, int, bool] | None = None) -> None:
+        """`will`: (topic, payload, qos, retain) the broker publishes if this client dies."""
         self.settings = settings
         self.subscriptions = subscriptions
         self._on_connect_cb = on_connect
@@ -70,6 +72,8 @@ class MqttClient:
             self._client.username_pw_set(settings.username, settings.password or None)
         if settings.tls:
             self._client.tls_set()
+        if will is not None:
+            self._client.will_set(*will)
         self._client.reconnect_delay_set(settings.reconnect_min_s, settings.reconnect_max_s)  # type: ignore[arg-type]
         self._client.max_inflight_messages_set(100)
         self._client.on_connect = self._on_connect

@@ -7,12 +7,18 @@ replay guard: one UPDATE ... WHERE last_seq < ? that moves the stored sequence n
 whether it did, so the check and the write are a single atomic statement that survives restarts.
 `last_seq` is -1 for a board that has sent nothing yet (boards count from 0).
 
+`remove` deletes a board's row (its id can be registered again); `rekey` gives it a new secret and
+resets its sequence number (the board needs the new device.json). The database holds every board's
+secret, so it is created mode 0600 (SQLite gives its -wal and -shm files the same mode); a file that
+cannot be opened is a one-line `RegistryError`, never a traceback.
+
 `board_config` builds the board's `device.json` dict (docs/device.md; validated on the board by
 `qis_device.config`).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import sqlite3
 import time
@@ -49,16 +55,36 @@ class DeviceRecord:
     created_s: int = 0
 
 
+class RegistryError(ValueError):
+    """The registry file cannot be opened or written; the message names the file and the reason."""
+
+
 class Registry:
     """SQLite-backed device registry. Safe to open from several processes (SQLite locking, WAL)."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, create: bool = True) -> None:
         self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.db_path), timeout=10.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
+        _refuse_foreign_root(self.db_path)
+        if not self.db_path.exists():
+            if not create:
+                raise RegistryError("registry %s does not exist (no board registered yet?)" % self.db_path)
+            try:
+                self.db_path.parent.mkdir(parents=True, exist_ok=True)
+                os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise RegistryError("cannot create registry %s: %s" % (self.db_path, exc.strerror)) from exc
+        if not os.access(self.db_path, os.R_OK | os.W_OK) or not os.access(self.db_path.parent, os.W_OK | os.X_OK):
+            raise RegistryError("cannot open registry %s: permission denied (run this as the user that owns it, "
+                                "e.g. sudo -u %s)" % (self.db_path, _owner(self.db_path)))
+        try:
+            self._db = sqlite3.connect(str(self.db_path), timeout=10.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise RegistryError("cannot open registry %s: %s" % (self.db_path, exc)) from exc
 
     def close(self) -> None:
         self._db.close()
@@ -113,12 +139,53 @@ class Registry:
         if cur.rowcount == 0:
             raise ValueError("device %r is not registered" % device_id)
 
+    def remove(self, device_id: str) -> None:
+        """Delete the board's entry (its secret is gone; the id may be registered again)."""
+        if self._db.execute("DELETE FROM devices WHERE device_id = ?", (device_id,)).rowcount == 0:
+            raise ValueError("device %r is not registered" % device_id)
+
+    def rekey(self, device_id: str, secret: bytes | None = None) -> DeviceRecord:
+        """Give the board a new random secret, reset its sequence number and un-revoke it."""
+        secret = secrets.token_bytes(SECRET_BYTES) if secret is None else secret
+        cur = self._db.execute("UPDATE devices SET secret = ?, last_seq = ?, revoked = 0 WHERE device_id = ?",
+                               (bytes(secret), NO_SEQ, device_id))
+        if cur.rowcount == 0:
+            raise ValueError("device %r is not registered" % device_id)
+        record = self.get(device_id)
+        if record is None:  # pragma: no cover - just updated
+            raise RuntimeError("device %r vanished after rekey" % device_id)
+        return record
+
     def accept_seq(self, device_id: str, seq: int) -> bool:
         """Atomically record `seq` if it is newer than the last one; False means a replay (or unknown)."""
         cur = self._db.execute(
             "UPDATE devices SET last_seq = ? WHERE device_id = ? AND last_seq < ? AND revoked = 0",
             (seq, device_id, seq))
         return cur.rowcount == 1
+
+
+def _refuse_foreign_root(db_path: Path) -> None:
+    """root opening a registry that belongs to another account would leave root-owned files (the
+    database, or its -wal/-shm) that the service can no longer write: refuse, naming the owner."""
+    if os.geteuid() != 0:
+        return
+    probe = db_path if db_path.exists() else db_path.parent
+    try:
+        owner_uid = probe.stat().st_uid
+    except OSError:
+        return
+    if owner_uid != 0:
+        raise RegistryError("%s belongs to %s; run this as that user (sudo -u %s ...), not as root, so the "
+                            "service can still write the registry" % (probe, _owner(probe), _owner(probe)))
+
+
+def _owner(path: Path) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (ImportError, KeyError, OSError):
+        return "its owner"
 
 
 def board_password(secret: bytes) -> str:

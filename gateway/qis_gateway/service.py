@@ -36,6 +36,7 @@ from qis_gateway.bridge import Bridge
 from qis_gateway.config import ConfigError, GatewayConfig
 from qis_gateway.evidence import Evidence
 from qis_gateway.flusher import OutboxFlusher
+from qis_gateway.health import PeerWatch, assess
 from qis_gateway.homeassistant import HomeAssistant
 from qis_gateway.metrics import HttpEndpoint, Metrics
 from qis_gateway.mqtt_client import Incoming, MqttClient
@@ -84,12 +85,15 @@ class Gateway:
         self.ha: HomeAssistant | None = None
         self.started_s = time.time()
         self.storage_ok = True
+        self.peer_watch = PeerWatch()
 
     async def start(self) -> None:
         from qis_gateway.keys import generate_key_file, load_signing_key, public_key_bytes
 
         c = self.config
         c.data_dir.mkdir(parents=True, exist_ok=True)
+        # The registry first: it refuses root on the service user's files before anything is written here.
+        self.registry = Registry(c.registry_path)
         key_path = c.key_path
         self.signing_key = load_signing_key(key_path) if key_path.exists() else generate_key_file(key_path)
         trusted = c.gateway.trusted_keys
@@ -98,7 +102,6 @@ class Gateway:
             raise ConfigError("gateway.trusted_keys: this gateway's own key %s is not in the list, so every "
                               "outcome it signs would be refused, by its own node too: add it" % own_key.hex())
         self.schemas = load_schemas(list(c.gateway.schemas), c.source.parent if c.source else Path.cwd())
-        self.registry = Registry(c.registry_path)
         self.state = StateDB(c.state_path)
         self.cache = VerifiedPacketCache(VERIFIED_CACHE_ENTRIES)
         if self._swarm_override is not None:
@@ -108,9 +111,10 @@ class Gateway:
         await self.swarm.start()
         subs = [(subscription("fp"), 1), (subscription("outcome"), 1)]
         if c.homeassistant.enabled:
-            self.ha = HomeAssistant(self._publish, c.homeassistant.prefix)
-            subs.append((self.ha.birth_topic, 1))
-        self.mqtt = MqttClient(c.mqtt, tuple(subs), on_connect=self._on_connect)
+            self.ha = HomeAssistant(self._publish, c.homeassistant.prefix, c.mqtt.client_id)
+            subs += [(self.ha.birth_topic, 1), (self.ha.config_filter, 1)]
+        self.mqtt = MqttClient(c.mqtt, tuple(subs), on_connect=self._on_connect,
+                               will=self.ha.will() if self.ha else None)
         evidence = Evidence(self.swarm, self.cache, self.metrics, c.synthesis, lookup_limit=c.swarm.lookup_limit,
                             trusted_keys=trusted)
         self.bridge = Bridge(self.registry, self.state, self.schemas, self.signing_key, evidence, self._publish,
@@ -155,6 +159,10 @@ class Gateway:
     async def _handle(self, msg: Incoming) -> None:
         if self.ha is not None and msg.topic == self.ha.birth_topic:
             self.ha.on_birth(msg.payload, self.registry.list())
+            self.mqtt.ack(msg)
+            return
+        if self.ha is not None and msg.topic.startswith(self.ha.prefix + "/"):
+            self.ha.on_config(msg.topic, msg.payload, self.registry.list())
             self.mqtt.ack(msg)
             return
         delay_s = STORAGE_RETRY_MIN_S
@@ -203,6 +211,9 @@ class Gateway:
             try:
                 status = self.swarm.status()
                 self.metrics.swarm_peers.set(status.get("peers", 0) or 0)
+                self.peer_watch.update(status.get("peers"))
+                if self.ha is not None and self.mqtt.connected:
+                    self.ha.sync(self.registry.list())  # boards added or revoked since: no restart needed
                 self.metrics.mqtt_connected.set(1 if self.mqtt.connected else 0)
                 self.metrics.queue_depth.set(self.state.pending())
                 if time.monotonic() - last_prune > PRUNE_EVERY_S:
@@ -217,6 +228,8 @@ class Gateway:
         if self._answers:
             await asyncio.wait(set(self._answers), timeout=10.0)
         self._housekeeping.cancel()
+        if self.ha is not None and self.mqtt.connected:
+            self.ha.offline()
         await self.flusher.stop()
         await self.mqtt.stop()
         await self.swarm.stop(graceful=True)
@@ -227,16 +240,15 @@ class Gateway:
         log.info("gateway stopped")
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        swarm_running = bool(self.swarm.status().get("running", True))
-        outbox_blocked = self.flusher.blocked
-        ok = self.mqtt.connected and swarm_running and self.storage_ok and outbox_blocked is None
-        return ok, {"ok": ok, "mqtt_connected": self.mqtt.connected, "swarm_running": swarm_running,
-                    "storage_ok": self.storage_ok, "outbox_blocked": outbox_blocked,
-                    "uptime_s": round(time.time() - self.started_s, 1)}
+        ok, detail = assess(self.mqtt.connected, self.swarm.status(), self.storage_ok, self.flusher.blocked)
+        detail["uptime_s"] = round(time.time() - self.started_s, 1)
+        return ok, detail
 
     def status(self) -> dict[str, Any]:
         swarm = self.swarm.status()
-        return {"mqtt": {"connected": self.mqtt.connected, "host": self.config.mqtt.host,
+        _, health = assess(self.mqtt.connected, swarm, self.storage_ok, self.flusher.blocked)
+        return {"health": health["status"], "problems": health["problems"],
+                "mqtt": {"connected": self.mqtt.connected, "host": self.config.mqtt.host,
                          "port": self.config.mqtt.port, "connects": self.mqtt.connects},
                 "swarm": swarm, "peers": swarm.get("peers"), "stored_packets": swarm.get("stored_values"),
                 "queue_depth": self.state.pending(), "outcomes_stored": self.state.stored(),

@@ -23,7 +23,10 @@ def test_home_assistant_discovery_state_and_birth(tmp_path: Path) -> None:
         reg.revoke("old-02")
         records = reg.list()
     assert ha.announce(records) == 1
-    (topic, payload, qos, retain) = published[0]
+    # the revoked board's config is cleared (empty retained), the active one's sent, the gateway marked online
+    assert ("homeassistant/sensor/qis_site-a_old-02/config", b"", 1, True) in published
+    assert published[-1] == (ha.availability, b"online", 1, True)
+    (topic, payload, qos, retain) = [m for m in published if m[0].endswith("pump-01/config")][0]
     config = json.loads(payload)
     assert topic == "homeassistant/sensor/qis_site-a_pump-01/config" and retain and qos == 1
     assert config["state_topic"] == state_topic("site-a", "pump-01") == "qis-ha/site-a/pump-01/state"
@@ -38,7 +41,7 @@ def test_home_assistant_discovery_state_and_birth(tmp_path: Path) -> None:
     assert json.loads(published[-1][1])["outcome"] == "unknown"
     before = len(published)
     assert not ha.on_birth(b"offline", records) and len(published) == before
-    assert ha.on_birth(b"online", records) and len(published) == before + 1  # re-announced
+    assert ha.on_birth(b"online", records) and len(published) == before + 3  # re-announced (clear, config, online)
 
 
 def test_keygen_is_wired_and_bench_is_not_a_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -48,7 +48,7 @@ def test_board_config_matches_the_contract_and_the_device_validator(tmp_path: Pa
 def test_device_cli_add_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db, out = str(tmp_path / "r.sqlite"), tmp_path / "boards" / "p.json"
     assert main(["device", "add", "pump-02", "--site", "s1", "--db", db, "-o", str(out),
-                 "--fixed", '{"machine_class": "fan"}']) == 0
+                 "--fixed", "machine_class=fan"]) == 0
     cfg = json.loads(out.read_text())
     assert cfg["device"] == "pump-02" and cfg["fixed"] == {"machine_class": "fan"}
     assert out.stat().st_mode & 0o077 == 0
@@ -58,7 +58,7 @@ def test_device_cli_add_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert json.loads(capsys.readouterr().out) == [{"device": "pump-02", "site": "s1", "last_seq": -1,
                                                     "revoked": False}]
     assert main(["device", "revoke", "pump-02", "--db", db]) == 0
-    assert main(["device", "revoke", "nobody", "--db", db]) == 1
+    assert main(["device", "revoke", "nobody", "--db", db]) == 2
 
 
 def test_ratelog_once_per_device_per_interval(caplog: pytest.LogCaptureFixture) -> None:

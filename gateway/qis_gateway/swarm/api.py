@@ -133,7 +133,8 @@ class UdpSwarm:
             self.config = SwarmConfig()
         rng = self._rng or random.Random(int.from_bytes(os.urandom(16), "big"))
         clock_offset_s = time.time() - loop.time()
-        self.store = SqliteValueStore(self.data_dir / STORE_FILE, clock_offset_s=clock_offset_s)
+        # The store's clock resumes where it stopped (not wall time): expiry survives a clock jump.
+        self.store = SqliteValueStore(self.data_dir / STORE_FILE, clock_offset_s=clock_offset_s, now_s=loop.time())
         try:
             # Our own values stay on disk: the core reads them a slice per maintenance tick (published.py).
             self.published = PublishedValues(self.data_dir / PUBLISHED_FILE, self.config.max_values_per_node,

@@ -54,7 +54,11 @@ def make_udp_swarm(listen: tuple[str, int], data_dir: Path, bootstrap: list[tupl
         from qis_gateway.swarm.config import SwarmConfig
 
         config = dataclasses.replace(SwarmConfig(), rate_limit_per_s=rate_limit_per_s)
-    return UdpSwarm(listen, data_dir, bootstrap=bootstrap, config=config, validator=validator)
+    from qis_gateway.packets import value_signer
+
+    # signer_of: the holder's per-signer quota and new-signer pacing (swarm/storage_policy.py).
+    return UdpSwarm(listen, data_dir, bootstrap=bootstrap, config=config, validator=validator,
+                    signer_of=value_signer)
 
 
 def make_swarm(backend: str, listen: tuple[str, int], data_dir: Path, bootstrap: list[tuple[str, int]],

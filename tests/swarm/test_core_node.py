@@ -189,12 +189,13 @@ def test_storage_caps_evict_soonest_expiring_and_values_expire(memnet: MemNet) -
     assert node.counters["evicted_address_cap"] == 1
     node._store_value(other, b"o0", 10.0)
     node._store_value(other, b"o1", 11.0)
-    node._store_value(other, b"o2", 12.0)  # node full (5): ADDR holds most values, gives up v1
-    assert node.store.values(ADDR, 10) == [b"v2", b"v3"]
+    node._store_value(other, b"o2", 12.0)  # node full (5): ADDR was read, `other` never: o0 gives way
+    assert node.store.values(ADDR, 10) == [b"v1", b"v2", b"v3"]
+    assert node.store.held(other) == [b"o1", b"o2"]
     assert node.counters["evicted_node_cap"] == 1
     node.handle_timer(0.0)
-    node.handle_timer(104.0)  # v2 (t=2) and v3 (t=3) expired, o* not yet
-    assert node.store.count(ADDR) == 0 and node.store.count(other) == 3
+    node.handle_timer(104.0)  # v1..v3 (t=1..3) expired, o* not yet
+    assert node.store.count(ADDR) == 0 and node.store.count(other) == 2
 
 
 def test_rate_limit_per_source_ip(memnet: MemNet) -> None:

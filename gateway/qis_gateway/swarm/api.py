@@ -86,12 +86,14 @@ class UdpSwarm:
         leave_timeout_s: float = 3.0,
         op_timeout_s: float = 30.0,
         peers_save_interval_s: float = 300.0,
+        signer_of: Callable[[bytes], bytes | None] | None = None,
     ) -> None:
         self.listen = (str(listen[0]), int(listen[1]))
         self.data_dir = Path(data_dir)
         self.bootstrap_addrs = [(str(h), int(p)) for h, p in bootstrap]
         self.config = config
         self.validator = validator
+        self.signer_of = signer_of  # the key that signed a value: per-signer storage fairness
         self.identity = identity
         self._rng = rng
         self.join_timeout_s = join_timeout_s
@@ -140,7 +142,7 @@ class UdpSwarm:
             self.published = PublishedValues(self.data_dir / PUBLISHED_FILE, self.config.max_values_per_node,
                                              clock_offset_s=clock_offset_s)
             self.node = SwarmNode(self.identity, self.config, rng, self.store, self.validator,
-                                  published=self.published)
+                                  published=self.published, signer_of=self.signer_of)
             if len(self.published):
                 log.info("republishing %d value(s) this node stored before its restart, paced over %.0f s",
                          len(self.published), self.config.republish_interval_s)

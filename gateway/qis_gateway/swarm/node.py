@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import maintain, ops, policy, rpc, wire
+from . import maintain, ops, policy, rpc, storage_policy, wire
 from .config import SwarmConfig
 from .errors import SwarmUsageError, WireError
 from .events import SwarmEvent
@@ -51,7 +51,7 @@ COUNTER_NAMES = (
     "drop_rate_limited", "drop_bad_token", "drop_invalid_value", "drop_bad_proof", "drop_unexpected_reply",
     "drop_wrong_reply", "drop_self", "drop_internal_error", "stored", "evicted_address_cap",
     "evicted_node_cap", "expired", "contacts_evicted",
-)
+) + storage_policy.COUNTER_NAMES
 
 
 class Pending:
@@ -99,7 +99,8 @@ _EVICT = _ProvePing(True)
 class SwarmNode:
     def __init__(self, identity: NodeIdentity, config: SwarmConfig, rng: random.Random, store: ValueStore,
                  validator: Callable[[bytes, bytes], bool] | None = None,
-                 published: PublishedSet | None = None) -> None:
+                 published: PublishedSet | None = None,
+                 signer_of: storage_policy.SignerOf | None = None) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.config = config
@@ -120,7 +121,8 @@ class SwarmNode:
         self._proof_cache: dict[Address, bytes] = {}
         self._rtt: dict[bytes, tuple[float, float]] = {}
         self._srtt = config.rpc_timeout_initial_s / max(config.rpc_rtt_multiplier, 1.0)
-        self._limiter = policy.RateLimiter(config) if config.rate_limit_per_s > 0 else None
+        self._limiter = policy.RateLimiter(config, rng, self._inflight_to) if config.rate_limit_per_s > 0 else None
+        self.storage = storage_policy.StoragePolicy(config, signer_of)
         self._tokens = policy.Tokens(rng, config.token_lifetime_s)
         self._started_s: float | None = None
         self._maint_s = 0.0
@@ -399,6 +401,8 @@ class SwarmNode:
     def _remember_proof(self, addr: Address, node_id: bytes) -> None:
         cache = self._proof_cache
         cache[addr] = node_id
+        if self._limiter is not None:
+            self._limiter.mark_proven(addr)
         if len(cache) > self.config.proof_cache_size:
             del cache[next(iter(cache))]
 
@@ -439,8 +443,8 @@ class SwarmNode:
             self.counters["drop_invalid_value"] += 1
         return ok
 
-    def _store_value(self, address: bytes, value: bytes, now_s: float) -> None:
-        policy.store_with_policy(self.store, self.config, address, value, now_s, self.counters)
+    def _store_value(self, address: bytes, value: bytes, now_s: float, source: Address | None = None) -> None:
+        self.storage.store(self.store, address, value, now_s, self.counters, source)
 
     def _token(self, addr: Address) -> bytes:
         return self._tokens.issue(addr)

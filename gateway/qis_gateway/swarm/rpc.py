@@ -95,7 +95,7 @@ def handle_request(node: SwarmNode, msg: Any, addr: Address, now_s: float) -> No
         held = 0
         for v in msg.values:
             if node._valid(msg.address, v):
-                node._store_value(msg.address, v, now_s)
+                node._store_value(msg.address, v, now_s, addr)
                 held += 1
         node._send(wire.Stored(msg.tid, node.node_id, proof, challenge, held), addr)
 

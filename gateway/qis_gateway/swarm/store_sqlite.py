@@ -27,7 +27,9 @@ How it works:
   this shared 2-core VM also shows multi-ms stalls from other load, so the gain is noisy to measure).
   ``checkpoint_interval_s=0`` restores SQLite's automatic checkpoints.
 - The storage *policy* (caps, which value to evict) is the core's; ``evict_for(address)`` only carries out
-  its rule: drop the value at ``address`` that expires first (ties: oldest inserted).
+  its rule: drop the value at ``address`` that expires first (ties: oldest inserted). ``coldest_address``
+  is the in-memory segmented LRU of store.py (``AddressHeat``; after a restart every address starts on
+  probation, in the order it was first stored).
 - ``count`` and ``total`` are asked on every FIND_VALUE and STORE, so the store keeps them in memory
   (loaded at open, updated by every write; a profile of 64 nodes under put load showed ``count`` as a
   SELECT at ~30 us a call). ``values`` is served from a small LRU read cache of whole per-address value
@@ -45,6 +47,8 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from pathlib import Path
+
+from .store import AddressHeat
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,7 @@ class SqliteValueStore:
         self._last_now_s = now_s
         self._counts: dict[bytes, int] = {}
         self._total = 0
+        self._heat = AddressHeat()
         self._reload_counts()
         self.cache_bytes = max(0, int(cache_bytes))
         self._cache: OrderedDict[bytes, list[bytes]] = OrderedDict()
@@ -157,9 +162,10 @@ class SqliteValueStore:
                          (now_s + self.clock_offset_s,))
 
     def _reload_counts(self) -> None:
-        rows = self._query("SELECT address, COUNT(*) FROM value_rows GROUP BY address", ())
+        rows = self._query("SELECT address, COUNT(*) FROM value_rows GROUP BY address ORDER BY MIN(rowid)", ())
         self._counts = {bytes(a): int(n) for a, n in rows}
         self._total = sum(self._counts.values())
+        self._heat.keep_only(self._counts)
 
     # -- ValueStore protocol -------------------------------------------------------------------------
     def add(self, address: bytes, value: bytes, now_s: float, expires_s: float) -> bool:
@@ -173,7 +179,9 @@ class SqliteValueStore:
             )
             if cur.rowcount == 1:
                 key = bytes(address)
-                self._counts[key] = self._counts.get(key, 0) + 1
+                n = self._counts[key] = self._counts.get(key, 0) + 1
+                if n == 1:
+                    self._heat.stored(key)
                 self._total += 1
                 cached = self._cache.get(key)
                 if cached is not None:  # keep the cached list in rowid (insertion) order
@@ -205,6 +213,7 @@ class SqliteValueStore:
             self._cache_put(key, cached)
         else:
             self._cache.move_to_end(key)
+        self._heat.read(key)
         return cached[start : start + int(limit)]
 
     def count(self, address: bytes) -> int:
@@ -239,16 +248,47 @@ class SqliteValueStore:
         except sqlite3.Error as exc:
             raise StoreError("cannot evict from %s: %s" % (self.path, exc)) from exc
         if cur.rowcount == 1:
-            self._cache_drop(key)
-            self._total -= 1
-            left = self._counts.get(key, 1) - 1
-            if left > 0:
-                self._counts[key] = left
-            else:
-                self._counts.pop(key, None)
+            self._removed(key)
+
+    def _removed(self, key: bytes) -> None:
+        self._cache_drop(key)
+        self._total -= 1
+        left = self._counts.get(key, 1) - 1
+        if left > 0:
+            self._counts[key] = left
+        else:
+            self._counts.pop(key, None)
+            self._heat.gone(key)
 
     def addresses(self) -> list[bytes]:
         return sorted(self._counts)
+
+    def held(self, address: bytes) -> list[bytes]:
+        """All values at ``address``, oldest first (for the storage policy; not counted as a read)."""
+        key = bytes(address)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return list(cached)
+        if key not in self._counts:
+            return []
+        rows = self._query("SELECT value FROM value_rows WHERE address = ? ORDER BY rowid", (key,))
+        cached = [bytes(r[0]) for r in rows]
+        self._cache_put(key, cached)
+        return list(cached)
+
+    def remove(self, address: bytes, value: bytes) -> bool:
+        key = bytes(address)
+        try:
+            cur = self._db.execute("DELETE FROM value_rows WHERE address = ? AND value = ?", (key, bytes(value)))
+        except sqlite3.Error as exc:
+            raise StoreError("cannot remove from %s: %s" % (self.path, exc)) from exc
+        if cur.rowcount != 1:
+            return False
+        self._removed(key)
+        return True
+
+    def coldest_address(self) -> bytes | None:
+        return self._heat.coldest()
 
     def close(self) -> None:
         if self._closed:

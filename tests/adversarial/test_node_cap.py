@@ -58,7 +58,7 @@ def test_store_at_the_cap_is_fast_and_keeps_the_busy_address(tmp_path: Path) -> 
         assert counters["evicted_node_cap"] == 3000 and store.total() == CAP
         assert store.count(BUSY) == 200
         assert p50 <= 0.001  # the old scan: 139 ms
-        # Goal: p99 <= 1 ms (0.13-0.4 ms measured here); SQLite commits on this shared 2-core machine
+        # Goal: p99 <= 1 ms (0.68 and 0.87 ms measured here at load 5); SQLite commits on this shared 2-core machine
         # under load 6 show multi-ms stalls, so the test allows 25 ms (still 5x under the old p50).
         assert p99 <= 0.025
     finally:

@@ -96,6 +96,8 @@ def test_store_flood_keeps_every_honest_packet(tmp_path: Path, keys: int) -> Non
                 held = h.store.held(ADDRESS)
                 assert set(good) <= set(held), "%s lost %d honest packets" % (h.address, len(set(good) - set(held)))
                 flood_held = len(set(bad) & set(held))
+                print("keys=%d holder %s: honest %d/12, flood %d/300" % (keys, h.address[1], len(set(good) & set(held)),
+                                                                        flood_held))
                 assert 1 <= flood_held <= (QUOTA if keys == 1 else CONFIG.new_signer_burst), flood_held
             if keys == 300:  # one key's weight in the summary is the read side's (see docs/security.md)
                 assert _summary(list((await origin.get(ADDRESS, 256)).values)) == before

@@ -8,7 +8,7 @@ from pathlib import Path
 import qis_gateway.swarm as swarm_pkg
 
 CORE = ["__init__", "identity", "config", "store", "events", "wire", "routing", "lookup", "node", "ops", "rpc",
-        "maintain", "policy", "errors"]
+        "maintain", "policy", "storage_policy", "errors"]
 FORBIDDEN_MODULES = {"asyncio", "socket", "time", "selectors", "threading", "subprocess"}
 
 

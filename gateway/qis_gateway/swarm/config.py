@@ -43,8 +43,8 @@ class SwarmConfig:
     max_values_per_signer: int = 32
     new_signer_burst: float = 4.0
     new_signer_interval_s: float = 60.0
-    new_signers_per_source_burst: float = 64.0
-    new_signers_per_source_per_s: float = 1.0
+    new_signers_per_source_burst: float = 256.0
+    new_signers_per_source_per_s: float = 4.0
     admission_table_size: int = 16384
     # Per-source token bucket over all incoming datagrams; key "ip" (deployments) or "addr" (ip, port).
     rate_limit_per_s: float = 500.0

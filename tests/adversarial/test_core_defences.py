@@ -39,9 +39,17 @@ def test_one_key_flood_is_held_to_its_quota() -> None:
         policy.store(store, A, _v("sybil", i), 100.0 + i / 300, counters, ("10.6.6.6", 1))
     held = store.held(A)
     assert set(honest) <= set(held)
-    assert len(held) == 12 + CFG.max_values_per_signer
+    quota = int(12 * CFG.signer_quota_share)  # a later signer: half the evidence seen before it
+    assert len(held) == 12 + quota
     assert held[-1] == _v("sybil", 299)  # at its quota a signer's own oldest value gives way
-    assert counters["evicted_signer_quota"] == 300 - CFG.max_values_per_signer
+    assert counters["evicted_signer_quota"] == 300 - quota
+
+
+def test_the_first_signer_at_an_address_may_hold_its_full_quota() -> None:
+    policy, store, counters = StoragePolicy(CFG, _signer), MemoryValueStore(), dict.fromkeys(COUNTER_NAMES, 0)
+    for i in range(40):  # a board's queued outcomes arriving together after an outage
+        policy.store(store, A, _v("site", i), float(i), counters, ("10.0.0.1", 1))
+    assert store.count(A) == CFG.max_values_per_signer
 
 
 def test_many_keys_from_one_source_are_paced() -> None:

@@ -36,11 +36,15 @@ class SwarmConfig:
     max_values_per_address: int = 256
     max_values_per_node: int = 100_000
     max_value_bytes: int = 512
-    # Storage fairness (storage_policy.py; needs the gateway's signer_of): one signer holds at most
-    # max_values_per_signer values per address; a signer new at an address is admitted from one source IP
-    # at most new_signer_burst times at once, then one per new_signer_interval_s, and over all addresses
-    # new_signers_per_source_burst, then new_signers_per_source_per_s; tables hold admission_table_size.
+    # Storage fairness (storage_policy.py; needs the gateway's signer_of): the first signer at an address
+    # holds at most max_values_per_signer values there, a later one signer_quota_share of the values of
+    # the signers seen before it, within [min_values_per_signer, max_values_per_signer]. A signer new at
+    # an address is admitted from one source IP at most new_signer_burst times at once, then one per
+    # new_signer_interval_s, and over all addresses new_signers_per_source_burst, then
+    # new_signers_per_source_per_s; the admission tables hold admission_table_size entries each.
     max_values_per_signer: int = 32
+    min_values_per_signer: int = 4
+    signer_quota_share: float = 0.5
     new_signer_burst: float = 4.0
     new_signer_interval_s: float = 60.0
     new_signers_per_source_burst: float = 256.0

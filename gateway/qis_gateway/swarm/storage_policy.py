@@ -4,9 +4,13 @@ How it works (``StoragePolicy.store``; the swarm core stays free of packet forma
 ``signer_of(value) -> bytes | None``, the key that signed an outcome packet, and the validator has already
 checked that signature before a value gets here):
 
-- **Per-signer quota per address**, enforced by the holder: one signer holds at most
-  ``max_values_per_signer`` values at an address; at its quota its own oldest value gives way (its newest
-  are kept), so one key cannot fill an address (libp2p Kademlia bounds provider records per key and peer).
+- **Per-signer quota per address**, enforced by the holder, and earned by seniority: the first signer
+  seen at an address may hold ``max_values_per_signer`` values there; a later one ``signer_quota_share``
+  (1/2) of the values held by the signers seen before it, at least ``min_values_per_signer`` and at most
+  ``max_values_per_signer``. At its quota a signer's own oldest value gives way (its newest are kept).
+  So one key cannot fill an address, and a key arriving at an address with evidence cannot outnumber
+  that evidence (libp2p Kademlia bounds provider records per key and peer; here the bound also follows
+  who was there first).
 - **A full address** (``max_values_per_address``) takes from the largest signer there, and among equally
   large signers from the one seen last (whose first value here is newest); a new signer that would be that
   victim is refused instead. A signer holding fewer values than another is never the victim, so an
@@ -101,7 +105,7 @@ class StoragePolicy:
             counters["refused_new_signer"] += 1
             return False
         victim: bytes | None | bool = False  # False: nothing to evict
-        if signer is not None and mine >= cfg.max_values_per_signer:
+        if signer is not None and mine >= self._quota(counts, signer):
             victim = signer
             counters["evicted_signer_quota"] += 1
         elif len(held) >= cfg.max_values_per_address:
@@ -118,6 +122,23 @@ class StoragePolicy:
         if store.add(address, value, now_s, now_s + cfg.value_ttl_s):
             counters["stored"] += 1
         return True
+
+    def _quota(self, counts: dict[bytes | None, int], signer: bytes) -> int:
+        """How many values ``signer`` may hold here: the first signer seen, ``max_values_per_signer``; a later
+        one, ``signer_quota_share`` of the values of the signers seen before it, within
+        [``min_values_per_signer``, ``max_values_per_signer``]."""
+        cfg = self.cfg
+        if cfg.signer_quota_share <= 0:
+            return cfg.max_values_per_signer
+        earlier = 0
+        for s, n in counts.items():  # first seen first
+            if s == signer:
+                break
+            earlier += n
+        if earlier == 0:
+            return cfg.max_values_per_signer
+        share = int(earlier * cfg.signer_quota_share)
+        return max(cfg.min_values_per_signer, min(cfg.max_values_per_signer, share))
 
     def _store_anonymous(self, store: ValueStore, address: bytes, value: bytes, now_s: float,
                          counters: dict[str, int]) -> bool:

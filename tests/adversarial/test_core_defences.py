@@ -39,7 +39,8 @@ def test_one_key_flood_is_held_to_its_quota() -> None:
         policy.store(store, A, _v("sybil", i), 100.0 + i / 300, counters, ("10.6.6.6", 1))
     held = store.held(A)
     assert set(honest) <= set(held)
-    quota = int(12 * CFG.signer_quota_share)  # a later signer: half the evidence seen before it
+    quota = max(CFG.min_values_per_signer, int(12 * CFG.signer_quota_share))  # a later signer: half the
+    assert quota == 8  # evidence seen before it, at least min_values_per_signer
     assert len(held) == 12 + quota
     assert held[-1] == _v("sybil", 299)  # at its quota a signer's own oldest value gives way
     assert counters["evicted_signer_quota"] == 300 - quota

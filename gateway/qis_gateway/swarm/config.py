@@ -43,7 +43,7 @@ class SwarmConfig:
     # new_signer_interval_s, and over all addresses new_signers_per_source_burst, then
     # new_signers_per_source_per_s; the admission tables hold admission_table_size entries each.
     max_values_per_signer: int = 32
-    min_values_per_signer: int = 4
+    min_values_per_signer: int = 8
     signer_quota_share: float = 0.5
     new_signer_burst: float = 4.0
     new_signer_interval_s: float = 60.0

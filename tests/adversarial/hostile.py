@@ -3,40 +3,20 @@
 - ``HostilePeer``: a raw UDP socket on a loopback address that speaks the swarm's wire format with a real
   identity (so it passes the id proofs), answers PING/FIND_NODE as an honest node would, and lets a test
   put anything it likes into its NODES answers.
-- ``spoofed_sources``: loopback source addresses 127.a.b.c (all of 127/8 routes to lo on Linux), so one
-  test process can send from thousands of forged sources without raw-socket privileges.
+
+(Forged-source floods are ``flood.py``: a separate process sending from 127.x.y.z, all of which routes to
+the loopback interface on Linux, so no raw-socket privileges are needed.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Iterator
 
 import msgpack
 from qis_gateway.swarm import wire
 from qis_gateway.swarm.identity import NodeIdentity
-from qis_gateway.swarm.routing import Contact
 
 Address = tuple[str, int]
-
-def spoofed_sources(n: int, first: int = 1) -> Iterator[str]:
-    """``n`` distinct loopback addresses 127.x.y.z, never 127.0.0.1 (where the honest nodes live)."""
-    i = first
-    made = 0
-    while made < n:
-        a, b, c = (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF
-        i += 1
-        if c in (0, 255) or (a, b, c) == (0, 0, 1):
-            continue
-        made += 1
-        yield "127.%d.%d.%d" % (a, b, c)
-
-def send_from(ip: str, data: bytes, dst: Address) -> None:
-    """One datagram from source ``ip`` (a fresh ephemeral port each time)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((ip, 0))
-        s.sendto(data, dst)
 
 class HostilePeer(asyncio.DatagramProtocol):
     """A peer that proves its id like an honest node; ``nodes_contacts`` are what its NODES answers carry
@@ -88,6 +68,3 @@ async def open_hostile(seed: bytes, host: str = "127.0.0.1") -> HostilePeer:
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_datagram_endpoint(lambda: HostilePeer(seed), local_addr=(host, 0))
     return proto  # type: ignore[return-value]
-
-def contact_entry(contact: Contact) -> list[object]:
-    return [contact.node_id, contact.addr[0], contact.addr[1]]

@@ -4,10 +4,10 @@ Real ``UdpSwarm`` nodes on loopback with the gateway's packet validator and ``si
 and an honest origin on 127.0.0.1 hold 12 honest outcome packets (3 gateway keys x 4, ``bearing_wear``)
 at one address. An attacker node on 127.0.0.66, built from the same core, then puts 300 validly signed
 ``all_clear`` packets there: from one key, or from 300 keys. Before the fix a full address dropped its
-oldest values, so both floods evicted every honest packet from every holder and the summary flipped. Now
-every honest packet stays on every holder, one late key holds at most half the evidence seen before it
-(at least 8: here 8), 300 fresh keys from one source get 4 admitted, and the summary is unchanged. In permissioned mode (a trust
-list) the holders refuse every untrusted value at STORE.
+oldest values, so both floods evicted every honest packet from every holder and the summary flipped.
+Now every honest packet stays on every holder, a late key holds at most half the evidence seen before
+it (at least 8: here 8), 300 fresh keys from one source get 4 admitted, and the summary is unchanged.
+In permissioned mode (a trust list) the holders refuse every untrusted value at STORE.
 """
 
 from __future__ import annotations

@@ -259,6 +259,10 @@ class UdpSwarm:
         if self.node is None:
             return {"running": False}
         counters = dict(self.node.counters)
+        limiter = getattr(self.node, "_limiter", None)
+        if limiter is not None:  # which class of source the rate limiter refused (docs/security.md)
+            counters["rate_refused_proven"] = limiter.refused_proven
+            counters["rate_refused_unproven"] = limiter.refused_unproven
         if self._driver is not None:
             counters.update(self._driver.counters)
         return {

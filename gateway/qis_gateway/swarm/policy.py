@@ -59,7 +59,8 @@ class Tokens:
 
 
 class RateLimiter:
-    __slots__ = ("_cfg", "_proven", "_slots", "_shared", "_salt", "_expected", "_by_ip")
+    __slots__ = ("_cfg", "_proven", "_slots", "_shared", "_salt", "_expected", "_by_ip", "refused_proven",
+                 "refused_unproven")
 
     def __init__(self, cfg: SwarmConfig, rng: random.Random | None = None,
                  expected: Callable[[Address], bool] | None = None) -> None:
@@ -70,6 +71,8 @@ class RateLimiter:
         self._shared = [cfg.rate_limit_unproven_per_s, -1.0]  # tokens, last refill
         self._salt = (rng or random.Random(0)).getrandbits(64)
         self._expected = expected
+        self.refused_proven = 0  # datagrams refused from proven sources (their own bucket was empty)
+        self.refused_unproven = 0
 
     def mark_proven(self, addr: Address) -> None:
         """The node checked an id proof from ``addr``: it keeps a bucket of its own from now on."""
@@ -87,18 +90,23 @@ class RateLimiter:
         if bucket is not None:
             del self._proven[key]  # move to the most recently used end
             self._proven[key] = bucket
-            return _take(bucket, now_s, cfg.rate_limit_per_s, cfg.rate_limit_burst)
+            if _take(bucket, now_s, cfg.rate_limit_per_s, cfg.rate_limit_burst):
+                return True
+            self.refused_proven += 1
+            return False
         i = hash((self._salt, key)) % len(self._slots)
         slot = self._slots[i]
         if slot is None:
             slot = self._slots[i] = [cfg.rate_limit_burst, now_s]
         if not _take(slot, now_s, cfg.rate_limit_per_s, cfg.rate_limit_burst):
+            self.refused_unproven += 1
             return False
         if cfg.rate_limit_unproven_per_s <= 0 or (self._expected is not None and self._expected(addr)):
             return True  # 0: no shared cap
         if _take(self._shared, now_s, cfg.rate_limit_unproven_per_s, cfg.rate_limit_unproven_per_s):
             return True
         slot[0] = min(cfg.rate_limit_burst, slot[0] + 1.0)  # not spent: the shared budget refused
+        self.refused_unproven += 1
         return False
 
 

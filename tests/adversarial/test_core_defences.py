@@ -108,3 +108,23 @@ def test_forged_sources_cannot_lock_out_proven_or_new_peers() -> None:
             ok[who] += 1
     assert ok["proven"] == 100
     assert ok["fresh"] >= 0.5 * 40  # shares the 2,000/s unproven budget (~70%); its requests retry the rest
+
+
+
+def test_a_refused_value_is_not_reported_stored() -> None:
+    from qis_gateway.swarm import wire
+    from qis_gateway.swarm.identity import NodeIdentity
+    from qis_gateway.swarm.node import SwarmNode
+
+    node = SwarmNode(NodeIdentity.generate(b"n" * 32), replace(CFG, rate_limit_per_s=0.0), random.Random(1),
+                     MemoryValueStore(), signer_of=_signer)
+    src = ("10.6.6.6", 4000)
+    token = node._token(src)
+    stored = []
+    for i in range(8):  # 8 fresh keys from one source: the first 4 are admitted
+        msg = wire.Store(i, b"\x07" * 32, None, A, token, (_v("k%d" % i, 0),))
+        node.receive_datagram(wire.encode(msg), src, 1.0)
+        replies = [wire.decode(d) for d, _ in node.datagrams_to_send()]
+        stored += [r.stored for r in replies if isinstance(r, wire.Stored)]
+    assert stored == [1, 1, 1, 1, 0, 0, 0, 0]
+    assert node.counters["refused_new_signer"] == 4

@@ -443,8 +443,8 @@ class SwarmNode:
             self.counters["drop_invalid_value"] += 1
         return ok
 
-    def _store_value(self, address: bytes, value: bytes, now_s: float, source: Address | None = None) -> None:
-        self.storage.store(self.store, address, value, now_s, self.counters, source)
+    def _store_value(self, address: bytes, value: bytes, now_s: float, source: Address | None = None) -> bool:
+        return self.storage.store(self.store, address, value, now_s, self.counters, source)
 
     def _token(self, addr: Address) -> bytes:
         return self._tokens.issue(addr)

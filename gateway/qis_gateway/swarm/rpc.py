@@ -94,9 +94,8 @@ def handle_request(node: SwarmNode, msg: Any, addr: Address, now_s: float) -> No
             return
         held = 0
         for v in msg.values:
-            if node._valid(msg.address, v):
-                node._store_value(msg.address, v, now_s, addr)
-                held += 1
+            if node._valid(msg.address, v) and node._store_value(msg.address, v, now_s, addr):
+                held += 1  # a value the storage policy refused is not reported stored
         node._send(wire.Stored(msg.tid, node.node_id, proof, challenge, held), addr)
 
 

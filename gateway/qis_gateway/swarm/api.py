@@ -8,6 +8,8 @@ How it works:
   :mod:`.peers`; rewritten every ``peers_save_interval_s`` and at stop, so a SIGKILLed node can rejoin too).
   It waits up to ``join_timeout_s`` for the join; a node that found nobody still starts (the gateway keeps working and
   queues its puts: ``put``/``get`` raise :class:`SwarmUnavailable` until a peer answers).
+- ``signer_of(value)`` (optional; the gateway passes ``packets.value_signer``) tells the core's storage
+  policy who signed a value, for per-signer quotas and new-signer pacing (``storage_policy.py``).
 - ``put``/``get`` start an operation in the core and await the matching ``PutDone``/``GetDone`` event,
   which the driver hands to :meth:`UdpSwarm._on_event` (futures keyed by op id).
 - ``stop(graceful=True)`` asks the core to leave (hand stored values to the next-closest nodes) and waits

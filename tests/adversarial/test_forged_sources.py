@@ -2,11 +2,12 @@
 
 A real ``qis-swarm node`` process on 127.0.0.1 (default limits: 500 datagrams/s per source IP) holds 20
 values. A separate flooding process sends valid FIND_NODE requests from 4,200 forged sources 127.1.x.y at
-2,800 datagrams/s for 18 s. Meanwhile a proven peer (joined before the flood) reads the values, one get
-200 gets, one every ~0.05 s, and a fresh node on 127.0.0.3 joins through the flooded node. Before the fix the limiter's
-table (4,096 busy sources) refused every new source and was rebuilt on each refusal; now proven peers
-keep their own buckets and everyone else shares hashed slots and a bounded budget: >= 99% of the gets
-succeed and the fresh node joins.
+2,800 datagrams/s for 18 s. Meanwhile proven peers (joined before the flood) read the values: a busy one
+on 127.0.0.1 (100 gets, one every ~0.05 s) and five quiet ones on 127.0.0.10-14 (6 gets each, one every
+2.4 s), and a fresh node on 127.0.0.3 joins through the flooded node. Before the fix the limiter's table
+(4,096 busy sources) forgot every source quiet for 2 s, refused every new one and was rebuilt on each
+refusal; now proven peers keep their own buckets and everyone else shares hashed slots and a bounded
+budget: >= 99% of the gets succeed and the fresh node joins.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .conftest import run
 pytestmark = [pytest.mark.slow, pytest.mark.adversarial]
 
 SOURCES, RATE, SECONDS = 4200, 2800.0, 18.0
+BUSY_GETS, QUIET, QUIET_GETS = 100, 5, 6
 
 
 def _socket_drops(port: int) -> int:
@@ -69,36 +71,48 @@ def test_forged_sources_do_not_lock_out_proven_or_new_peers(tmp_path: Path) -> N
             for i, a in enumerate(addresses):
                 await origin.put(a, b"value %d" % i)
             await origin.stop(graceful=True)  # hands over and says LEAVE: the victim alone holds them now
-            # The reader waits up to 0.3-2 s per request (not the 20 ms floor learnt on an idle loopback): the
-            # test asks whether the flooded node serves a proven peer, not how fast this loaded machine runs it.
+            # Readers wait up to 0.3-2 s per request (not the 20 ms floor learnt on an idle loopback): the test
+            # asks whether the flooded node serves proven peers, not how fast this loaded machine runs it.
             patient = SwarmConfig(rate_limit_key="ip", rpc_timeout_floor_s=0.3, rpc_timeout_cap_s=2.0)
-            reader = UdpSwarm(("127.0.0.1", 0), tmp_path / "reader", [victim], config=patient, op_timeout_s=5.0)
-            await reader.start()
-            nodes.append(reader)
-            assert (await reader.get(addresses[0], 8)).values == (b"value 0",)
+            readers = []
+            for host in ["127.0.0.1"] + ["127.0.0.%d" % (10 + i) for i in range(QUIET)]:
+                r = UdpSwarm((host, 0), tmp_path / ("reader-" + host), [victim], config=patient, op_timeout_s=5.0)
+                await r.start()
+                nodes.append(r)
+                readers.append(r)
+                assert (await r.get(addresses[0], 8)).values == (b"value 0",)  # proven at the victim now
 
             cpu0, t0 = _cpu_s(proc.pid), asyncio.get_running_loop().time()
             flood = await asyncio.create_subprocess_exec(
                 sys.executable, str(Path(__file__).with_name("flood.py")), victim[0], str(victim[1]), str(SOURCES),
                 str(RATE), str(SECONDS), stdout=asyncio.subprocess.PIPE)
-            await asyncio.sleep(2.0)  # every forged source has sent by now: the old table is full
+            await asyncio.sleep(2.5)  # every forged source has sent by now: the old table is full
 
             fresh = UdpSwarm(("127.0.0.3", 0), tmp_path / "fresh", [victim], config=config, join_timeout_s=5.0)
             await fresh.start()
             nodes.append(fresh)
-            ok = 0
-            gets = 200
             failures: list[str] = []
-            for i in range(gets):
-                try:
-                    got = await reader.get(addresses[i % 20], 8)
-                    if got.values == (b"value %d" % (i % 20),):
-                        ok += 1
-                    else:
-                        failures.append("get %d: %d values" % (i, len(got.values)))
-                except Exception as exc:
-                    failures.append("get %d: %r" % (i, exc))
-                await asyncio.sleep(0.05)
+
+            async def reads(reader: UdpSwarm, count: int, pause_s: float, offset_s: float) -> int:
+                await asyncio.sleep(offset_s)
+                ok = 0
+                for i in range(count):
+                    try:
+                        got = await reader.get(addresses[i % 20], 8)
+                        if got.values == (b"value %d" % (i % 20),):
+                            ok += 1
+                        else:
+                            failures.append("%s get %d: %d values" % (reader.address[0], i, len(got.values)))
+                    except Exception as exc:
+                        failures.append("%s get %d: %r" % (reader.address[0], i, exc))
+                    await asyncio.sleep(pause_s)
+                return ok
+
+            # One busy peer (a get every 0.05 s) and QUIET peers that each speak only every 2.4 s: longer than
+            # the old limiter's idle time (2 s), so the old table had forgotten them at every get.
+            results = await asyncio.gather(reads(readers[0], BUSY_GETS, 0.05, 0.0),
+                                           *(reads(r, QUIET_GETS, 2.4, 0.4 * i) for i, r in enumerate(readers[1:])))
+            ok, gets = sum(results), BUSY_GETS + QUIET * QUIET_GETS
             report, _ = await flood.communicate()
             sent = json.loads(report)["sent"]
             cpu = (_cpu_s(proc.pid) - cpu0) / (asyncio.get_running_loop().time() - t0)
@@ -106,7 +120,7 @@ def test_forged_sources_do_not_lock_out_proven_or_new_peers(tmp_path: Path) -> N
             proc.terminate()
             out, _ = await proc.communicate()
             counters = json.loads(out.decode().strip().splitlines()[-1])["status"]["counters"]
-            print("flood sent %d; proven peer's gets %d/%d (failed: %s); fresh node joined with %d contacts; "
+            print("flood sent %d; proven peers' gets %d/%d (failed: %s); fresh node joined with %d contacts; "
                   "node CPU %.0f%%; limiter refused %d proven, %d unproven; kernel dropped %d at the node's socket"
                   % (sent, ok, gets, failures[:3], fresh.joined_contacts, 100 * cpu,
                      counters.get("rate_refused_proven", -1), counters.get("rate_refused_unproven", -1), kernel_drops))

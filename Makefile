@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 PYTEST_ARGS ?=
 
-.PHONY: all venv system-deps test test-fast demo bench lint hil-soak clean
+.PHONY: all venv system-deps test test-fast test-adversarial demo bench lint hil-soak clean
 
 all: test
 
@@ -27,6 +27,10 @@ test: $(STAMP) system-deps
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The attack reproductions of tests/adversarial, slow ones included (`make test` runs only the fast ones).
+test-adversarial: $(STAMP)
+	$(BIN)/python -m pytest tests/adversarial -m "adversarial or not adversarial" $(PYTEST_ARGS)
 
 demo: $(STAMP) system-deps
 	$(BIN)/qis-demo

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from qis_gateway.config import SwarmSettings
+from qis_gateway.packets import value_signer
 from qis_gateway.swarm import SwarmConfig, SwarmStopped, SwarmUnavailable
 from qis_gateway.swarm.api import LookupResult, UdpSwarm
 
@@ -51,7 +52,9 @@ def make_udp_swarm(listen: tuple[str, int], data_dir: Path, bootstrap: Iterable[
                    validator: Callable[[bytes, bytes], bool] | None, rate_limit_per_s: float = 0.0) -> Swarm:
     """Our Kademlia node on UDP; `rate_limit_per_s` 0 keeps the swarm's own default."""
     config = dataclasses.replace(SwarmConfig(), rate_limit_per_s=rate_limit_per_s) if rate_limit_per_s > 0 else None
-    return UdpSwarm(listen, data_dir, bootstrap=bootstrap, config=config, validator=validator)
+    # signer_of: the holder's per-signer quota and new-signer pacing (swarm/core/storage_policy.py).
+    return UdpSwarm(listen, data_dir, bootstrap=bootstrap, config=config, validator=validator,
+                    signer_of=value_signer)
 
 
 def make_swarm(settings: SwarmSettings, data_dir: Path, validator: Callable[[bytes, bytes], bool] | None) -> Swarm:

@@ -296,6 +296,15 @@ def check_claims(packet: OutcomePacket, trusted_keys: Collection[bytes] | None, 
         raise PacketError("untrusted", "origin key %s is not in the trust list" % packet.origin_key.hex()[:16])
 
 
+def value_signer(data: bytes) -> bytes | None:
+    """The origin key of a stored packet, read from its fixed place (the 32 bytes before the signature),
+    for the swarm holder's per-signer storage quota. No check: the swarm's validator verified the packet
+    before it is stored; None for anything too short to be a packet."""
+    if not isinstance(data, bytes) or len(data) < MIN_PACKET_BYTES:
+        return None
+    return data[-SIGNATURE_BYTES - KEY_BYTES : -SIGNATURE_BYTES]
+
+
 # Distinct addresses, schema ids, labels and origin keys the cache shares between its packets.
 SHARED_VALUES = 4096
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qis_gateway.swarm.core import housekeeping, ops, policy, wire
+from qis_gateway.swarm.core import housekeeping, ops, wire
 from qis_gateway.swarm.core.events import GetDone, JoinDone, LeaveDone, PutDone
 from qis_gateway.swarm.core.identity import NodeIdentity
 from qis_gateway.swarm.errors import SwarmUsageError
@@ -185,7 +185,7 @@ def test_storage_caps_evict_soonest_expiring_and_values_expire(memnet: MemNet) -
     other = b"\x01" * 32
 
     def store(address: bytes, value: bytes, now_s: float) -> None:
-        policy.store_with_policy(node.store, node.config, address, value, now_s, node.counters)
+        node.store_value(address, value, now_s)
 
     for t, v in enumerate([b"v0", b"v1", b"v2", b"v3"]):
         store(ADDR, v, float(t))
@@ -193,12 +193,13 @@ def test_storage_caps_evict_soonest_expiring_and_values_expire(memnet: MemNet) -
     assert node.counters["evicted_address_cap"] == 1
     store(other, b"o0", 10.0)
     store(other, b"o1", 11.0)
-    store(other, b"o2", 12.0)  # node full (5): ADDR holds most values, gives up v1
-    assert node.store.values(ADDR, 10) == [b"v2", b"v3"]
+    store(other, b"o2", 12.0)  # node full (5): ADDR was read, `other` never: o0 gives way
+    assert node.store.values(ADDR, 10) == [b"v1", b"v2", b"v3"]
+    assert node.store.held(other) == [b"o1", b"o2"]
     assert node.counters["evicted_node_cap"] == 1
     node.handle_timer(0.0)
-    node.handle_timer(104.0)  # v2 (t=2) and v3 (t=3) expired, o* not yet
-    assert node.store.count(ADDR) == 0 and node.store.count(other) == 3
+    node.handle_timer(104.0)  # v1..v3 (t=1..3) expired, o* not yet
+    assert node.store.count(ADDR) == 0 and node.store.count(other) == 2
 
 
 def test_rate_limit_per_source_ip(memnet: MemNet) -> None:

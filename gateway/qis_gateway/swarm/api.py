@@ -7,6 +7,8 @@ How it works:
   joins through the given bootstrap addresses plus the peers saved by the last run (``<data>/peers.json``,
   :mod:`.peers`; rewritten every ``peers_save_interval_s`` and at stop, so a SIGKILLed node can rejoin too).
   It waits up to ``join_timeout_s`` for the join; a node that found nobody still starts.
+- ``signer_of(value)`` (optional; the gateway passes ``packets.value_signer``) tells the core's storage
+  policy who signed a value, for per-signer quotas and new-signer pacing (``core/storage_policy.py``).
 - ``put``/``get`` start an operation in the core and await the matching ``PutDone``/``GetDone`` event,
   which the driver hands to :meth:`UdpSwarm._on_event` (futures keyed by op id).
 - A swarm of one (no peer in the routing table: a lone gateway, or every peer gone): ``put`` stores the
@@ -85,12 +87,14 @@ class UdpSwarm:
         leave_timeout_s: float = 3.0,
         op_timeout_s: float = 30.0,
         peers_save_interval_s: float = 300.0,
+        signer_of: Callable[[bytes], bytes | None] | None = None,
     ) -> None:
         self.listen = (str(listen[0]), int(listen[1]))
         self.data_dir = Path(data_dir)
         self.bootstrap_addrs = [(str(h), int(p)) for h, p in bootstrap]
         self.config = config
         self.validator = validator
+        self.signer_of = signer_of  # the key that signed a value: per-signer storage fairness
         self.identity = identity
         self._rng = rng
         self.join_timeout_s = join_timeout_s
@@ -133,13 +137,14 @@ class UdpSwarm:
             self.config = SwarmConfig()
         rng = self._rng or random.Random(int.from_bytes(os.urandom(16), "big"))
         clock_offset_s = time.time() - loop.time()
-        self.store = SqliteValueStore(self.data_dir / STORE_FILE, clock_offset_s=clock_offset_s)
+        # The store's clock resumes where it stopped (not wall time): expiry survives a clock jump.
+        self.store = SqliteValueStore(self.data_dir / STORE_FILE, clock_offset_s=clock_offset_s, now_s=loop.time())
         try:
             # Our own values stay on disk: the core reads them a slice per maintenance tick (published.py).
             self.published = PublishedValues(self.data_dir / PUBLISHED_FILE, self.config.max_values_per_node,
                                              clock_offset_s=clock_offset_s)
             self.node = SwarmNode(self.identity, self.config, rng, self.store, self.validator,
-                                  published=self.published)
+                                  published=self.published, signer_of=self.signer_of)
             if len(self.published):
                 log.info("republishing %d value(s) this node stored before its restart, paced over %.0f s",
                          len(self.published), self.config.republish_interval_s)
@@ -259,6 +264,7 @@ class UdpSwarm:
         if self.node is None:
             return {"running": False}
         counters = dict(self.node.counters)
+        counters.update(self.node.rate_refusals())  # which class of source the limiter refused
         if self._driver is not None:
             counters.update(self._driver.counters)
         return {

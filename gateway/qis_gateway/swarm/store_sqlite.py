@@ -5,10 +5,18 @@ How it works:
   rowid keeps insertion order, so ``values()`` pages an address's values oldest first, the same order as
   the core's ``MemoryValueStore``.
 - The core's clock is the driver's monotonic clock (``loop.time()``), which restarts from an arbitrary
-  origin in every process. To keep expiry meaningful across restarts the store writes wall-clock times:
-  ``clock_offset_s`` (wall time minus core time, measured by the driver at start) is added on the way in
-  and subtracted on the way out. With the default offset 0 the core's times are stored unchanged (tests,
-  simulator).
+  origin in every process. Stored times are in the *store's own clock*, which continues across restarts
+  and never reads the wall clock after the store was first created: given ``now_s`` (the core's time at
+  open), the store resumes at the latest instant it knows it was alive (the ``store_clock_s`` row of
+  ``store_meta``, saved at every ``expire`` and at ``close``, or the newest ``stored_s``, whichever is
+  later) and ``clock_offset_s`` becomes that instant minus ``now_s``. A Raspberry Pi without a real-time
+  clock that ran 48 h behind and restarts with the right time therefore loses nothing (the wall-clock
+  version deleted every value at the first maintenance tick). The price: time while the node is down does
+  not count towards a value's lifetime (origins re-store their values every ``republish_interval_s``
+  anyway, and packets carry their own signed creation time). A new store starts at ``clock_offset_s +
+  now_s`` (the driver passes wall time there, so the column reads as unix time until a clock jump).
+  Without ``now_s`` the fixed ``clock_offset_s`` is used (default 0: the core's times stored unchanged,
+  as tests and the simulator want).
 - WAL journal with ``synchronous=NORMAL``: every ``add`` is committed before it returns, so a value a peer
   was told is stored survives SIGKILL of the process (it may be lost only on power loss before the next
   checkpoint; pass ``synchronous="FULL"`` to trade write speed for that too).
@@ -19,7 +27,9 @@ How it works:
   this shared 2-core VM also shows multi-ms stalls from other load, so the gain is noisy to measure).
   ``checkpoint_interval_s=0`` restores SQLite's automatic checkpoints.
 - The storage *policy* (caps, which value to evict) is the core's; ``evict_for(address)`` only carries out
-  its rule: drop the value at ``address`` that expires first (ties: oldest inserted).
+  its rule: drop the value at ``address`` that expires first (ties: oldest inserted). ``coldest_address``
+  is the in-memory segmented LRU of store.py (``AddressHeat``; after a restart every address starts on
+  probation, in the order it was first stored).
 - ``count`` and ``total`` are asked on every FIND_VALUE and STORE, so the store keeps them in memory
   (loaded at open, updated by every write; a profile of 64 nodes under put load showed ``count`` as a
   SELECT at ~30 us a call). ``values`` is served from a small LRU read cache of whole per-address value
@@ -38,6 +48,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from .core.store import AddressHeat
+
 log = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -49,6 +61,7 @@ CREATE TABLE IF NOT EXISTS value_rows (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS value_rows_key ON value_rows (address, value);
 CREATE INDEX IF NOT EXISTS value_rows_expiry ON value_rows (expires_s);
+CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, number REAL NOT NULL);
 """
 
 _SYNC_MODES = ("OFF", "NORMAL", "FULL")
@@ -62,7 +75,7 @@ class SqliteValueStore:
     """``ValueStore`` kept in ``path`` (created with its parent directory if missing)."""
 
     def __init__(self, path: Path, clock_offset_s: float = 0.0, synchronous: str = "NORMAL",
-                 cache_bytes: int = 4 << 20, checkpoint_interval_s: float = 2.0) -> None:
+                 cache_bytes: int = 4 << 20, checkpoint_interval_s: float = 2.0, now_s: float | None = None) -> None:
         if synchronous.upper() not in _SYNC_MODES:
             raise ValueError("synchronous must be one of %s, not %r" % (", ".join(_SYNC_MODES), synchronous))
         self.path = Path(path)
@@ -78,8 +91,12 @@ class SqliteValueStore:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError("cannot open value store %s: %s (check the data directory)" % (self.path, exc)) from exc
         self._closed = False
+        if now_s is not None:
+            self.clock_offset_s = self._resume_clock(float(now_s))
+        self._last_now_s = now_s
         self._counts: dict[bytes, int] = {}
         self._total = 0
+        self._heat = AddressHeat()
         self._reload_counts()
         self.cache_bytes = max(0, int(cache_bytes))
         self._cache: OrderedDict[bytes, list[bytes]] = OrderedDict()
@@ -129,15 +146,32 @@ class SqliteValueStore:
             _, old = self._cache.popitem(last=False)
             self._cache_size -= sum(len(v) for v in old)
 
+    def _resume_clock(self, now_s: float) -> float:
+        """The offset that makes the store's clock continue from the last instant it was alive."""
+        rows = self._query("SELECT number FROM store_meta WHERE name = 'store_clock_s'", ())
+        newest = self._query("SELECT MAX(stored_s) FROM value_rows", ())[0][0]
+        known = [float(x) for x in (rows[0][0] if rows else None, newest) if x is not None]
+        if not known:
+            return self.clock_offset_s  # a new store: start from the caller's offset (wall time)
+        resumed = max(known)
+        log.debug("value store %s resumes its clock at %.3f", self.path, resumed)
+        return resumed - now_s
+
+    def _save_clock(self, now_s: float) -> None:
+        self._db.execute("INSERT OR REPLACE INTO store_meta (name, number) VALUES ('store_clock_s', ?)",
+                         (now_s + self.clock_offset_s,))
+
     def _reload_counts(self) -> None:
-        rows = self._query("SELECT address, COUNT(*) FROM value_rows GROUP BY address", ())
+        rows = self._query("SELECT address, COUNT(*) FROM value_rows GROUP BY address ORDER BY MIN(rowid)", ())
         self._counts = {bytes(a): int(n) for a, n in rows}
         self._total = sum(self._counts.values())
+        self._heat.keep_only(self._counts)
 
     # -- ValueStore protocol -------------------------------------------------------------------------
     def add(self, address: bytes, value: bytes, now_s: float, expires_s: float) -> bool:
         """Store ``value`` under ``address``; False (and the expiry refreshed) if it was already held."""
         off = self.clock_offset_s
+        self._last_now_s = now_s
         try:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO value_rows (address, value, stored_s, expires_s) VALUES (?, ?, ?, ?)",
@@ -145,7 +179,9 @@ class SqliteValueStore:
             )
             if cur.rowcount == 1:
                 key = bytes(address)
-                self._counts[key] = self._counts.get(key, 0) + 1
+                n = self._counts[key] = self._counts.get(key, 0) + 1
+                if n == 1:
+                    self._heat.stored(key)
                 self._total += 1
                 cached = self._cache.get(key)
                 if cached is not None:  # keep the cached list in rowid (insertion) order
@@ -177,6 +213,7 @@ class SqliteValueStore:
             self._cache_put(key, cached)
         else:
             self._cache.move_to_end(key)
+        self._heat.read(key)
         return cached[start : start + int(limit)]
 
     def count(self, address: bytes) -> int:
@@ -187,8 +224,10 @@ class SqliteValueStore:
 
     def expire(self, now_s: float) -> int:
         """Delete every value whose expiry is at or before ``now_s``; returns how many were deleted."""
+        self._last_now_s = now_s
         try:
             cur = self._db.execute("DELETE FROM value_rows WHERE expires_s <= ?", (now_s + self.clock_offset_s,))
+            self._save_clock(now_s)
         except sqlite3.Error as exc:
             raise StoreError("cannot expire values in %s: %s" % (self.path, exc)) from exc
         dropped = max(0, cur.rowcount)
@@ -209,16 +248,47 @@ class SqliteValueStore:
         except sqlite3.Error as exc:
             raise StoreError("cannot evict from %s: %s" % (self.path, exc)) from exc
         if cur.rowcount == 1:
-            self._cache_drop(key)
-            self._total -= 1
-            left = self._counts.get(key, 1) - 1
-            if left > 0:
-                self._counts[key] = left
-            else:
-                self._counts.pop(key, None)
+            self._removed(key)
+
+    def _removed(self, key: bytes) -> None:
+        self._cache_drop(key)
+        self._total -= 1
+        left = self._counts.get(key, 1) - 1
+        if left > 0:
+            self._counts[key] = left
+        else:
+            self._counts.pop(key, None)
+            self._heat.gone(key)
 
     def addresses(self) -> list[bytes]:
         return sorted(self._counts)
+
+    def held(self, address: bytes) -> list[bytes]:
+        """All values at ``address``, oldest first (for the storage policy; not counted as a read)."""
+        key = bytes(address)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return list(cached)
+        if key not in self._counts:
+            return []
+        rows = self._query("SELECT value FROM value_rows WHERE address = ? ORDER BY rowid", (key,))
+        cached = [bytes(r[0]) for r in rows]
+        self._cache_put(key, cached)
+        return list(cached)
+
+    def remove(self, address: bytes, value: bytes) -> bool:
+        key = bytes(address)
+        try:
+            cur = self._db.execute("DELETE FROM value_rows WHERE address = ? AND value = ?", (key, bytes(value)))
+        except sqlite3.Error as exc:
+            raise StoreError("cannot remove from %s: %s" % (self.path, exc)) from exc
+        if cur.rowcount != 1:
+            return False
+        self._removed(key)
+        return True
+
+    def coldest_address(self) -> bytes | None:
+        return self._heat.coldest()
 
     def close(self) -> None:
         if self._closed:
@@ -227,6 +297,11 @@ class SqliteValueStore:
         if self._checkpointer is not None:
             self._stop.set()
             self._checkpointer.join(5.0)
+        try:
+            if self._last_now_s is not None:
+                self._save_clock(self._last_now_s)
+        except sqlite3.Error as exc:
+            log.warning("could not save the clock of value store %s: %s", self.path, exc)
         try:
             self._db.close()  # the last connection to close checkpoints the WAL into the database
         except sqlite3.Error as exc:  # closing must not mask the caller's own shutdown path

@@ -32,15 +32,34 @@ class SwarmConfig:
     republish_interval_s: float = 43200.0
     # Buckets with no lookup inside their range for this long get a refresh lookup (Kademlia §2.3).
     refresh_interval_s: float = 900.0
-    # Store caps; the eviction rule is in node.py / docs/swarm.md ("soonest expiry first").
+    # Store caps; the eviction rules are in storage_policy.py / docs/swarm.md.
     max_values_per_address: int = 256
     max_values_per_node: int = 100_000
     max_value_bytes: int = 512
+    # Storage fairness (storage_policy.py; needs the gateway's signer_of): the first signer at an address
+    # holds at most max_values_per_signer values there, a later one signer_quota_share of the values of
+    # the signers seen before it, within [min_values_per_signer, max_values_per_signer]. A signer new at
+    # an address is admitted from one source IP at most new_signer_burst times at once, then one per
+    # new_signer_interval_s, and over all addresses new_signers_per_source_burst, then
+    # new_signers_per_source_per_s; the admission tables hold admission_table_size entries each.
+    max_values_per_signer: int = 32
+    min_values_per_signer: int = 8
+    signer_quota_share: float = 0.5
+    new_signer_burst: float = 4.0
+    new_signer_interval_s: float = 60.0
+    new_signers_per_source_burst: float = 256.0
+    new_signers_per_source_per_s: float = 4.0
+    admission_table_size: int = 16384
     # Per-source token bucket over all incoming datagrams; key "ip" (deployments) or "addr" (ip, port).
     rate_limit_per_s: float = 500.0
     rate_limit_burst: float = 1000.0
     rate_limit_key: str = "ip"
+    # Proven sources (an id proof checked from that address) keep their own bucket, at most
+    # rate_limit_max_sources of them; all others share rate_limit_slots hashed buckets and, together,
+    # rate_limit_unproven_per_s (policy.RateLimiter; 0 = no shared cap).
     rate_limit_max_sources: int = 4096
+    rate_limit_slots: int = 4096
+    rate_limit_unproven_per_s: float = 2000.0
     # STORE tokens (BEP 5): MAC of the source address under a secret rotated every token_lifetime_s / 2;
     # a token stays valid for token_lifetime_s.
     token_lifetime_s: float = 600.0

@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import math
 
-from . import policy
 from .config import SwarmConfig
 from .ops import PutOp
 from .refresh import RefreshOp
@@ -128,7 +127,7 @@ class Housekeeping:
             if not values:
                 continue
             for v in values:
-                policy.store_with_policy(req.store, cfg, address, v, now_s, req.counters)
+                req.store_value(address, v, now_s)
             self.note_if_alone(address)
             PutOp(req, 0, address, values, now_s, report=False)
 

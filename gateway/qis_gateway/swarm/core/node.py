@@ -13,7 +13,7 @@ How it works:
   hand-over; each operation (ops.py, refresh.py, membership.py) its own lookup state.
 - Operations see the node as a ``requester.Requester`` (send a request, send one-way, emit an event,
   validate a value, read table / store / config): the node implements it with public methods.
-- STORE values pass the size cap and the validator, then the storage policy (``policy.py``: caps,
+- STORE values pass the size cap and the validator, then the storage policy (``storage_policy.py``: caps,
   eviction rule). Values expire after ``value_ttl_s``; the origin re-stores its own values every
   ``republish_interval_s`` in paced passes (housekeeping.py).
 """
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import SwarmUsageError, WireError
-from . import policy, wire
+from . import policy, storage_policy, wire
 from .config import SwarmConfig
 from .events import SwarmEvent
 from .housekeeping import Housekeeping
@@ -48,13 +48,14 @@ COUNTER_NAMES = (
     "drop_rate_limited", "drop_bad_token", "drop_invalid_value", "drop_bad_proof", "drop_unexpected_reply",
     "drop_wrong_reply", "drop_self", "drop_internal_error", "stored", "evicted_address_cap",
     "evicted_node_cap", "expired", "contacts_evicted",
-)
+) + storage_policy.COUNTER_NAMES
 
 
 class SwarmNode:
     def __init__(self, identity: NodeIdentity, config: SwarmConfig, rng: random.Random, store: ValueStore,
                  validator: Callable[[bytes, bytes], bool] | None = None,
-                 published: PublishedSet | None = None) -> None:
+                 published: PublishedSet | None = None,
+                 signer_of: storage_policy.SignerOf | None = None) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.config = config
@@ -66,10 +67,14 @@ class SwarmNode:
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self._out: list[tuple[Any, Address]] = []
         self._events: deque[SwarmEvent] = deque()
-        self._limiter = policy.RateLimiter(config) if config.rate_limit_per_s > 0 else None
+        # Proven peers keep their own rate buckets; replies to our own requests are expected traffic.
+        self._limiter = (policy.RateLimiter(config, rng, lambda addr: self.rpc.inflight_to(addr))
+                         if config.rate_limit_per_s > 0 else None)
+        self.storage = storage_policy.StoragePolicy(config, signer_of)
         self._started = False
         self._next_op = 1
-        self.rpc = Rpc(identity, config, rng, self.table, store, self.counters, self._send, self.valid, self)
+        self.rpc = Rpc(identity, config, rng, self.table, store, self.counters, self._send, self.valid, self,
+                       on_proven=self._limiter.mark_proven if self._limiter is not None else None)
         self.housekeeping = Housekeeping(self, self.rpc, published)
 
     # ---- introspection ---------------------------------------------------------------------------
@@ -150,7 +155,7 @@ class SwarmNode:
         self._start(now_s)
         self._check_own_value(address, value)
         self.housekeeping.published.add(address, value, now_s)  # first: if the set fails (disk), nothing happened
-        policy.store_with_policy(self.store, self.config, address, value, now_s, self.counters)
+        self.store_value(address, value, now_s)
         self.housekeeping.note_if_alone(address)
         op_id = self._op_id()
         PutOp(self, op_id, address, [value], now_s)
@@ -236,6 +241,18 @@ class SwarmNode:
 
     def inflight_to(self, addr: Address) -> bool:
         return self.rpc.inflight_to(addr)
+
+    def store_value(self, address: bytes, value: bytes, now_s: float, source: Address | None = None) -> bool:
+        """Store a valid value under the storage policy (per-signer quota, eviction, new-signer pacing per
+        ``source``); False when the policy refused it."""
+        return self.storage.store(self.store, address, value, now_s, self.counters, source)
+
+    def rate_refusals(self) -> dict[str, int]:
+        """Datagrams the rate limiter refused, by class of source (docs/security.md)."""
+        if self._limiter is None:
+            return {}
+        return {"rate_refused_proven": self._limiter.refused_proven,
+                "rate_refused_unproven": self._limiter.refused_unproven}
 
     # ---- internals -------------------------------------------------------------------------------
     def _start(self, now_s: float) -> None:

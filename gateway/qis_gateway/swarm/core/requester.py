@@ -75,6 +75,8 @@ class Requester(Protocol):
     store: ValueStore
     counters: dict[str, int]
 
+    def store_value(self, address: bytes, value: bytes, now_s: float, source: Address | None = None) -> bool: ...
+
     def request(self, make: MakeRequest, addr: Address, expected_id: bytes | None, now_s: float, op: Op, *,
                 cand: Candidate | None = None, target: int | None = None, page_offset: int = 0,
                 counts_replica: bool = False) -> None:

@@ -79,7 +79,8 @@ class _ProvePing:
 class Rpc:
     def __init__(self, identity: NodeIdentity, config: SwarmConfig, rng: random.Random, table: RoutingTable,
                  store: ValueStore, counters: dict[str, int], send: Callable[[Any, Address], None],
-                 valid: Callable[[bytes, bytes], bool], requester: Requester) -> None:
+                 valid: Callable[[bytes, bytes], bool], requester: Requester,
+                 on_proven: Callable[[Address], None] | None = None) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.config = config
@@ -90,6 +91,7 @@ class Rpc:
         self.send = send
         self.valid = valid
         self.requester = requester  # what ops are handed in their callbacks (the node)
+        self.on_proven = on_proven  # the rate limiter gives a proven source its own bucket
         self.contact_intern: dict[bytes, Contact] | None = None  # the simulator shares Contact objects
         self.pending: dict[int, Pending] = {}
         self.proving: set[Address] = set()  # addresses with a ping-before-evict in flight
@@ -230,6 +232,8 @@ class Rpc:
     def _remember_proof(self, addr: Address, node_id: bytes) -> None:
         cache = self._proof_cache
         cache[addr] = node_id
+        if self.on_proven is not None:
+            self.on_proven(addr)
         if len(cache) > self.config.proof_cache_size:
             del cache[next(iter(cache))]
 
@@ -307,9 +311,8 @@ class Rpc:
                 return
             held = 0
             for v in msg.values:
-                if self.valid(msg.address, v):
-                    policy.store_with_policy(self.store, cfg, msg.address, v, now_s, self.counters)
-                    held += 1
+                if self.valid(msg.address, v) and self.requester.store_value(msg.address, v, now_s, addr):
+                    held += 1  # a value the storage policy refused is not reported stored
             self.send(wire.Stored(msg.tid, node_id, proof, challenge, held), addr)
 
     def _place_requester(self, sender_id: bytes, sender_int: int, addr: Address, now_s: float) -> bytes | None:

@@ -38,6 +38,7 @@ How it works:
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 
 import msgpack
@@ -264,12 +265,30 @@ def _contacts(v: object) -> tuple[Contact, ...]:
         if type(entry) is not list or len(entry) != 3:
             raise WireError("contact must be [id, ip, port]")
         node_id = _bytes(entry[0], "contact id", ID_BYTES, ID_BYTES)
-        ip = entry[1]
-        if type(ip) is not str or not 1 <= len(ip) <= 45:
-            raise WireError("contact ip must be a 1..45 character string")
+        ip = contact_ip(entry[1])
         port = _int(entry[2], "contact port", 1, 65535)
         out.append(Contact(node_id, (ip, port)))
     return tuple(out)
+
+
+_BROADCAST_V4 = ipaddress.IPv4Address("255.255.255.255")
+
+
+def contact_ip(v: object) -> str:
+    """A peer-supplied contact address: an IPv4 or IPv6 literal in its canonical text form, never a host
+    name (a name would be resolved, synchronously, by whoever sends to it) and never an address that
+    names no single node (unspecified, multicast, broadcast). Raises WireError otherwise."""
+    if type(v) is not str or not 1 <= len(v) <= 45:
+        raise WireError("contact ip must be a 1..45 character string")
+    try:
+        ip = ipaddress.ip_address(v)
+    except ValueError:
+        raise WireError("contact ip must be an IP literal, not a host name") from None
+    if ip.is_unspecified or ip.is_multicast or ip == _BROADCAST_V4:
+        raise WireError("contact ip %s names no single node (unspecified, multicast or broadcast)" % v)
+    if str(ip) != v:
+        raise WireError("contact ip must be in canonical form")
+    return v
 
 
 _ARITY = {PING: 4, FIND_NODE: 5, FIND_VALUE: 6, STORE: 7, LEAVE: 3, PROOF: 4, PONG: 5, NODES: 7, VALUES: 11,

@@ -49,7 +49,7 @@ sys.exit(rc)
     assert "SEEN %s" % reading_seqs in out
     # what a running board holds: no start-up, set-up or gateway-only code, no error texts
     loaded = out.split("LOADED ")[1].splitlines()[0]
-    for name in ("qis.errtext", "qis_device.mqttsetup", "qis_device.start", "qis_device.config",
+    for name in ("qis.errtext", "qis.fingerprint", "qis_device.mqttsetup", "qis_device.start", "qis_device.config",
                  "qis.schemaparse", "qis.gwframes", "qis.topicparse"):
         assert "'%s'" % name not in loaded, loaded
     assert "'qis_device.app'" in loaded

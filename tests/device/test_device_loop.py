@@ -11,7 +11,7 @@ import pytest
 from devsupport import Responder, board_config, first_arrivals, run_board, spawn_board, spawn_script, stats
 from qis import messages
 from support.broker import Broker, free_port, mosquitto_path, start_broker
-from support.micropython import run_micropython
+from support.micropython import ROOT, run_micropython
 
 pytestmark = pytest.mark.micropython
 
@@ -49,7 +49,7 @@ sys.exit(rc)
     assert "SEEN %s" % reading_seqs in out
     # what a running board holds: no start-up, set-up or gateway-only code, no error texts
     loaded = out.split("LOADED ")[1].splitlines()[0]
-    for name in ("qis.errtext", "qis.fingerprint", "qis_device.mqttsetup", "qis_device.start", "qis_device.config",
+    for name in ("qis.errtext", "qis.fingerprint", "qis_device.simoutcome", "qis_device.mqttsetup", "qis_device.start", "qis_device.config",
                  "qis.schemaparse", "qis.gwframes", "qis.topicparse"):
         assert "'%s'" % name not in loaded, loaded
     assert "'qis_device.app'" in loaded
@@ -67,6 +67,32 @@ sys.exit(rc)
     states = [f["state"] for f in responder.of_kind("status")]
     assert states[0] == "online" and states[-1] == "offline"
     assert responder.bad == []
+
+
+def test_sim_outcome_boards_report_an_outcome_per_reading_outside_the_production_loop(
+        tmp_path: Path, broker: Broker, responder: Responder, mpy_dir: Path) -> None:
+    """The demo's and hil's emulated boards report a simulated ground truth ("sim_outcome"); that path
+    lives in qis_device.simoutcome, loaded only for such a config: the loop a real board runs
+    (qis_device.app) carries none of it."""
+    assert "sim_outcome" not in (ROOT / "device" / "qis_device" / "app.py").read_text()
+    labels = {"A": "ok", "B": "wear", "C": "failure"}  # "D" is not listed: reported as "observed"
+    cfg = board_config(tmp_path / "board", broker.port, sim_outcome={"field": "vibration_band", "labels": labels})
+    script = """
+import sys
+import qis_device
+rc = qis_device.main(%r, 8)
+print("LOADED", sorted(m for m in sys.modules if m.startswith("qis")))
+sys.exit(rc)
+""" % str(cfg)
+    out = run_micropython(script, heap=HEAP, extra_path=[mpy_dir], cwd=cfg.parent)
+    assert "'qis_device.simoutcome'" in out.split("LOADED ")[1]
+    assert stats(out)["outcomes"] == 8
+    assert responder.wait_for(lambda: len(responder.of_kind("outcome")) == 8)
+    fps = {f["seq"]: f for f in responder.of_kind("fp")}
+    for o in responder.of_kind("outcome"):
+        assert o["label"] == labels.get(fps[o["re"]]["fields"]["vibration_band"], "observed")
+        assert o["seq"] == o["re"] + 1  # reported right after its reading
+    assert len({o["label"] for o in responder.of_kind("outcome")}) >= 2  # the sim walks the bands
 
 
 @pytest.mark.parametrize("heap", [HEAP, pytest.param(OUTAGE_HEAP, marks=pytest.mark.slow)])

@@ -99,7 +99,10 @@ class _Continuous:
 
     def normalise(self, reading):
         value = reading.get(self.input)
-        if not _is_number(value) or value != value or value in (math.inf, -math.inf):
+        # x - x is 0 only for a finite x (inf - inf and nan - nan are nan). Not `value in (math.inf,
+        # -math.inf)`: the compiler folds that into a float constant that MicroPython's freezer
+        # (mpy-tool) writes as C `inf`, so a firmware with the board code frozen in failed to build.
+        if not _is_number(value) or value - value != 0:
             raise SchemaError(why("notfinite", self.name, self.input, value))
         z = (value - self.center) / self.scale
         if z > CLIP:

@@ -13,6 +13,7 @@ from devsupport import SCHEMA_SRC, SECRET_HEX
 from qis.schema import load_schema
 from qis_firmware import emulate
 from support.micropython import ROOT, run_micropython
+from support.mpy import mpy_cross_executable
 
 pytestmark = pytest.mark.micropython
 
@@ -247,7 +248,7 @@ def test_machine_drivers_are_not_imported_on_the_unix_port(tmp_path: Path, mpy_d
 # --- compilation ------------------------------------------------------------------------------------------
 
 def test_every_board_module_compiles_with_mpy_cross(tmp_path: Path) -> None:
-    mpy_cross = str(Path(emulate.micropython_executable()).parent / "mpy-cross")
+    mpy_cross = mpy_cross_executable()
     out = emulate.build_mpy(tmp_path / "all")
     names = {p.relative_to(out).as_posix() for p in out.rglob("*.mpy")}
     sources = {rel.with_suffix(".mpy").as_posix() for _, rel in emulate.source_files()}
@@ -291,14 +292,25 @@ def test_package_json_installs_every_board_module(tmp_path: Path) -> None:
 
 def test_manifest_freezes_qis_and_qis_device() -> None:
     calls: list[tuple] = []
-    env = {name: (lambda *a, _n=name, **k: calls.append((_n, a, k)))
-           for name in ("include", "metadata", "package", "module", "require", "freeze")}
-    exec(compile((ROOT / "firmware" / "manifest.py").read_text(), "manifest.py", "exec"), env)  # noqa: S102
+
+    def include(path: str, **kw: object) -> None:
+        calls.append(("include", (path,), kw))
+        if not path.startswith("$("):  # ours, relative to the including file: follow it
+            run((ROOT / "firmware" / path).read_text())
+
+    def run(text: str) -> None:
+        env: dict = {name: (lambda *a, _n=name, **k: calls.append((_n, a, k)))
+                     for name in ("metadata", "package", "module", "require", "freeze")}
+        env["include"] = include
+        exec(compile(text, "manifest.py", "exec"), env)  # noqa: S102
+
+    run((ROOT / "firmware" / "manifest.py").read_text())
     packages = {a[0]: k["base_path"] for n, a, k in calls if n == "package"}
     assert set(packages) == {"qis", "qis_device"}
     for name, base in packages.items():
         assert (ROOT / "firmware" / base / name / "__init__.py").is_file()
     assert ("include", ("$(PORT_DIR)/boards/manifest.py",), {}) in calls
+    assert ("include", ("manifest_qis.py",), {}) in calls  # what scripts/build-micropython32.sh freezes too
 
 
 MOCK_NETWORK = '''

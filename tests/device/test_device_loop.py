@@ -3,12 +3,23 @@ on a free loopback port, and a CPython responder (devsupport.Responder) playing 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from devsupport import Responder, board_config, first_arrivals, run_board, spawn_board, spawn_script, stats
+from devsupport import (
+    Responder,
+    TlsBroker,
+    board_config,
+    first_arrivals,
+    make_cert,
+    run_board,
+    spawn_board,
+    spawn_script,
+    stats,
+)
 from qis import messages
 from support.broker import Broker, free_port, mosquitto_path, start_broker
 from support.micropython import ROOT, run_micropython
@@ -49,8 +60,8 @@ sys.exit(rc)
     assert "SEEN %s" % reading_seqs in out
     # what a running board holds: no start-up, set-up or gateway-only code, no error texts
     loaded = out.split("LOADED ")[1].splitlines()[0]
-    for name in ("qis.errtext", "qis.fingerprint", "qis_device.simoutcome", "qis_device.mqttsetup", "qis_device.start", "qis_device.config",
-                 "qis.schemaparse", "qis.gwframes", "qis.topicparse"):
+    for name in ("qis.errtext", "qis.fingerprint", "qis_device.simoutcome", "qis_device.mqttsetup",
+                 "qis_device.start", "qis_device.config", "qis.schemaparse", "qis.gwframes", "qis.topicparse"):
         assert "'%s'" % name not in loaded, loaded
     assert "'qis_device.app'" in loaded
     st = stats(out)
@@ -132,6 +143,23 @@ def test_broker_outage_loses_nothing_and_keeps_order(tmp_path: Path, mosquitto: 
         assert {o["re"] for o in responder.of_kind("outcome")} <= set(fps)
     finally:
         responder.close()
+
+
+@pytest.mark.skipif(mosquitto_path() is None or shutil.which("openssl") is None,
+                    reason="needs Mosquitto and openssl (Debian packages mosquitto, openssl)")
+def test_tls_connection_round_trip(tmp_path: Path, mpy_dir: Path) -> None:
+    """"broker": {"tls": true}: TLS over the TCP socket (the default unverified context). MicroPython's
+    SSLSocket has no settimeout: the client sets timeouts on the TCP socket under it (before, every
+    TLS connect failed with AttributeError and the board never came up)."""
+    with TlsBroker.start_in(tmp_path / "broker", make_cert(tmp_path / "tls", "ec")) as broker:
+        responder = Responder(broker.host, broker.port)
+        try:
+            cfg = board_config(tmp_path / "board", broker.tls_port, broker={"tls": True}, summary_timeout_s=5)
+            st = stats(run_board(cfg, mpy_dir, 3, HEAP))
+            assert st["summaries"] == 3 and st["connects"] == 1 and st["timeouts"] == 0
+            assert responder.wait_for(lambda: responder.seqs() == [0, 1, 2])
+        finally:
+            responder.close()
 
 
 def test_queue_full_drops_oldest_and_queue_and_seq_survive_a_restart(tmp_path: Path, mpy_dir: Path) -> None:

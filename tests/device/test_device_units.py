@@ -235,6 +235,21 @@ def test_bme280_and_adc_drivers_with_a_mock_machine(tmp_path: Path, mpy_dir: Pat
     assert adc == {"current_a": pytest.approx(2.0)}  # mean of 1000 and 3000, x 0.001
 
 
+def test_adc_driver_on_an_esp8266_whose_adc_takes_no_pin(tmp_path: Path, mpy_dir: Path) -> None:
+    """ESP8266's machine.ADC(id) takes an int (0 = A0) and raises TypeError for a Pin object."""
+    mocks = tmp_path / "mocks"
+    mocks.mkdir()
+    (mocks / "machine.py").write_text(MOCK_MACHINE.replace("    def __init__(self, pin):\n        self.values",
+                                                           "    def __init__(self, pin):\n"
+                                                           "        if not isinstance(pin, int):\n"
+                                                           "            raise TypeError('can\\'t convert Pin to int')\n"
+                                                           "        self.values"))
+    out = run_micropython("from qis_device import hw\n"
+                          "print('ADC', hw.make({'driver': 'adc', 'pin': 0, 'input': 'load_pct', 'scale': 0.01})())",
+                          heap="128K", extra_path=[mocks, mpy_dir])
+    assert eval(out.split("ADC ", 1)[1].splitlines()[0]) == {"load_pct": pytest.approx(20.0)}  # noqa: S307
+
+
 def test_machine_drivers_are_not_imported_on_the_unix_port(tmp_path: Path, mpy_dir: Path) -> None:
     cfg = tmp_path / "device.json"
     cfg.write_text(json.dumps({**GOOD, "broker": {"host": "127.0.0.1", "port": 1}, "state_dir": "st"}))

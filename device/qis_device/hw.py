@@ -7,7 +7,8 @@
 - Bme280: {"driver": "bme280", "i2c": 0, "scl": 22, "sda": 21, "addr": 118, "freq": 100000,
   "names": {"temperature": "temperature_c", "humidity": "humidity_pct", "pressure": "pressure_hpa"}}.
   Bosch BME280 (chip id 0x60; a BMP280, 0x58, gives no humidity) in forced mode, oversampling x1,
-  compensated with the floating-point formulas of the BME280 datasheet section 8.1. The calibration
+  compensated with the floating-point formulas of the BME280 datasheet section 8.1. On ESP8266 (software
+  I2C, no bus id) "scl" and "sda" are required and "i2c" is ignored. The calibration
   is read once; each reading costs one 8-byte burst read into a preallocated buffer.
 """
 
@@ -54,7 +55,10 @@ class Bme280:
             if "scl" in spec:
                 pins["scl"] = machine.Pin(spec["scl"])
                 pins["sda"] = machine.Pin(spec["sda"])
-            i2c = machine.I2C(spec.get("i2c", 0), freq=spec.get("freq", 100000), **pins)
+            try:
+                i2c = machine.I2C(spec.get("i2c", 0), freq=spec.get("freq", 100000), **pins)
+            except TypeError:  # ESP8266: I2C is software only and takes no bus id, just scl and sda
+                i2c = machine.I2C(freq=spec.get("freq", 100000), **pins)
         self.i2c = i2c
         self.addr = spec.get("addr", 0x76)
         names = spec.get("names") or {}

@@ -20,7 +20,8 @@ Scenarios and what "passes" means:
   outage   the store-and-forward test: 60 readings 0.1 s apart with an outcome reported for every
            summary; the broker stops for 3 s after the 10th; every reading must arrive, in order, and
            every missing answer be counted (mem_drops/missed), as tests/device asserts. The line shows
-           mem_errors and mem_drops: "lossless" when no answer was dropped.
+           mem_errors and mem_drops: "lossless" when no answer was dropped for want of heap ("missed"
+           answers overflowed the board's 4-deep inbox in the burst after the outage, at any heap).
 Needs Mosquitto (/usr/sbin/mosquitto) and, for --tls, openssl. Uses the test suite's helpers
 (tests/device/devsupport.py).
 """
@@ -124,8 +125,10 @@ def run_outage(work: Path, code: Path, heap: str) -> tuple[bool, dict]:
     st = ds.stats(out)
     counted = st["summaries"] <= 60 <= st["summaries"] + st["mem_drops"]
     ok = len(fps) == 60 and fps == sorted(fps) and counted and st["dropped"] == 0 and st["queued"] == 0
+    # "missed": more answers at once than the 4-deep inbox holds (a policy, at any heap); "mem_drops":
+    # answers dropped for want of heap. lossless = none of the latter.
     return ok, {k: st[k] for k in ("summaries", "missed", "outcomes", "mem_errors", "mem_drops", "connects")} | {
-        "lossless": st["mem_drops"] == 0 and st["missed"] == 0}
+        "lossless": st["mem_drops"] == 0}
 
 
 def main(argv: list[str] | None = None) -> int:

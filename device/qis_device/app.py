@@ -70,7 +70,6 @@ class Device:
         self.waiting = -1  # seq of the fp whose summary step() waits for
         self.answered = False
         self.last_reading_seq = -1
-        self.last_fields = {}
         self.inbox = []  # verified summaries waiting for on_summary (see _on_message)
         self.held = []  # (topic, frame) from the client's callback, verified between client calls
         self.delivering = False
@@ -248,9 +247,6 @@ class Device:
             board.log("reading rejected: %r" % (exc,))
             board.unload("qis.errtext")
             return -1
-        auto = self.cfg.get("sim_outcome")
-        if auto:
-            self.last_fields = {auto["field"]: fp.fields.get(auto["field"])}  # not the whole dict (heap)
         fp = reading = None
         self.stats["readings"] += 1
         self.last_reading_seq = seq
@@ -283,7 +279,6 @@ class Device:
         """Take `readings` readings (None: forever), one every interval_s."""
         interval_ms = int(self.cfg["interval_s"] * 1000)
         every = self.cfg.get("heap_log_every", 0)
-        auto = self.cfg.get("sim_outcome")
         n = 0
         start = ticks_ms()
         self.service(0)
@@ -298,13 +293,7 @@ class Device:
                     self.wait_until(ticks_add(start, interval_ms))
                 start = ticks_ms()
                 n += 1
-                seq = self.step()
-                if auto and seq >= 0:
-                    # emulation/demo aid: "sim_outcome": {"field": f, "labels": {category: outcome}}
-                    try:
-                        self.report_outcome(auto["labels"].get(self.last_fields.get(auto["field"]), "observed"))
-                    except (ValueError, KeyError, AttributeError) as exc:
-                        board.log("sim_outcome: %r" % (exc,))
+                self.step()
                 gc.collect()
                 self.wdt.feed()
                 if every and n % every == 0:

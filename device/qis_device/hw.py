@@ -2,11 +2,13 @@
 
 - AdcSensor: {"driver": "adc", "pin": 34, "input": "current_a", "scale": 0.0005, "offset": 0,
   "samples": 8, "atten": 3}. reading[input] = offset + scale * mean(read_u16()) over `samples` reads;
-  "atten" (ESP32 only) is passed to ADC.atten (3 = 11 dB, full 0-3.3 V range).
+  "atten" (ESP32 only) is passed to ADC.atten (3 = 11 dB, full 0-3.3 V range). "pin" is a GPIO
+  number (ADC(Pin(n))); on ESP8266, whose ADC takes no Pin, it is the ADC id: 0 = the A0 input.
 - Bme280: {"driver": "bme280", "i2c": 0, "scl": 22, "sda": 21, "addr": 118, "freq": 100000,
   "names": {"temperature": "temperature_c", "humidity": "humidity_pct", "pressure": "pressure_hpa"}}.
   Bosch BME280 (chip id 0x60; a BMP280, 0x58, gives no humidity) in forced mode, oversampling x1,
-  compensated with the floating-point formulas of the BME280 datasheet section 8.1. The calibration
+  compensated with the floating-point formulas of the BME280 datasheet section 8.1. On ESP8266 (software
+  I2C, no bus id) "scl" and "sda" are required and "i2c" is ignored. The calibration
   is read once; each reading costs one 8-byte burst read into a preallocated buffer.
 """
 
@@ -19,7 +21,10 @@ class AdcSensor:
     def __init__(self, spec):
         if "pin" not in spec or "input" not in spec:
             raise ValueError("config sensor adc: needs \"pin\" (GPIO number) and \"input\" (reading name)")
-        self.adc = machine.ADC(machine.Pin(spec["pin"]))
+        try:
+            self.adc = machine.ADC(machine.Pin(spec["pin"]))  # ESP32, RP2: a Pin object
+        except TypeError:  # ESP8266: ADC(0) is the A0/TOUT input (0-1 V), and it takes no Pin
+            self.adc = machine.ADC(spec["pin"])
         if "atten" in spec and hasattr(self.adc, "atten"):
             self.adc.atten(spec["atten"])
         self.input = spec["input"]
@@ -50,7 +55,10 @@ class Bme280:
             if "scl" in spec:
                 pins["scl"] = machine.Pin(spec["scl"])
                 pins["sda"] = machine.Pin(spec["sda"])
-            i2c = machine.I2C(spec.get("i2c", 0), freq=spec.get("freq", 100000), **pins)
+            try:
+                i2c = machine.I2C(spec.get("i2c", 0), freq=spec.get("freq", 100000), **pins)
+            except TypeError:  # ESP8266: I2C is software only and takes no bus id, just scl and sda
+                i2c = machine.I2C(freq=spec.get("freq", 100000), **pins)
         self.i2c = i2c
         self.addr = spec.get("addr", 0x76)
         names = spec.get("names") or {}

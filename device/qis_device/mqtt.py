@@ -53,7 +53,8 @@ class MQTTClient:
         self.keepalive = keepalive
         self.timeout_s = timeout_s
         self.nodelay = nodelay
-        self.sock = None
+        self.sock = None  # what packets are read from and written to: the TCP socket, or TLS over it
+        self.raw = None  # the TCP socket: timeouts are set here (MicroPython's SSLSocket has no settimeout)
         self.cb = None
         self.pid = 0
         self.lw_topic = None
@@ -96,7 +97,7 @@ class MQTTClient:
         sock = self.sock
         if sock is None:
             raise MQTTError(-1, "not connected")
-        sock.settimeout(self.timeout_s)
+        self.raw.settimeout(self.timeout_s)
         written = sock.write(self._mv[:n])
         if written is not None and written != n:
             raise MQTTError(-1, "short write")
@@ -108,7 +109,7 @@ class MQTTClient:
         sock = self.sock
         if sock is None:
             raise MQTTError(-1, "not connected")
-        sock.settimeout(self.timeout_s)
+        self.raw.settimeout(self.timeout_s)
         data = sock.read(n)
         if not data or len(data) != n:
             raise MQTTError(-1, "connection closed by broker")
@@ -135,7 +136,7 @@ class MQTTClient:
         import socket
 
         addr = socket.getaddrinfo(self.server, self.port)[0][-1]
-        sock = (self.sock_class or socket.socket)()
+        sock = self.raw = (self.sock_class or socket.socket)()
         try:
             sock.settimeout(self.timeout_s)
             if self.nodelay:
@@ -150,6 +151,7 @@ class MQTTClient:
                 sock = wrap_tls(self, sock)
         except BaseException:
             sock.close()
+            self.raw = None
             raise
         return sock
 
@@ -168,7 +170,7 @@ class MQTTClient:
                 self.sock.close()
             except OSError:
                 pass
-        self.sock = None
+        self.sock = self.raw = None
         self._poll = None
 
     def disconnect(self):
@@ -259,7 +261,7 @@ class MQTTClient:
         except MemoryError:  # no room for the payload: skip it through our buffer, the stream stays in step
             msg = None  # the callback is told (None) and the message is acknowledged: dropped, not re-sent
             while size > 0:
-                self.sock.settimeout(self.timeout_s)
+                self.raw.settimeout(self.timeout_s)
                 got = self.sock.readinto(self._mv[:min(size, len(self._buf))])
                 if not got:
                     raise MQTTError(-1, "connection closed by broker")

@@ -60,6 +60,10 @@ def prepare(config_path, schema_path=None):
             schema = load_schema(schema_path or join(dirname(config_path), cfg["schema"]))
             board.unload("qis.schemaparse")
             spec = cfg["sensor"]
+            if spec["driver"] == "sim":  # the default: say so at every start (docs/flashing.md)
+                board.log('sensor sim: SIMULATED readings (set "sensor" in device.json for a real sensor)')
+            else:
+                board.log("sensor " + spec["driver"])
             if spec["driver"] == "sim":  # the common case skips the driver table (start-up heap peak)
                 from qis_device.sim import SimSensor
 

@@ -26,7 +26,6 @@ How it works:
 import math
 
 from qis.errors import SchemaError, why
-from qis.fingerprint import keyspace_address
 
 SCHEMA_FIELD = "schema"
 CLIP = 4.0
@@ -34,14 +33,27 @@ QUANT_MAX = 127
 
 
 class Fingerprint:
-    """One reading's fingerprint: categorical `fields`, their 32-byte `address`, int8 `vector` (list)."""
+    """One reading's fingerprint: categorical `fields`, their 32-byte `address`, int8 `vector` (list).
 
-    __slots__ = ("fields", "address", "vector")
+    The address is computed on first use: a board sends only fields and vector (the gateway derives the
+    address itself), so it never pays for the SHA-256 or holds the canonical-form code (qis.fingerprint
+    is imported only here). Pass `address` when it is already known."""
 
-    def __init__(self, fields, address, vector):
+    __slots__ = ("fields", "vector", "_address", "_swarm_key")
+
+    def __init__(self, fields, address, vector, swarm_key=None):
         self.fields = fields
-        self.address = address
+        self._address = address
         self.vector = vector
+        self._swarm_key = swarm_key
+
+    @property
+    def address(self):
+        if self._address is None:
+            from qis.fingerprint import keyspace_address
+
+            self._address = keyspace_address(self.fields, self._swarm_key)
+        return self._address
 
 
 def _is_number(value):
@@ -87,7 +99,10 @@ class _Continuous:
 
     def normalise(self, reading):
         value = reading.get(self.input)
-        if not _is_number(value) or value != value or value in (math.inf, -math.inf):
+        # x - x is 0 only for a finite x (inf - inf and nan - nan are nan). Not `value in (math.inf,
+        # -math.inf)`: the compiler folds that into a float constant that MicroPython's freezer
+        # (mpy-tool) writes as C `inf`, so a firmware with the board code frozen in failed to build.
+        if not _is_number(value) or value - value != 0:
             raise SchemaError(why("notfinite", self.name, self.input, value))
         z = (value - self.center) / self.scale
         if z > CLIP:
@@ -139,8 +154,8 @@ class Schema:
         return quantise([c.normalise(reading) for c in self.continuous])
 
     def fingerprint(self, reading, swarm_key=None):
-        fields = self.categorise(reading)
-        return Fingerprint(fields, keyspace_address(fields, swarm_key), self.vector(reading))
+        """Fields and vector of a raw reading; `.address` is derived from the fields when first read."""
+        return Fingerprint(self.categorise(reading), None, self.vector(reading), swarm_key)
 
     def levels(self, fields):
         """Field dicts from exact to coarsest: [fields, coarser level 1, ...], each with the schema id."""
@@ -150,6 +165,8 @@ class Schema:
 
     def level_addresses(self, fields, swarm_key=None):
         """32-byte addresses of every level, exact first (index = level)."""
+        from qis.fingerprint import keyspace_address
+
         return [keyspace_address(f, swarm_key) for f in self.levels(fields)]
 
     def check_fields(self, fields):

@@ -24,6 +24,7 @@ from qis import messages
 from qis.errors import FrameError
 from qis.topics import parse_topic, subscription, topic
 from qis_firmware import emulate
+from qis_gateway.harness.broker import Broker, free_port, mosquitto_path
 
 SECRET_HEX = "11" * 32
 SECRET = bytes.fromhex(SECRET_HEX)
@@ -84,6 +85,48 @@ def stats(output: str) -> dict[str, int]:
         if line.startswith("QIS-STATS "):
             return {k: int(v) for k, v in (item.split("=") for item in line.split()[1:])}
     raise AssertionError("no QIS-STATS line in board output:\n%s" % output)
+
+
+class TlsBroker(Broker):
+    """Mosquitto with a second listener speaking TLS (`tls_port`, the given key and certificate) beside
+    the plain one (`port`, for the responder). Without a certificate it is a plain broker."""
+
+    def __init__(self, workdir: Path, cert: tuple[Path, Path] | None) -> None:
+        super().__init__(workdir, kind="mosquitto", port=free_port(), persistence=False)
+        self.cert = cert
+        self.tls_port = free_port() if cert else None
+
+    def _command(self) -> list[str]:
+        cmd = super()._command()
+        if self.cert:
+            conf = self.workdir / "mosquitto.conf"
+            conf.write_text(conf.read_text() + "listener %d %s\nkeyfile %s\ncertfile %s\n" % (
+                self.tls_port, self.host, self.cert[0], self.cert[1]))
+        return cmd
+
+    def start(self) -> TlsBroker:
+        super().start()
+        if self.tls_port:
+            from qis_gateway.harness.broker import wait_listening
+
+            wait_listening(self.host, self.tls_port)
+        return self
+
+    @classmethod
+    def start_in(cls, workdir: Path, cert: tuple[Path, Path] | None) -> TlsBroker:
+        if mosquitto_path() is None:
+            raise RuntimeError("needs Mosquitto (Debian package mosquitto)")
+        return cls(workdir, cert).start()
+
+
+def make_cert(dir_: Path, kind: str = "ec") -> tuple[Path, Path]:
+    """(key, certificate) of a self-signed server certificate for 127.0.0.1: RSA-2048 or EC P-256."""
+    key, cert = dir_ / "key.pem", dir_ / "cert.pem"
+    dir_.mkdir(parents=True, exist_ok=True)
+    newkey = ["-newkey", "rsa:2048"] if kind == "rsa" else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return key, cert
 
 
 class Responder:

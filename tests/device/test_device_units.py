@@ -14,6 +14,7 @@ from qis.schema import load_schema
 from qis_firmware import emulate
 from qis_firmware.deploy import BOARD_DIR
 from support.micropython import ROOT, run_micropython
+from support.mpy import mpy_cross_executable
 
 pytestmark = pytest.mark.micropython
 
@@ -235,6 +236,21 @@ def test_bme280_and_adc_drivers_with_a_mock_machine(tmp_path: Path, mpy_dir: Pat
     assert adc == {"current_a": pytest.approx(2.0)}  # mean of 1000 and 3000, x 0.001
 
 
+def test_adc_driver_on_an_esp8266_whose_adc_takes_no_pin(tmp_path: Path, mpy_dir: Path) -> None:
+    """ESP8266's machine.ADC(id) takes an int (0 = A0) and raises TypeError for a Pin object."""
+    mocks = tmp_path / "mocks"
+    mocks.mkdir()
+    (mocks / "machine.py").write_text(MOCK_MACHINE.replace("    def __init__(self, pin):\n        self.values",
+                                                           "    def __init__(self, pin):\n"
+                                                           "        if not isinstance(pin, int):\n"
+                                                           "            raise TypeError('can\\'t convert Pin to int')\n"
+                                                           "        self.values"))
+    out = run_micropython("from qis_device import hw\n"
+                          "print('ADC', hw.make({'driver': 'adc', 'pin': 0, 'input': 'load_pct', 'scale': 0.01})())",
+                          heap="128K", extra_path=[mocks, mpy_dir])
+    assert eval(out.split("ADC ", 1)[1].splitlines()[0]) == {"load_pct": pytest.approx(20.0)}  # noqa: S307
+
+
 def test_machine_drivers_are_not_imported_on_the_unix_port(tmp_path: Path, mpy_dir: Path) -> None:
     cfg = tmp_path / "device.json"
     cfg.write_text(json.dumps({**GOOD, "broker": {"host": "127.0.0.1", "port": 1}, "state_dir": "st"}))
@@ -248,7 +264,7 @@ def test_machine_drivers_are_not_imported_on_the_unix_port(tmp_path: Path, mpy_d
 # --- compilation ------------------------------------------------------------------------------------------
 
 def test_every_board_module_compiles_with_mpy_cross(tmp_path: Path) -> None:
-    mpy_cross = str(Path(emulate.micropython_executable()).parent / "mpy-cross")
+    mpy_cross = mpy_cross_executable()
     out = emulate.build_mpy(tmp_path / "all")
     names = {p.relative_to(out).as_posix() for p in out.rglob("*.mpy")}
     sources = {rel.with_suffix(".mpy").as_posix() for _, rel in emulate.source_files()}
@@ -292,14 +308,25 @@ def test_package_json_installs_every_board_module(tmp_path: Path) -> None:
 
 def test_manifest_freezes_qis_and_qis_device() -> None:
     calls: list[tuple] = []
-    env = {name: (lambda *a, _n=name, **k: calls.append((_n, a, k)))
-           for name in ("include", "metadata", "package", "module", "require", "freeze")}
-    exec(compile((ROOT / "firmware" / "manifest.py").read_text(), "manifest.py", "exec"), env)  # noqa: S102
+
+    def include(path: str, **kw: object) -> None:
+        calls.append(("include", (path,), kw))
+        if not path.startswith("$("):  # ours, relative to the including file: follow it
+            run((ROOT / "firmware" / path).read_text())
+
+    def run(text: str) -> None:
+        env: dict = {name: (lambda *a, _n=name, **k: calls.append((_n, a, k)))
+                     for name in ("metadata", "package", "module", "require", "freeze")}
+        env["include"] = include
+        exec(compile(text, "manifest.py", "exec"), env)  # noqa: S102
+
+    run((ROOT / "firmware" / "manifest.py").read_text())
     packages = {a[0]: k["base_path"] for n, a, k in calls if n == "package"}
     assert set(packages) == {"qis", "qis_device"}
     for name, base in packages.items():
         assert (ROOT / "firmware" / base / name / "__init__.py").is_file()
     assert ("include", ("$(PORT_DIR)/boards/manifest.py",), {}) in calls
+    assert ("include", ("manifest_qis.py",), {}) in calls  # what scripts/build-micropython32.sh freezes too
 
 
 MOCK_NETWORK = '''

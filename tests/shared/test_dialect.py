@@ -10,6 +10,7 @@ import pytest
 from support.micropython import ROOT
 
 SHARED = sorted((ROOT / "shared" / "qis").rglob("*.py"))
+BOARD = SHARED + sorted((ROOT / "device" / "qis_device").rglob("*.py"))
 FORBIDDEN_IMPORTS = {"typing", "dataclasses", "enum", "abc", "asyncio", "socket", "time", "random", "logging",
                      "functools", "itertools", "hmac", "datetime", "base64"}
 
@@ -35,3 +36,21 @@ def test_shared_module_uses_the_common_dialect(path: Path) -> None:
 
 def test_there_are_shared_modules_to_check() -> None:
     assert {p.name for p in SHARED} >= {"fingerprint.py", "schema.py", "messages.py", "topics.py", "hmac256.py"}
+
+
+@pytest.mark.parametrize("path", BOARD, ids=lambda p: p.name)
+def test_board_code_can_be_frozen_into_firmware(path: Path) -> None:
+    """MicroPython's compiler folds math.inf/math.nan (and float("inf")) into constants, which its freezer
+    (tools/mpy-tool.py, run by every firmware build with firmware/manifest.py) writes as C `inf`/`nan`:
+    the firmware then fails to compile. Board code must not contain them."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    problems = []
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and node.attr in ("inf", "nan") and isinstance(node.value, ast.Name)
+                and node.value.id == "math"):
+            problems.append("line %d: math.%s" % (node.lineno, node.attr))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float"
+              and node.args and isinstance(node.args[0], ast.Constant)
+              and str(node.args[0].value).lower().lstrip("+-") in ("inf", "infinity", "nan")):
+            problems.append("line %d: float(%r)" % (node.lineno, node.args[0].value))
+    assert problems == []

@@ -2,7 +2,10 @@
 
 Every test that proves something about board or shared code goes through `run_micropython`, so the
 interpreter, heap size and module path are chosen in one place. `-X heapsize=64K` emulates a small
-board; note the 64-bit unix port needs about 1.4x the heap of a 32-bit board (docs/design.md).
+board on the 64-bit unix port from PyPI. Real boards are 32-bit: pointers and object headers are half
+the size, so the same code needs less heap there. `scripts/build-micropython32.sh` builds a 32-bit unix
+port from MicroPython's source; with `QIS_MICROPYTHON32=/path/to/micropython32` set, the board tests run
+under both interpreters (`word_sizes()`; tests/device/conftest.py switches `micropython_executable`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,26 @@ class MicroPythonError(AssertionError):
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
+
+
+MP32_ENV = "QIS_MICROPYTHON32"
+
+
+def micropython32_executable() -> str | None:
+    """The 32-bit unix port named by $QIS_MICROPYTHON32, or None when unset. A set but unusable path is
+    an error (a silent fallback would report 64-bit figures as 32-bit ones)."""
+    path = os.environ.get(MP32_ENV)
+    if not path:
+        return None
+    if not os.access(path, os.X_OK):
+        raise RuntimeError("%s=%s is not an executable file (scripts/build-micropython32.sh builds one)"
+                           % (MP32_ENV, path))
+    return path
+
+
+def word_sizes() -> list[str]:
+    """The interpreters the board tests run under: "64" (PyPI's unix port) always, "32" when set."""
+    return ["64", "32"] if micropython32_executable() else ["64"]
 
 
 def micropython_executable() -> str:

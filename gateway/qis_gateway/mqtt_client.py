@@ -10,6 +10,9 @@ gateway killed in between gets the message again (MQTT-4.3.2: the broker resends
 messages when the session resumes). Subscriptions are (re)made in on_connect, so an expired session
 heals too.
 
+Every socket paho opens gets TCP_NODELAY (on_socket_open, before CONNECT): without it Nagle holds a
+summary or PUBACK back until the previous segment is acknowledged, tens of ms per answer at low load.
+
 paho's callbacks run on paho's thread; each incoming message is handed to the event loop with
 `call_soon_threadsafe` and read with `await next_message()`. `publish` and `ack` are thread-safe in paho
 and are called from the loop. paho's errors are translated to MqttError here.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -87,6 +91,7 @@ class MqttClient:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_socket_open = self._on_socket_open
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[Incoming] | None = None
         self._connected = threading.Event()
@@ -172,6 +177,17 @@ class MqttClient:
         self._client.subscribe(topic, qos)
 
     # -- paho callbacks (paho's thread) ----------------------------------------------------------------
+    @staticmethod
+    def _on_socket_open(client: paho.Client, userdata: object, sock: object) -> None:
+        # paho leaves Nagle on: a small summary or PUBACK then waits for the previous segment's ACK
+        # (tens of ms on loopback with delayed ACKs). Called on every (re)connect, before CONNECT is sent.
+        setsockopt = getattr(sock, "setsockopt", None)
+        if setsockopt is not None:
+            try:
+                setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as exc:  # not a TCP socket (e.g. a proxy wrapper): keep going, just slower
+                log.debug("TCP_NODELAY not set: %s", exc)
+
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: object,
                     properties: object) -> None:
         if getattr(reason, "is_failure", False):

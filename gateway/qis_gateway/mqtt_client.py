@@ -158,6 +158,18 @@ class MqttClient:
             raise MqttError("start() was not called")
         return await self._queue.get()
 
+    async def next_batch(self, max_n: int) -> list[Incoming]:
+        """The next message and every other one already waiting, up to max_n, in arrival order."""
+        if self._queue is None:
+            raise MqttError("start() was not called")
+        batch = [await self._queue.get()]
+        while len(batch) < max_n:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return batch
+
     def ack(self, msg: Incoming) -> None:
         """PUBACK a QoS 1 message (QoS 0 needs none)."""
         if msg.qos > 0:

@@ -3,10 +3,10 @@
 How it works: `Gateway.start()` opens the SQLite files, loads (or creates) the signing key and the
 schemas, starts the swarm node (its validator verifies packets through the shared cache), the metrics
 endpoint, the outbox flusher and the MQTT client. `Gateway.serve()` reads board messages in arrival
-order: `bridge.admit` decides and durably records each synchronously, the message is PUBACKed only
-then (a disk error retries the same message with backoff, holding the later ones behind it), and an
-admitted fp's lookup + summary runs as a task (at most `MAX_ANSWERS` at once, which also bounds how far
-ahead of the answers the reader runs). SIGTERM/SIGINT set a stop flag: the reader stops,
+order, in batches of whatever is waiting: `Intake.handle` (intake.py) admits a batch under one group
+commit and PUBACKs its messages only then (a disk error retries the same batch with backoff, holding the
+later ones behind it), and an admitted fp's lookup + summary runs as a task (at most `MAX_ANSWERS` at
+once, which also bounds how far ahead of the answers the reader runs). SIGTERM/SIGINT set a stop flag: the reader stops,
 answers in flight finish (bounded), the flusher finishes its current put, paho gets its queued
 publishes out, the swarm node leaves gracefully, then the files close. Nothing unacknowledged is lost:
 the broker keeps it in the persistent session.
@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import signal
-import sqlite3
 import tempfile
 import time
 import urllib.request
@@ -37,6 +36,7 @@ from qis_gateway.bridge import Bridge, SynthesisSettings
 from qis_gateway.config import GatewayConfig, parse_hostport
 from qis_gateway.flusher import OutboxFlusher
 from qis_gateway.homeassistant import HomeAssistant
+from qis_gateway.intake import BATCH_MAX, Intake
 from qis_gateway.metrics import HttpEndpoint, Metrics
 from qis_gateway.mqtt_client import Incoming, MqttClient, MqttSettings
 from qis_gateway.outbox import StateDB
@@ -54,8 +54,6 @@ log = logging.getLogger(__name__)
 
 MAX_ANSWERS = 64
 PRUNE_EVERY_S = 3600.0
-STORAGE_RETRY_MIN_S = 0.2
-STORAGE_RETRY_MAX_S = 30.0
 
 
 def load_schemas(extra: list[str], base: Path) -> dict[str, Schema]:
@@ -93,7 +91,7 @@ class Gateway:
         self.http: HttpEndpoint | None = None
         self.ha: HomeAssistant | None = None
         self.started_s = time.time()
-        self.storage_ok = True
+        self.intake: Intake | None = None
 
     async def start(self) -> None:
         from qis_gateway.keys import generate_key_file, load_signing_key
@@ -133,6 +131,8 @@ class Gateway:
                                      retry_min_s=c.get("outbox", "retry_min_s"),
                                      retry_max_s=c.get("outbox", "retry_max_s"))
         self.bridge.outbox_wakeup = self.flusher.wake
+        self.intake = Intake(self.bridge, self.registry, self.state, self.metrics, self.mqtt.ack,
+                             self._start_answer, self._stop, self._other)
         listen_text = c.get("metrics", "listen")
         if listen_text:
             self.http = HttpEndpoint(self.metrics, self.health, self.status)
@@ -154,53 +154,38 @@ class Gateway:
     def request_stop(self) -> None:
         self._stop.set()
 
+    @property
+    def storage_ok(self) -> bool:
+        return self.intake is None or self.intake.storage_ok
+
     async def serve(self) -> None:
         """Handle board messages until request_stop()."""
+        if self.intake is None:
+            raise RuntimeError("start() was not called")
         stop_wait = asyncio.ensure_future(self._stop.wait())
         try:
             while not self._stop.is_set():
-                get = asyncio.ensure_future(self.mqtt.next_message())
+                get = asyncio.ensure_future(self.mqtt.next_batch(BATCH_MAX))
                 await asyncio.wait({get, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if not get.done():
                     get.cancel()
                     break
-                await self._handle(get.result())
+                await self.intake.handle(get.result())
         finally:
             stop_wait.cancel()
 
-    async def _handle(self, msg: Incoming) -> None:
+    def _other(self, msg: Incoming) -> bool:
+        """Messages that are not board frames (Home Assistant's birth message)."""
         if self.ha is not None and msg.topic == self.ha.birth_topic:
             self.ha.on_birth(msg.payload, self.registry.list())
-            self.mqtt.ack(msg)
-            return
-        delay_s = STORAGE_RETRY_MIN_S
-        while True:
-            try:
-                admitted = self.bridge.admit(msg.topic, msg.payload)
-                break
-            except (sqlite3.Error, OSError) as exc:
-                # The disk failed: retry this same message (later ones wait behind it, so sequence order
-                # holds) and never acknowledge it unstored; stopped meanwhile, the broker redelivers it.
-                self.storage_ok = False
-                self.metrics.rejections.labels("storage").inc()
-                log.error("could not store a message from %s (%s); retrying in %.1f s", msg.topic, exc, delay_s)
-                try:
-                    await asyncio.wait_for(self._stop.wait(), delay_s)
-                    return  # stopping: leave it unacknowledged
-                except TimeoutError:
-                    delay_s = min(STORAGE_RETRY_MAX_S, delay_s * 2)
-            except Exception:  # our bug on odd input: drop it (acked) rather than have it redelivered for ever
-                log.exception("internal error on a message from %s; dropped", msg.topic)
-                self.metrics.rejections.labels("internal").inc()
-                self.mqtt.ack(msg)
-                return
-        self.storage_ok = True
-        self.mqtt.ack(msg)
-        if admitted.needs_answer:
-            await self._slots.acquire()
-            task = asyncio.get_running_loop().create_task(self._answer(admitted, msg.received_s))
-            self._answers.add(task)
-            task.add_done_callback(self._answers.discard)
+            return True
+        return False
+
+    async def _start_answer(self, admitted: Any, received_s: float) -> None:
+        await self._slots.acquire()
+        task = asyncio.get_running_loop().create_task(self._answer(admitted, received_s))
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
 
     async def _answer(self, admitted: Any, received_s: float) -> None:
         try:

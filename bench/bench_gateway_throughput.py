@@ -251,6 +251,9 @@ class Rig:
         registry = Registry(gw.registry_path)
         self.devices = [(r.device_id, r.secret) for r in (registry.add("load-%d" % i, gw.site) for i in range(devices))]
         registry.close()
+        config = gw.dir / "gateway.toml"  # the harness paces the flusher; measure the gateway's default
+        config.write_text("\n".join(line for line in config.read_text().splitlines()
+                                     if not line.startswith("flush_rate_per_s")) + "\n")
         self.fsync_log = workdir / "fsync.log"
         self.system.procs.start(gw.name, ["strace", "-f", "-q", "--seccomp-bpf", "-e", "trace=fsync,fdatasync",
                                           "-o", str(self.fsync_log), str(BIN / "qis-gateway"), "run", "--config",
@@ -413,6 +416,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         doc["echo_paho"] = echo_run("paho", host, port, echo_devices, rig.gw.site, 5.0 if quick else seconds)
         doc["echo_client"] = echo_run("client", host, port, echo_devices, rig.gw.site, 5.0 if quick else seconds)
         print("echo: paho %s client %s" % (doc["echo_paho"], doc["echo_client"]), file=sys.stderr, flush=True)
+        if quick and args.outcomes:
+            doc["outcomes"] = [outcome_run(rig, load, mode, seconds) for mode in ("mixed", "outcome_only")]
+            for p in doc["outcomes"]:
+                print("outcomes %s: %s" % (p["mode"], json.dumps(p)), file=sys.stderr, flush=True)
         if not quick:
             doc["packets_offered"] = 100
             doc["offered"] = []
@@ -442,6 +449,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one closed-loop point at 100 packets per address")
+    ap.add_argument("--outcomes", action="store_true", help="with --quick: the mixed and outcome-only runs too")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object on stdout")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "gateway_throughput.json")
     ap.add_argument("--echo-server", choices=["paho", "client"], help=argparse.SUPPRESS)

@@ -14,8 +14,11 @@ Every socket paho opens gets TCP_NODELAY (on_socket_open, before CONNECT): witho
 summary or PUBACK back until the previous segment is acknowledged, tens of ms per answer at low load.
 
 paho's callbacks run on paho's thread; each incoming message is handed to the event loop with
-`call_soon_threadsafe` and read with `await next_message()`. `publish` and `ack` are thread-safe in paho
-and are called from the loop. paho's errors are translated to MqttError here.
+`call_soon_threadsafe` and read with `await next_message()` / `next_batch()`. That backlog is bounded
+(`max_queued` messages, `max_queued_bytes`): a QoS 0 message beyond it is dropped and counted (`dropped`,
+`on_drop`), so a flood cannot grow the process; QoS 1 messages are never dropped here, they are bounded by
+the broker's in-flight window because none is PUBACKed before it was handled. `publish` and `ack` are
+thread-safe in paho and are called from the loop. paho's errors are translated to MqttError here.
 
 Exceptions::
 
@@ -59,6 +62,11 @@ class MqttSettings:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
     subscriptions: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+    # Incoming messages waiting for the event loop. QoS 0 beyond either bound is dropped and counted; QoS 1
+    # is never dropped here: it is bounded by the broker's in-flight window (max_inflight_messages), since
+    # nothing is PUBACKed before it was handled, and the rest waits at the broker.
+    max_queued: int = 1000
+    max_queued_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +81,11 @@ class Incoming:
 
 
 class MqttClient:
-    def __init__(self, settings: MqttSettings, on_connect: Callable[[bool], None] | None = None) -> None:
+    def __init__(self, settings: MqttSettings, on_connect: Callable[[bool], None] | None = None,
+                 on_drop: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self._on_connect_cb = on_connect
+        self._on_drop = on_drop
         v5 = settings.protocol == "5"
         self._v5 = v5
         self._client = paho.Client(
@@ -96,6 +106,10 @@ class MqttClient:
         self._queue: asyncio.Queue[Incoming] | None = None
         self._connected = threading.Event()
         self._pending: list[paho.MQTTMessageInfo] = []
+        self._backlog_lock = threading.Lock()
+        self._backlog = 0  # messages handed to the loop and not yet taken, and their payload bytes
+        self._backlog_bytes = 0
+        self.dropped = 0  # QoS 0 messages dropped because the backlog was full
         self.connects = 0
         self.last_error = ""
         self._stopping = False
@@ -156,7 +170,9 @@ class MqttClient:
     async def next_message(self) -> Incoming:
         if self._queue is None:
             raise MqttError("start() was not called")
-        return await self._queue.get()
+        msg = await self._queue.get()
+        self._taken([msg])
+        return msg
 
     async def next_batch(self, max_n: int) -> list[Incoming]:
         """The next message and every other one already waiting, up to max_n, in arrival order."""
@@ -168,7 +184,18 @@ class MqttClient:
                 batch.append(self._queue.get_nowait())
             except asyncio.QueueEmpty:
                 break
+        self._taken(batch)
         return batch
+
+    def _taken(self, msgs: list[Incoming]) -> None:
+        with self._backlog_lock:
+            self._backlog -= len(msgs)
+            self._backlog_bytes -= sum(len(m.payload) for m in msgs)
+
+    @property
+    def backlog(self) -> int:
+        """Incoming messages waiting for the event loop."""
+        return self._backlog
 
     def ack(self, msg: Incoming) -> None:
         """PUBACK a QoS 1 message (QoS 0 needs none)."""
@@ -227,11 +254,26 @@ class MqttClient:
             topic = message.topic
         except UnicodeDecodeError:
             topic = "<invalid utf-8>"
+        loop, queue = self._loop, self._queue
+        if loop is None or queue is None:
+            return
+        size = len(message.payload)
+        s = self.settings
+        with self._backlog_lock:
+            if message.qos == 0 and (self._backlog >= s.max_queued or self._backlog_bytes + size > s.max_queued_bytes):
+                self.dropped += 1
+                full = True
+            else:
+                self._backlog += 1
+                self._backlog_bytes += size
+                full = False
+        if full:  # a QoS 0 flood: drop it here, before it costs memory (QoS 0 promises no delivery)
+            if self._on_drop is not None:
+                self._on_drop()
+            return
         item = Incoming(topic, bytes(message.payload), message.qos, message.mid, bool(message.retain),
                         bool(message.dup), time.perf_counter())
-        loop, queue = self._loop, self._queue
-        if loop is not None and queue is not None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # loop closed during shutdown: the broker redelivers (not acked)
-                pass
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # loop closed during shutdown: the broker redelivers (not acked)
+            pass

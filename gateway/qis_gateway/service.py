@@ -118,7 +118,8 @@ class Gateway:
         if c.get("homeassistant", "enabled"):
             self.ha = HomeAssistant(self._publish, c.get("homeassistant", "prefix"))
             subs.append((self.ha.birth_topic, 1))
-        self.mqtt = MqttClient(mqtt_settings(c, tuple(subs)), on_connect=self._on_connect)
+        self.mqtt = MqttClient(mqtt_settings(c, tuple(subs)), on_connect=self._on_connect,
+                               on_drop=self.metrics.incoming_dropped.inc)
         settings = SynthesisSettings(min_n=c.get("synthesis", "min_n"), half_life_s=c.get("synthesis", "half_life_s"),
                                      max_per_signer=c.get("synthesis", "max_per_signer"),
                                      top=c.get("synthesis", "top"), lookup_limit=c.get("swarm", "lookup_limit"))

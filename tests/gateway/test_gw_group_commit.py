@@ -166,3 +166,4 @@ def test_sigkill_in_a_burst_accepts_no_seq_twice_and_loses_no_acked_outcome(tmp_
             gw.kill()
             gw.wait(10)
         broker.kill()
+

@@ -93,6 +93,7 @@ class Load:
         self.sent: dict[tuple[str, int], float] = {}
         self.got: dict[tuple[str, int], float] = {}
         self.answered_fps: list[tuple[str, int]] = []
+        self.busy: dict[tuple[str, int], float] = {}  # fps the gateway shed with a "busy" error frame
         self.lock = threading.Lock()
         self.on_answer: Any = None
         self.fp_payload = SCHEMA.fingerprint(READING)
@@ -102,7 +103,7 @@ class Load:
         self.client.on_message = self._on_message
         self.client.connect(host, port)
         nodelay(self.client)  # the generator must not be the Nagle-bound part
-        self.client.subscribe("%s/%s/+/summary" % (prefix, site), 1)
+        self.client.subscribe([("%s/%s/+/summary" % (prefix, site), 1), ("%s/%s/+/error" % (prefix, site), 1)])
         self.client.loop_start()
         time.sleep(0.3)
 
@@ -134,6 +135,11 @@ class Load:
         except ValueError:
             return
         key = (device, body.get("re", body.get("seq")))
+        if msg.topic.endswith("/error"):
+            if body.get("code") == "busy":
+                with self.lock:
+                    self.busy.setdefault((device, body.get("seq")), now)
+            return
         with self.lock:
             if key in self.got:
                 return
@@ -151,7 +157,8 @@ class Load:
         with self.lock:
             lat = [(self.got[k] - s) * 1000 for k, s in self.sent.items() if t0 <= s < t1 and k in self.got]
             offered = sum(1 for s in self.sent.values() if t0 <= s < t1)
-        return {"sent": offered, "answered": len(lat), "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
+            busy = sum(1 for k, s in self.sent.items() if t0 <= s < t1 and k in self.busy)
+        return {"sent": offered, "answered": len(lat), "busy": busy, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
 
 
 def closed_loop(load: Load, seconds: float, outcomes: bool = False) -> dict[str, Any]:
@@ -191,11 +198,17 @@ def open_loop(load: Load, rate: float, seconds: float) -> dict[str, Any]:
             time.sleep(delay)
         load.send_fp(load.devices[i % len(load.devices)][0])
     t1 = time.perf_counter()
-    time.sleep(min(10.0, 2.0 + seconds))
+    for _ in range(60):  # until every frame was answered or shed, or a minute passed (unbounded queues)
+        time.sleep(0.5)
+        with load.lock:
+            left = sum(1 for k, s in load.sent.items() if t0 <= s < t1 and k not in load.got and k not in load.busy)
+        if not left:
+            break
     with load.lock:
         answered = sum(1 for t in load.got.values() if t0 <= t < t1 + 1.0)
     out = load.window(t0, t1)
     out.update({"offered_per_s": rate, "achieved_offer_per_s": round(n / (t1 - t0), 1),
+                "busy_per_s": round(out["busy"] / (t1 - t0), 1),
                 "answered_per_s": round(answered / (t1 - t0 + 1.0), 1)})
     return out
 
@@ -265,6 +278,7 @@ class Rig:
             self.system.wait_healthy(g.index)
         self.gw = gw
         self.filled = 0
+        self.fill_refused = 0
 
     def fsyncs(self) -> int:
         try:
@@ -274,11 +288,19 @@ class Rig:
             return 0
 
     def counters(self) -> dict[str, float]:
-        m = self.system.gateway_metrics(0)
+        for _attempt in range(6):  # an overloaded gateway may answer /metrics late
+            try:
+                m = self.system.gateway_metrics(0)
+                break
+            except OSError:
+                time.sleep(2.0)
+        else:
+            raise RuntimeError("gateway 0 does not answer /metrics")
         return {"cpu_s": cpu_s(self.pid), "fsyncs": self.fsyncs(),
                 "outcomes": m.get('qis_gateway_messages_total{kind="outcome",outcome="accepted"}', 0.0),
                 "stored": m.get("qis_gateway_packets_stored_total", 0.0),
-                "depth": m.get("qis_gateway_outbox_depth", 0.0)}
+                "depth": m.get("qis_gateway_outbox_depth", 0.0), "shed": m.get("qis_gateway_shed_total", 0.0),
+                "dropped": m.get("qis_gateway_incoming_dropped_total", 0.0)}
 
     def fill(self, packets: int) -> None:
         """Top the fp's exact address up to `packets` signed outcome packets (10 per signer)."""
@@ -304,7 +326,12 @@ class Rig:
                 packet = OutcomePacket(address=address, schema_id=SCHEMA.schema_id, created_s=int(time.time()) - i,
                                        vector=tuple(fp.vector), label=("normal", "bearing_wear")[i % 2], value=float(i))
                 async with slots:
-                    await swarm.put(address, encode(packet, keys[i // 10]))
+                    try:
+                        await swarm.put(address, encode(packet, keys[i // 10]))
+                    except Exception as exc:  # e.g. beyond what a node keeps per address: counted
+                        self.fill_refused += 1
+                        if self.fill_refused == 1:
+                            print("fill: a put was refused (%s)" % exc, file=sys.stderr, flush=True)
 
             await asyncio.gather(*(put(i) for i in range(start, end)))
             await swarm.stop(graceful=False)
@@ -317,6 +344,8 @@ class Rig:
         readings = max(1, out.get("answered", 0) + int(after["outcomes"] - before["outcomes"]))
         out["cpu_ms_per_reading"] = round((after["cpu_s"] - before["cpu_s"]) * 1000 / readings, 3)
         out["fsyncs_per_reading"] = round((after["fsyncs"] - before["fsyncs"]) / readings, 2)
+        out["shed"] = int(after["shed"] - before["shed"])
+        out["incoming_dropped"] = int(after["dropped"] - before["dropped"])
         return out
 
     def close(self) -> None:
@@ -381,11 +410,12 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     rates = [p["offered_per_s"] for p in points]
     ax.plot(rates, [p["p50_ms"] for p in points], "o-", label="p50")
     ax.plot(rates, [p["p99_ms"] for p in points], "x--", label="p99")
-    ax.plot(rates, [p["answered_per_s"] for p in points], "s:", label="answered/s (right scale)")
+    ax.plot(rates, [p["answered_per_s"] for p in points], "s:", label="answered/s")
+    ax.plot(rates, [max(0.1, p.get("busy_per_s", 0)) for p in points], "d:", label="told busy/s")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("offered fp readings/s (%d packets per address)" % doc["packets_offered"])
-    ax.set_ylabel("fp publish -> summary (ms)")
+    ax.set_ylabel("fp publish -> summary (ms); readings/s")
     ax.legend(fontsize=8)
     ax.set_title("one gateway (%s, %s, shared machine)" % (time.strftime("%Y-%m-%d"), platform.machine()), fontsize=9)
     fig.tight_layout()
@@ -407,7 +437,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             time.sleep(0.5)
             for r in range(repeats if packets == 100 else 1):
                 p = rig.point(closed_loop, load, seconds)
-                p.update({"packets": packets, "repeat": r})
+                p.update({"packets": packets, "repeat": r, "fill_refused": rig.fill_refused})
                 print("closed loop: %s" % json.dumps(p), file=sys.stderr, flush=True)
                 doc["closed_loop"].append(p)
         doc["low_load"] = rig.point(open_loop, load, 10.0, 4.0)  # one board's view: Nagle shows here

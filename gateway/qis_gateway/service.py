@@ -5,11 +5,11 @@ schemas, starts the swarm node (its validator verifies packets through the share
 endpoint, the outbox flusher and the MQTT client. `Gateway.serve()` reads board messages in arrival
 order, in batches of whatever is waiting: `Intake.handle` (intake.py) admits a batch under one group
 commit and PUBACKs its messages only then (a disk error retries the same batch with backoff, holding the
-later ones behind it), and an admitted fp's lookup + summary runs as a task (at most `MAX_ANSWERS` at
-once, which also bounds how far ahead of the answers the reader runs). SIGTERM/SIGINT set a stop flag: the reader stops,
-answers in flight finish (bounded), the flusher finishes its current put, paho gets its queued
-publishes out, the swarm node leaves gracefully, then the files close. Nothing unacknowledged is lost:
-the broker keeps it in the persistent session.
+later ones behind it), and an admitted fp waits in `AnswerQueue` (answers.py) for one of 64 answer
+workers (lookup + summary); one that waited more than a second is shed with a signed "busy" error frame.
+SIGTERM/SIGINT set a stop flag: the reader stops, queued answers finish (bounded), the flusher finishes
+its puts in flight, paho gets its queued publishes out, the swarm node leaves gracefully, then the files
+close. Nothing unacknowledged is lost: the broker keeps it in the persistent session.
 
 `run_service(config)` is `qis-gateway run`; `lookup_main`/`status_main` back the CLI subcommands.
 """
@@ -27,10 +27,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from qis import messages
 from qis.schema import Schema, load_schema
-from qis.topics import subscription
+from qis.topics import subscription, topic
 
 from qis_gateway import memtrace
+from qis_gateway.answers import AnswerQueue
 from qis_gateway.backend import Swarm, is_unavailable, make_swarm, make_udp_swarm
 from qis_gateway.bridge import Bridge, SynthesisSettings
 from qis_gateway.config import GatewayConfig, parse_hostport
@@ -52,7 +54,6 @@ VERIFIED_CACHE_ENTRIES = 10_000
 
 log = logging.getLogger(__name__)
 
-MAX_ANSWERS = 64
 PRUNE_EVERY_S = 3600.0
 
 
@@ -86,8 +87,7 @@ class Gateway:
         self.metrics = Metrics()
         self._swarm_override = swarm
         self._stop = asyncio.Event()
-        self._answers: set[asyncio.Task[Any]] = set()
-        self._slots = asyncio.Semaphore(MAX_ANSWERS)
+        self.answers = AnswerQueue(self._answer, self._shed)
         self.http: HttpEndpoint | None = None
         self.ha: HomeAssistant | None = None
         self.started_s = time.time()
@@ -139,6 +139,7 @@ class Gateway:
             self.http = HttpEndpoint(self.metrics, self.health, self.status)
             await self.http.start(*parse_hostport(listen_text, "metrics.listen"))
         self.flusher.start()
+        self.answers.start()
         self.mqtt.start()
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep(), name="housekeeping")
         log.info("gateway started: %d schema(s), %d device(s), %d outcome packet(s) queued",
@@ -183,10 +184,14 @@ class Gateway:
         return False
 
     async def _start_answer(self, admitted: Any, received_s: float) -> None:
-        await self._slots.acquire()
-        task = asyncio.get_running_loop().create_task(self._answer(admitted, received_s))
-        self._answers.add(task)
-        task.add_done_callback(self._answers.discard)
+        self.answers.submit(admitted, received_s)
+
+    def _shed(self, admitted: Any, why: str) -> None:
+        """Overloaded: this fp gets a signed "busy" error frame instead of its summary (answers.py)."""
+        record, body = admitted.device, admitted.body
+        self.metrics.shed.inc()
+        payload = messages.encode_error(record.device_id, body["seq"], "busy", why, record.secret)
+        self._publish(topic(record.site, record.device_id, "error"), payload, 1, False)
 
     async def _answer(self, admitted: Any, received_s: float) -> None:
         try:
@@ -196,8 +201,6 @@ class Gateway:
                 log.warning("fp answer skipped, swarm stopped: %s", exc)
             else:
                 log.exception("answering an fp failed")
-        finally:
-            self._slots.release()
 
     async def _housekeep(self) -> None:
         last_prune = 0.0
@@ -216,8 +219,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._answers:
-            await asyncio.wait(set(self._answers), timeout=10.0)
+        await self.answers.stop(10.0)
         self._housekeeping.cancel()
         await self.flusher.stop()
         await self.mqtt.stop()

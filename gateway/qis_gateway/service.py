@@ -186,10 +186,10 @@ class Gateway:
     async def _start_answer(self, admitted: Any, received_s: float) -> None:
         self.answers.submit(admitted, received_s)
 
-    def _shed(self, admitted: Any, why: str) -> None:
+    def _shed(self, admitted: Any, reason: str, why: str) -> None:
         """Overloaded: this fp gets a signed "busy" error frame instead of its summary (answers.py)."""
         record, body = admitted.device, admitted.body
-        self.metrics.shed.inc()
+        self.metrics.shed.labels(reason).inc()
         payload = messages.encode_error(record.device_id, body["seq"], "busy", why, record.secret)
         self._publish(topic(record.site, record.device_id, "error"), payload, 1, False)
 

@@ -22,7 +22,7 @@ def test_overload_is_shed_explicitly_and_answers_keep_a_bounded_wait() -> None:
         await asyncio.sleep(0.05)
 
     async def run() -> AnswerQueue:
-        q = AnswerQueue(answer, lambda a, why: shed.append((a.body["seq"], why)),  # type: ignore[index]
+        q = AnswerQueue(answer, lambda a, reason, why: shed.append((a.body["seq"], why)),  # type: ignore[index]
                         workers=2, max_wait_s=0.2, max_pending=50)
         q.start()
         now = time.perf_counter()
@@ -50,7 +50,7 @@ def test_under_capacity_nothing_is_shed() -> None:
         await asyncio.sleep(0.001)
 
     async def run() -> int:
-        q = AnswerQueue(answer, lambda a, why: None, workers=4, max_wait_s=1.0)
+        q = AnswerQueue(answer, lambda a, reason, why: None, workers=4, max_wait_s=1.0)
         q.start()
         for seq in range(100):
             q.submit(fp(seq), time.perf_counter())
@@ -59,3 +59,24 @@ def test_under_capacity_nothing_is_shed() -> None:
         return q.shed
 
     assert asyncio.run(run()) == 0 and answered == list(range(100))
+
+
+def test_an_answer_that_misses_its_deadline_is_shed_not_published_late() -> None:
+    shed: list[str] = []
+    finished: list[int] = []
+
+    async def answer(admitted: Admitted, received_s: float) -> None:
+        await asyncio.sleep(0.5 if admitted.body["seq"] == 1 else 0.01)  # type: ignore[index]
+        finished.append(admitted.body["seq"])  # type: ignore[index]
+
+    async def run() -> None:
+        q = AnswerQueue(answer, lambda a, reason, why: shed.append(reason + ": " + why), workers=2,
+                        max_wait_s=0.1, deadline_s=0.2)
+        q.start()
+        q.submit(fp(1), time.perf_counter())
+        q.submit(fp(2), time.perf_counter())
+        await asyncio.sleep(0.7)
+        await q.stop(1.0)
+
+    asyncio.run(run())
+    assert finished == [2] and len(shed) == 1 and shed[0].startswith("deadline: no answer within")

@@ -145,7 +145,8 @@ def test_sigkill_in_a_burst_accepts_no_seq_twice_and_loses_no_acked_outcome(tmp_
             info.wait_for_publish(10)
         gw = start_gateway()
         wait(lambda: accepted() == 4 * pairs, 60, "every outcome queued after the restart")
-        assert client.got["error"] == []  # no frame of the burst refused as a replay (its seq accepted twice)
+        # no frame of the burst refused (a replay would mean a seq accepted twice); "busy" only skips a summary
+        assert [e for e in client.got["error"] if e["code"] != "busy"] == []
         # the seq high-water mark survived: an old seq with new content is a replay
         replay = Board(board.site, board.device, board.secret, seq=pairs)
         client.send(replay.fp(temperature_c=10))
@@ -166,4 +167,5 @@ def test_sigkill_in_a_burst_accepts_no_seq_twice_and_loses_no_acked_outcome(tmp_
             gw.kill()
             gw.wait(10)
         broker.kill()
+
 

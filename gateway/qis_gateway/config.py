@@ -62,6 +62,10 @@ SETTINGS: tuple[Setting, ...] = (
       60, 4294967295),
     S("mqtt", "reconnect_min_s", "float", 0.5, "first reconnect delay", 0.01, 60),
     S("mqtt", "reconnect_max_s", "float", 30.0, "reconnect delay cap (reconnects forever)", 0.1, 3600),
+    S("mqtt", "max_queued", "int", 1000, "incoming messages waiting for the event loop; QoS 0 beyond is dropped"
+      " and counted, QoS 1 waits at the broker", 10, 1000000),
+    S("mqtt", "max_queued_bytes", "int", 4 * 1024 * 1024, "bytes of incoming messages waiting, same rule",
+      65536, 1 << 30),
     S("swarm", "backend", "choice:kademlia|opendht", "kademlia",
       "swarm engine: our Kademlia, or OpenDHT (pip install 'opendht>=3.0')"),
     S("swarm", "listen", "hostport", "0.0.0.0:4000", "UDP HOST:PORT of this swarm node (port 0 = any)"),
@@ -81,7 +85,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("synthesis", "max_packets", "int", 200, "packets synthesised per address at most: each signer's newest, "
       "shared out evenly", 1, 100000),
     S("synthesis", "top", "int", 3, "outcomes listed in a summary", 1, 10),
-    S("outbox", "flush_rate_per_s", "float", 20.0, "outcome packets put per second at most", 0.1, 10000),
+    S("outbox", "flush_rate_per_s", "float", 5000.0, "outcome packets put per second at most", 0.1, 10000),
     S("outbox", "retry_min_s", "float", 1.0, "first retry delay of an unstored packet", 0.01, 3600),
     S("outbox", "retry_max_s", "float", 300.0, "retry delay cap (retried forever)", 0.1, 86400),
     S("outbox", "reading_ttl_s", "float", 7 * 86400.0, "how long readings are kept for outcomes", 60, 1e9),
@@ -134,6 +138,8 @@ class MqttSettings:
     session_expiry_s: int = default("mqtt", "session_expiry_s")
     reconnect_min_s: float = default("mqtt", "reconnect_min_s")
     reconnect_max_s: float = default("mqtt", "reconnect_max_s")
+    max_queued: int = default("mqtt", "max_queued")
+    max_queued_bytes: int = default("mqtt", "max_queued_bytes")
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,10 @@ class Metrics:
         self.queue_depth = Gauge("qis_gateway_outbox_depth", "Outcome packets waiting to be stored", registry=r)
         self.mqtt_connected = Gauge("qis_gateway_mqtt_connected", "1 while connected to the broker", registry=r)
         self.swarm_peers = Gauge("qis_gateway_swarm_peers", "Contacts in the swarm routing table", registry=r)
+        self.shed = Counter("qis_gateway_shed", "fps not answered because the gateway was overloaded, by reason",
+                            ["reason"], registry=r)
+        self.incoming_dropped = Counter("qis_gateway_incoming_dropped", "QoS 0 messages dropped: incoming queue full",
+                                        registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,9 +10,15 @@ gateway killed in between gets the message again (MQTT-4.3.2: the broker resends
 messages when the session resumes). Subscriptions are (re)made in on_connect, so an expired session
 heals too.
 
+Every socket paho opens gets TCP_NODELAY (on_socket_open, before CONNECT): without it Nagle holds a
+summary or PUBACK back until the previous segment is acknowledged, tens of ms per answer at low load.
+
 paho's callbacks run on paho's thread; each incoming message is handed to the event loop with
-`call_soon_threadsafe` and read with `await next_message()`. `publish` and `ack` are thread-safe in paho
-and are called from the loop. paho's errors are translated to MqttError here.
+`call_soon_threadsafe` and read with `await next_message()` / `next_batch()`. That backlog is bounded
+(`max_queued` messages, `max_queued_bytes`): a QoS 0 message beyond it is dropped and counted (`dropped`,
+`on_drop`), so a flood cannot grow the process; QoS 1 messages are never dropped here, they are bounded by
+the broker's in-flight window because none is PUBACKed before it was handled. `publish` and `ack` are
+thread-safe in paho and are called from the loop. paho's errors are translated to MqttError here.
 
 Exceptions::
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -57,11 +64,14 @@ class Incoming:
 class MqttClient:
     def __init__(self, settings: MqttSettings, subscriptions: tuple[tuple[str, int], ...] = (),
                  on_connect: Callable[[bool], None] | None = None,
-                 will: tuple[str, bytes, int, bool] | None = None) -> None:
-        """`will`: (topic, payload, qos, retain) the broker publishes if this client dies."""
+                 will: tuple[str, bytes, int, bool] | None = None,
+                 on_drop: Callable[[], None] | None = None) -> None:
+        """`will`: (topic, payload, qos, retain) the broker publishes if this client dies; `on_drop`: a
+        QoS 0 message was dropped because the incoming queue was full."""
         self.settings = settings
         self.subscriptions = subscriptions
         self._on_connect_cb = on_connect
+        self._on_drop = on_drop
         v5 = settings.protocol == "5"
         self._v5 = v5
         self._client = paho.Client(
@@ -79,10 +89,15 @@ class MqttClient:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_socket_open = self._on_socket_open
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[Incoming] | None = None
         self._connected = threading.Event()
         self._pending: list[paho.MQTTMessageInfo] = []
+        self._backlog_lock = threading.Lock()
+        self._backlog = 0  # messages handed to the loop and not yet taken, and their payload bytes
+        self._backlog_bytes = 0
+        self.dropped = 0  # QoS 0 messages dropped because the backlog was full
         self.connects = 0
         self.last_error = ""
         self._stopping = False
@@ -143,7 +158,32 @@ class MqttClient:
     async def next_message(self) -> Incoming:
         if self._queue is None:
             raise MqttError("start() was not called")
-        return await self._queue.get()
+        msg = await self._queue.get()
+        self._taken([msg])
+        return msg
+
+    async def next_batch(self, max_n: int) -> list[Incoming]:
+        """The next message and every other one already waiting, up to max_n, in arrival order."""
+        if self._queue is None:
+            raise MqttError("start() was not called")
+        batch = [await self._queue.get()]
+        while len(batch) < max_n:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        self._taken(batch)
+        return batch
+
+    def _taken(self, msgs: list[Incoming]) -> None:
+        with self._backlog_lock:
+            self._backlog -= len(msgs)
+            self._backlog_bytes -= sum(len(m.payload) for m in msgs)
+
+    @property
+    def backlog(self) -> int:
+        """Incoming messages waiting for the event loop."""
+        return self._backlog
 
     def ack(self, msg: Incoming) -> None:
         """PUBACK a QoS 1 message (QoS 0 needs none)."""
@@ -164,6 +204,17 @@ class MqttClient:
         self._client.subscribe(topic, qos)
 
     # -- paho callbacks (paho's thread) ----------------------------------------------------------------
+    @staticmethod
+    def _on_socket_open(client: paho.Client, userdata: object, sock: object) -> None:
+        # paho leaves Nagle on: a small summary or PUBACK then waits for the previous segment's ACK
+        # (tens of ms on loopback with delayed ACKs). Called on every (re)connect, before CONNECT is sent.
+        setsockopt = getattr(sock, "setsockopt", None)
+        if setsockopt is not None:
+            try:
+                setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as exc:  # not a TCP socket (e.g. a proxy wrapper): keep going, just slower
+                log.debug("TCP_NODELAY not set: %s", exc)
+
     def _on_connect(self, client: paho.Client, userdata: object, flags: object, reason: object,
                     properties: object) -> None:
         if getattr(reason, "is_failure", False):
@@ -191,11 +242,26 @@ class MqttClient:
             topic = message.topic
         except UnicodeDecodeError:
             topic = "<invalid utf-8>"
+        loop, queue = self._loop, self._queue
+        if loop is None or queue is None:
+            return
+        size = len(message.payload)
+        s = self.settings
+        with self._backlog_lock:
+            if message.qos == 0 and (self._backlog >= s.max_queued or self._backlog_bytes + size > s.max_queued_bytes):
+                self.dropped += 1
+                full = True
+            else:
+                self._backlog += 1
+                self._backlog_bytes += size
+                full = False
+        if full:  # a QoS 0 flood: drop it here, before it costs memory (QoS 0 promises no delivery)
+            if self._on_drop is not None:
+                self._on_drop()
+            return
         item = Incoming(topic, bytes(message.payload), message.qos, message.mid, bool(message.retain),
                         bool(message.dup), time.perf_counter())
-        loop, queue = self._loop, self._queue
-        if loop is not None and queue is not None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # loop closed during shutdown: the broker redelivers (not acked)
-                pass
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # loop closed during shutdown: the broker redelivers (not acked)
+            pass

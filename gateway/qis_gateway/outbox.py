@@ -13,6 +13,8 @@ and a SIGKILL right after loses nothing. Tables:
   oldest first; `mark_done` / `mark_retry` record the result (retry delay doubles up to a cap).
 
 Each `record_*` call writes its rows in one transaction (INSERT OR IGNORE, so doing it twice is harmless).
+Inside `batch()` those become savepoints of the batch's one transaction, and one COMMIT (one fsync of
+the WAL) makes the whole batch durable: the group commit of intake.py.
 """
 
 from __future__ import annotations
@@ -149,16 +151,36 @@ class StateDB:
                 removed += self._db.execute(sql, (cutoff,)).rowcount
         return removed
 
+    def batch(self) -> _Tx:
+        """One transaction around many calls: committed (durable) on leaving, rolled back on an exception."""
+        return _Tx(self._db)
+
     def _tx(self) -> _Tx:
         return _Tx(self._db)
 
 
 class _Tx:
+    """BEGIN IMMEDIATE .. COMMIT; inside an open transaction a savepoint (so calls nest in a batch)."""
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._nested = False
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._nested = self._db.in_transaction
+        self._db.execute("SAVEPOINT tx" if self._nested else "BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if self._nested:
+            if exc_type is not None:
+                self._db.execute("ROLLBACK TO tx")
+            self._db.execute("RELEASE tx")
+        elif exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:  # e.g. the disk failed: leave no half-open transaction behind
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        elif self._db.in_transaction:
+            self._db.execute("ROLLBACK")

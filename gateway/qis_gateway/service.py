@@ -3,13 +3,13 @@
 How it works: `Gateway.start()` opens the SQLite files, loads (or creates) the signing key and the
 schemas, starts the swarm node (its validator verifies packets through the shared cache), the metrics
 endpoint, the outbox flusher and the MQTT client. `Gateway.serve()` reads board messages in arrival
-order: `bridge.admit` decides and durably records each synchronously, the message is PUBACKed only
-then (a disk error retries the same message with backoff, holding the later ones behind it), and an
-admitted fp's lookup + summary runs as a task (at most `MAX_ANSWERS` at once, which also bounds how far
-ahead of the answers the reader runs). SIGTERM/SIGINT set a stop flag: the reader stops,
-answers in flight finish (bounded), the flusher finishes its current put, paho gets its queued
-publishes out, the swarm node leaves gracefully, then the files close. Nothing unacknowledged is lost:
-the broker keeps it in the persistent session.
+order, in batches of whatever is waiting: `Intake.handle` (intake.py) admits a batch under one group
+commit and PUBACKs its messages only then (a disk error retries the same batch with backoff, holding the
+later ones behind it), and an admitted fp waits in `AnswerQueue` (answers.py) for one of 64 answer
+workers (lookup + summary); one that waited more than a second is shed with a signed "busy" error frame.
+SIGTERM/SIGINT set a stop flag: the reader stops, queued answers finish (bounded), the flusher finishes
+its puts in flight, paho gets its queued publishes out, the swarm node leaves gracefully, then the files
+close. Nothing unacknowledged is lost: the broker keeps it in the persistent session.
 
 `run_service(config)` is `qis-gateway run` (`serve_until_stopped(config)` the same inside a running
 event loop). This module is the composition root only: the CLI (cli.py, commands.py) calls it, never
@@ -22,15 +22,16 @@ import asyncio
 import json
 import logging
 import signal
-import sqlite3
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from qis import messages
 from qis.schema import Schema, load_schema
-from qis.topics import subscription
+from qis.topics import subscription, topic
 
+from qis_gateway.answers import AnswerQueue
 from qis_gateway.backend import Swarm, is_unavailable, make_swarm
 from qis_gateway.bridge import Bridge
 from qis_gateway.config import ConfigError, GatewayConfig
@@ -38,6 +39,7 @@ from qis_gateway.evidence import Evidence
 from qis_gateway.flusher import OutboxFlusher
 from qis_gateway.health import PeerWatch, assess
 from qis_gateway.homeassistant import HomeAssistant
+from qis_gateway.intake import BATCH_MAX, Intake
 from qis_gateway.metrics import HttpEndpoint, Metrics
 from qis_gateway.mqtt_client import Incoming, MqttClient
 from qis_gateway.outbox import StateDB
@@ -53,10 +55,7 @@ VERIFIED_CACHE_ENTRIES = 10_000
 
 log = logging.getLogger(__name__)
 
-MAX_ANSWERS = 64
 PRUNE_EVERY_S = 3600.0
-STORAGE_RETRY_MIN_S = 0.2
-STORAGE_RETRY_MAX_S = 30.0
 
 
 def load_schemas(extra: list[str], base: Path) -> dict[str, Schema]:
@@ -79,13 +78,12 @@ class Gateway:
         self.metrics = Metrics()
         self._swarm_override = swarm
         self._stop = asyncio.Event()
-        self._answers: set[asyncio.Task[Any]] = set()
-        self._slots = asyncio.Semaphore(MAX_ANSWERS)
+        self.answers = AnswerQueue(self._answer, self._shed)
         self.http: HttpEndpoint | None = None
         self.ha: HomeAssistant | None = None
         self.started_s = time.time()
-        self.storage_ok = True
         self.peer_watch = PeerWatch()
+        self.intake: Intake | None = None
 
     async def start(self) -> None:
         from qis_gateway.keys import generate_key_file, load_signing_key, public_key_bytes
@@ -114,7 +112,7 @@ class Gateway:
             self.ha = HomeAssistant(self._publish, c.homeassistant.prefix, c.mqtt.client_id)
             subs += [(self.ha.birth_topic, 1), (self.ha.config_filter, 1)]
         self.mqtt = MqttClient(c.mqtt, tuple(subs), on_connect=self._on_connect,
-                               will=self.ha.will() if self.ha else None)
+                               will=self.ha.will() if self.ha else None, on_drop=self.metrics.incoming_dropped.inc)
         evidence = Evidence(self.swarm, self.cache, self.metrics, c.synthesis, lookup_limit=c.swarm.lookup_limit,
                             trusted_keys=trusted)
         self.bridge = Bridge(self.registry, self.state, self.schemas, self.signing_key, evidence, self._publish,
@@ -122,10 +120,13 @@ class Gateway:
                              on_summary=self.ha.on_summary if self.ha else None)
         self.flusher = OutboxFlusher(self.state, self.swarm, self.metrics, c.outbox)
         self.bridge.outbox_wakeup = self.flusher.wake
+        self.intake = Intake(self.bridge, self.registry, self.state, self.metrics, self.mqtt.ack,
+                             self._start_answer, self._stop, self._other)
         if c.metrics.listen is not None:
             self.http = HttpEndpoint(self.metrics, self.health, self.status)
             await self.http.start(*c.metrics.listen)
         self.flusher.start()
+        self.answers.start()
         self.mqtt.start()
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep(), name="housekeeping")
         log.info("gateway started: %d schema(s), %d device(s), %d outcome packet(s) queued",
@@ -142,57 +143,45 @@ class Gateway:
     def request_stop(self) -> None:
         self._stop.set()
 
+    @property
+    def storage_ok(self) -> bool:
+        return self.intake is None or self.intake.storage_ok
+
     async def serve(self) -> None:
         """Handle board messages until request_stop()."""
+        if self.intake is None:
+            raise RuntimeError("start() was not called")
         stop_wait = asyncio.ensure_future(self._stop.wait())
         try:
             while not self._stop.is_set():
-                get = asyncio.ensure_future(self.mqtt.next_message())
+                get = asyncio.ensure_future(self.mqtt.next_batch(BATCH_MAX))
                 await asyncio.wait({get, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if not get.done():
                     get.cancel()
                     break
-                await self._handle(get.result())
+                await self.intake.handle(get.result())
         finally:
             stop_wait.cancel()
 
-    async def _handle(self, msg: Incoming) -> None:
+    def _other(self, msg: Incoming) -> bool:
+        """Messages that are not board frames (Home Assistant's birth message)."""
         if self.ha is not None and msg.topic == self.ha.birth_topic:
             self.ha.on_birth(msg.payload, self.registry.list())
-            self.mqtt.ack(msg)
-            return
+            return True
         if self.ha is not None and msg.topic.startswith(self.ha.prefix + "/"):
             self.ha.on_config(msg.topic, msg.payload, self.registry.list())
-            self.mqtt.ack(msg)
-            return
-        delay_s = STORAGE_RETRY_MIN_S
-        while True:
-            try:
-                admitted = self.bridge.admit(msg.topic, msg.payload)
-                break
-            except (sqlite3.Error, OSError) as exc:
-                # The disk failed: retry this same message (later ones wait behind it, so sequence order
-                # holds) and never acknowledge it unstored; stopped meanwhile, the broker redelivers it.
-                self.storage_ok = False
-                self.metrics.rejections.labels("storage").inc()
-                log.error("could not store a message from %s (%s); retrying in %.1f s", msg.topic, exc, delay_s)
-                try:
-                    await asyncio.wait_for(self._stop.wait(), delay_s)
-                    return  # stopping: leave it unacknowledged
-                except TimeoutError:
-                    delay_s = min(STORAGE_RETRY_MAX_S, delay_s * 2)
-            except Exception:  # our bug on odd input: drop it (acked) rather than have it redelivered for ever
-                log.exception("internal error on a message from %s; dropped", msg.topic)
-                self.metrics.rejections.labels("internal").inc()
-                self.mqtt.ack(msg)
-                return
-        self.storage_ok = True
-        self.mqtt.ack(msg)
-        if admitted.needs_answer:
-            await self._slots.acquire()
-            task = asyncio.get_running_loop().create_task(self._answer(admitted, msg.received_s))
-            self._answers.add(task)
-            task.add_done_callback(self._answers.discard)
+            return True
+        return False
+
+    async def _start_answer(self, admitted: Any, received_s: float) -> None:
+        self.answers.submit(admitted, received_s)
+
+    def _shed(self, admitted: Any, reason: str, why: str) -> None:
+        """Overloaded: this fp gets a signed "busy" error frame instead of its summary (answers.py)."""
+        record, body = admitted.device, admitted.body
+        self.metrics.shed.labels(reason).inc()
+        payload = messages.encode_error(record.device_id, body["seq"], "busy", why, record.secret)
+        self._publish(topic(record.site, record.device_id, "error"), payload, 1, False)
 
     async def _answer(self, admitted: Any, received_s: float) -> None:
         try:
@@ -202,8 +191,6 @@ class Gateway:
                 log.warning("fp answer skipped, swarm stopped: %s", exc)
             else:
                 log.exception("answering an fp failed")
-        finally:
-            self._slots.release()
 
     async def _housekeep(self) -> None:
         last_prune = 0.0
@@ -225,8 +212,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._answers:
-            await asyncio.wait(set(self._answers), timeout=10.0)
+        await self.answers.stop(10.0)
         self._housekeeping.cancel()
         if self.ha is not None and self.mqtt.connected:
             self.ha.offline()

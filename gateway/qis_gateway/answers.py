@@ -1,0 +1,105 @@
+"""Answering admitted fps under overload: oldest first, a bounded wait, and explicit shedding.
+
+How it works: `AnswerQueue.submit` (from the reader, synchronous, never waits) appends an admitted fp to
+a FIFO; `workers` tasks take the oldest and answer it (lookup + synthesis + summary). So the reader keeps
+admitting at its own pace and the wait happens here, where it is measured, rather than unseen at the
+broker. An fp that has waited longer than `max_wait_s` since it arrived when a worker reaches it, that
+finds `max_pending` fps already waiting, or whose answer is not ready `deadline_s` after it arrived (a
+loop so busy that lookups crawl), is shed: it is not answered, the board gets a signed `busy`
+frame on its error topic, and `qis_gateway_shed_total` counts it. Shedding only ever skips a summary: the
+reading was admitted and stored before (so an outcome may still refer to it), and outcomes never pass
+through here, so an accepted outcome is never shed. Offered more than it can answer, the gateway thus
+answers what it can within `deadline_s` and says "busy" to the rest, instead of letting every answer's
+latency grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from qis_gateway.bridge import Admitted
+
+log = logging.getLogger(__name__)
+
+WORKERS = 64
+MAX_WAIT_S = 1.0
+DEADLINE_S = 2.0
+MAX_PENDING = 5000
+
+
+class AnswerQueue:
+    def __init__(self, answer: Callable[[Admitted, float], Awaitable[None]],
+                 shed: Callable[[Admitted, str, str], None], *, workers: int = WORKERS,
+                 max_wait_s: float = MAX_WAIT_S, deadline_s: float = DEADLINE_S,
+                 max_pending: int = MAX_PENDING) -> None:
+        """`answer(admitted, received_s)` answers one fp; `shed(admitted, reason, why)` tells its board
+        "busy" (reason: queue_full, waited or deadline; why: the text for the board)."""
+        self._answer, self._shed = answer, shed
+        self.workers, self.max_wait_s, self.max_pending = max(1, workers), max_wait_s, max_pending
+        self.deadline_s = max(deadline_s, max_wait_s)
+        self._pending: collections.deque[tuple[Admitted, float]] = collections.deque()
+        self._ready = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy = 0
+        self._stopping = False
+        self.shed = 0
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._work(), name="fp-answer-%d" % i) for i in range(self.workers)]
+
+    def submit(self, admitted: Admitted, received_s: float) -> None:
+        """Queue an fp for its answer (`received_s`: time.perf_counter() when it arrived)."""
+        if len(self._pending) >= self.max_pending:
+            self._drop(admitted, "queue_full", "%d readings already wait for an answer" % len(self._pending))
+            return
+        self._pending.append((admitted, received_s))
+        self._ready.set()
+
+    def __len__(self) -> int:
+        return len(self._pending) + self._busy
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Answer what is queued (bounded by timeout_s), then end the workers."""
+        deadline = time.monotonic() + timeout_s
+        while len(self) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def _drop(self, admitted: Admitted, reason: str, why: str) -> None:
+        self.shed += 1
+        try:
+            self._shed(admitted, reason, why)
+        except Exception:  # the answer is best effort; the count above is what matters
+            log.exception("could not tell a board it was shed")
+
+    async def _work(self) -> None:
+        while not self._stopping:
+            if not self._pending:
+                self._ready.clear()
+                await self._ready.wait()
+                continue
+            admitted, received_s = self._pending.popleft()
+            waited_s = time.perf_counter() - received_s
+            if waited_s > self.max_wait_s:
+                self._drop(admitted, "waited", "waited %.1f s for an answer; try later" % waited_s)
+                continue
+            self._busy += 1
+            try:
+                await asyncio.wait_for(self._answer(admitted, received_s), self.deadline_s - waited_s)
+            except TimeoutError:
+                self._drop(admitted, "deadline", "no answer within %.1f s; try later" % self.deadline_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("answering an fp failed")
+            finally:
+                self._busy -= 1

@@ -1,0 +1,82 @@
+"""AnswerQueue: fps answered oldest first by a fixed number of workers; overload shed explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from qis_gateway.answers import AnswerQueue
+from qis_gateway.bridge import Admitted
+
+
+def fp(seq: int) -> Admitted:
+    return Admitted("accepted", "fp", None, {"seq": seq})
+
+
+def test_overload_is_shed_explicitly_and_answers_keep_a_bounded_wait() -> None:
+    answered: list[tuple[int, float]] = []
+    shed: list[tuple[int, str]] = []
+
+    async def answer(admitted: Admitted, received_s: float) -> None:
+        answered.append((admitted.body["seq"], time.perf_counter() - received_s))  # type: ignore[index]
+        await asyncio.sleep(0.05)
+
+    async def run() -> AnswerQueue:
+        q = AnswerQueue(answer, lambda a, reason, why: shed.append((a.body["seq"], why)),  # type: ignore[index]
+                        workers=2, max_wait_s=0.2, max_pending=50)
+        q.start()
+        now = time.perf_counter()
+        for seq in range(60):  # 60 at once: 2 workers x 50 ms answer 2 per 50 ms
+            q.submit(fp(seq), now)
+        await asyncio.sleep(0.6)
+        await q.stop(1.0)
+        return q
+
+    q = asyncio.run(run())
+    seqs = [s for s, _ in answered]
+    assert seqs == sorted(seqs) and seqs[:2] == [0, 1]  # oldest first
+    assert 4 <= len(answered) <= 14  # what 2 workers answer within the 0.2 s bound (loaded machines: slack)
+    assert all(waited <= 0.2 + 0.1 for _, waited in answered)
+    assert len(answered) + len(shed) == 60 and q.shed == len(shed)  # every fp answered or told "busy"
+    assert sum(1 for _, why in shed if "already wait" in why) == 10  # beyond max_pending: at once
+    assert any("waited" in why for _, why in shed)
+
+
+def test_under_capacity_nothing_is_shed() -> None:
+    answered: list[int] = []
+
+    async def answer(admitted: Admitted, received_s: float) -> None:
+        answered.append(admitted.body["seq"])  # type: ignore[index]
+        await asyncio.sleep(0.001)
+
+    async def run() -> int:
+        q = AnswerQueue(answer, lambda a, reason, why: None, workers=4, max_wait_s=1.0)
+        q.start()
+        for seq in range(100):
+            q.submit(fp(seq), time.perf_counter())
+            await asyncio.sleep(0.002)
+        await q.stop(2.0)
+        return q.shed
+
+    assert asyncio.run(run()) == 0 and answered == list(range(100))
+
+
+def test_an_answer_that_misses_its_deadline_is_shed_not_published_late() -> None:
+    shed: list[str] = []
+    finished: list[int] = []
+
+    async def answer(admitted: Admitted, received_s: float) -> None:
+        await asyncio.sleep(0.5 if admitted.body["seq"] == 1 else 0.01)  # type: ignore[index]
+        finished.append(admitted.body["seq"])  # type: ignore[index]
+
+    async def run() -> None:
+        q = AnswerQueue(answer, lambda a, reason, why: shed.append(reason + ": " + why), workers=2,
+                        max_wait_s=0.1, deadline_s=0.2)
+        q.start()
+        q.submit(fp(1), time.perf_counter())
+        q.submit(fp(2), time.perf_counter())
+        await asyncio.sleep(0.7)
+        await q.stop(1.0)
+
+    asyncio.run(run())
+    assert finished == [2] and len(shed) == 1 and shed[0].startswith("deadline: no answer within")

@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 WORKERS = 64
 MAX_WAIT_S = 1.0
-DEADLINE_S = 2.0
+# Overload is what `max_wait_s` (time queued before a worker) measures; the deadline only ends answers
+# the loop itself can no longer finish. A lookup that is slow for swarm reasons (an OpenDHT get waits
+# ~1.2 s per dead node: 3 of 10 killed in hil/test_faults.py) still answers: 2 s shed those as busy.
+DEADLINE_S = 10.0
 MAX_PENDING = 5000
 
 

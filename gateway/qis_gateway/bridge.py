@@ -42,7 +42,7 @@ from qis_gateway.config import default
 from qis_gateway.evidence import BoardSummary, Evidence
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import StateDB
-from qis_gateway.packets import OutcomePacket, PacketError, encode
+from qis_gateway.packets import OutcomePacket, PacketError, encode, outcome_nonce
 from qis_gateway.ratelog import RateLimitedLog
 from qis_gateway.registry import DeviceRecord, Registry
 
@@ -172,11 +172,12 @@ class Bridge:
             raise _Reject("schema", "schema %r is no longer loaded" % reading.schema_id, record,
                           record.device_id, "outcome", seq, True)
         out = []
+        nonce = outcome_nonce(self.signing_key, record.device_id, seq, self._digest)
         for level, address in enumerate(schema.level_addresses(reading.fields)):
             packet = OutcomePacket(address=address, schema_id=reading.schema_id, created_s=int(now_s),
                                    vector=reading.vector, label=body["label"],
                                    value=value,
-                                   weight=float(body.get("weight", 1.0)))
+                                   weight=float(body.get("weight", 1.0)), nonce=nonce)
             try:
                 out.append((level, address, encode(packet, self.signing_key)))
             except PacketError as exc:

@@ -1,0 +1,83 @@
+"""Issue 18 on the gateway side: distinct outcomes stay distinct (point 7), error answers are paced per
+device (point 9), and outcomes are not signed while the clock is clearly wrong (point 10)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from qis_gateway.config import OutboxSettings
+from qis_gateway.flusher import OutboxFlusher
+from qis_gateway.packets import verify
+
+from .helpers import MACHINE, make_rig, metric
+
+NOW_S = 1_790_000_000.0  # 2026-09: a plausible, synchronised wall clock
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def flush_all(rig) -> None:
+    flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, OutboxSettings(flush_rate_per_s=1000, retry_min_s=0.01),
+                            clock=lambda: NOW_S)
+    for _ in range(100):
+        if not rig.state.pending():
+            return
+        await flusher._flush_once()
+
+
+# -- point 7 --------------------------------------------------------------------------------------------------
+def test_twenty_equal_outcomes_in_one_second_are_twenty_packets(tmp_path: Path) -> None:
+    """After an outage a board's queued outcomes arrive together: same fields, vector and label, admitted in
+    the same second. Each is its own packet at every level, and the next summary counts all 20."""
+    rig = make_rig(tmp_path, clock=lambda: NOW_S)
+    board = rig.board()
+    t, frame, fp_seq = board.fp(temperature_c=85, vibration=8.0)
+    assert rig.bridge.admit(t, frame).outcome == "accepted"
+    for _ in range(20):
+        t, frame, _ = board.outcome(fp_seq, "bearing_wear")
+        assert rig.bridge.admit(t, frame).outcome == "accepted"
+    levels = 1 + len(MACHINE.coarser)
+    assert rig.state.pending() == 20 * levels
+    run(flush_all(rig))
+    assert rig.state.pending() == 0
+    reading = rig.state.reading(board.device, fp_seq)
+    for address in MACHINE.level_addresses(reading.fields):
+        held = rig.swarm.shared[address]
+        assert len(held) == 20
+        packets = [verify(v, None, address) for v in held]
+        assert len({p.packet_id for p in packets}) == 20
+        assert all(p.version == 2 and p.label == "bearing_wear" and p.created_s == int(NOW_S) for p in packets)
+    t, frame, _ = board.fp(temperature_c=85, vibration=8.0)
+    adm = rig.bridge.admit(t, frame)
+    summary = run(rig.bridge.answer_fp(adm))
+    assert summary.n == 20 and summary.level == 0 and summary.top[0][0] == "bearing_wear"
+
+
+def test_the_nonce_names_no_device_and_signing_a_frame_again_gives_the_same_bytes(tmp_path: Path) -> None:
+    """Two boards with equal outcomes: their packets' nonces differ and hold no device id; the same frames
+    admitted again from scratch (a crash before the rows were written) sign to the very same bytes."""
+    rig = make_rig(tmp_path / "one", clock=lambda: NOW_S)
+    again = make_rig(tmp_path / "two", clock=lambda: NOW_S)
+    again.bridge.signing_key = rig.bridge.signing_key
+    frames = []
+    for device in ("pump-01", "pump-02"):
+        board = rig.board(device)
+        again.registry.add(device, board.site, board.secret)
+        t, frame, fp_seq = board.fp()
+        frames.append((t, frame))
+        frames.append(board.outcome(fp_seq, "ok")[:2])
+    for t, frame in frames:
+        assert rig.bridge.admit(t, frame).outcome == "accepted"
+        assert again.bridge.admit(t, frame).outcome == "accepted"
+    rows = rig.state.due(1e12, 100)
+    assert len(rows) == 2 * (1 + len(MACHINE.coarser))
+    nonces = {}
+    for item in rows:
+        assert item.device.encode() not in item.packet
+        nonces.setdefault(item.device, set()).add(verify(item.packet).nonce)
+    assert all(len(n) == 1 for n in nonces.values())  # one nonce per outcome, on each of its levels
+    assert nonces["pump-01"] != nonces["pump-02"]
+    assert sorted(r.packet for r in rows) == sorted(r.packet for r in again.state.due(1e12, 100))

@@ -21,7 +21,8 @@ How it works, for one board message (topic, payload):
    retries with backoff, so none are lost while the swarm is away.
 
 Every refusal is counted by reason (metrics), logged at most once per device and interval (ratelog) and
-answered on the device's `error` topic when the device is known (its secret signs the answer).
+answered on the device's `error` topic when the device is known (its secret signs the answer), at most a
+few times a minute per device (error_budget.py); refusals beyond that budget are counted, not answered.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from qis.schema import Schema
 from qis.topics import parse_topic, topic
 
 from qis_gateway.config import default
+from qis_gateway.error_budget import ErrorBudget
 from qis_gateway.evidence import BoardSummary, Evidence
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import StateDB
@@ -85,6 +87,7 @@ class Bridge:
         self.clock = clock
         self.on_summary = on_summary
         self.ratelog = RateLimitedLog(log, reject_log_interval_s)
+        self.error_budget = ErrorBudget()
         self.outbox_wakeup: Callable[[], None] = lambda: None
         self._digest, self._now_s = b"", 0.0  # of the frame being admitted
 
@@ -195,6 +198,9 @@ class Bridge:
         self.ratelog.reject(rej.device_id, rej.reason, rej.detail, self.clock())
         record = rej.record
         if record is not None and not record.revoked:
+            if not self.error_budget.allow(record.device_id, self.clock()):
+                self.metrics.error_answers_suppressed.labels(rej.reason).inc()
+                return Admitted("rejected", rej.kind, record, None, rej.reason)
             try:
                 payload = messages.encode_error(record.device_id, rej.seq or 0, rej.reason, rej.detail,
                                                 record.secret)

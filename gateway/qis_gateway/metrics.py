@@ -58,6 +58,9 @@ class Metrics:
         self.swarm_peers = Gauge("qis_gateway_swarm_peers", "Contacts in the swarm routing table", registry=r)
         self.shed = Counter("qis_gateway_shed", "fps not answered because the gateway was overloaded, by reason",
                             ["reason"], registry=r)
+        self.error_answers_suppressed = Counter(
+            "qis_gateway_error_answers_suppressed", "Refusals not answered on the device's error topic: its error "
+            "budget was spent (a few a minute per device)", ["reason"], registry=r)
         self.incoming_dropped = Counter("qis_gateway_incoming_dropped", "QoS 0 messages dropped: incoming queue full",
                                         registry=r)
 

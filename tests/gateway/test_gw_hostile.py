@@ -81,3 +81,32 @@ def test_the_nonce_names_no_device_and_signing_a_frame_again_gives_the_same_byte
     assert all(len(n) == 1 for n in nonces.values())  # one nonce per outcome, on each of its levels
     assert nonces["pump-01"] != nonces["pump-02"]
     assert sorted(r.packet for r in rows) == sorted(r.packet for r in again.state.due(1e12, 100))
+
+
+# -- point 9 --------------------------------------------------------------------------------------------------
+def test_a_bad_tag_flood_gets_a_few_error_answers_per_minute_and_the_rest_counted(tmp_path: Path) -> None:
+    now = [NOW_S]
+    rig = make_rig(tmp_path, clock=lambda: now[0])
+    board, other = rig.board("pump-01"), rig.board("pump-02")
+    t, frame, _ = board.fp()
+    tampered = frame[:-1] + bytes([frame[-1] ^ 1])
+    flood = 5000
+    for i in range(flood):
+        now[0] = NOW_S + i * 0.001  # 5,000 frames in 5 s
+        assert rig.bridge.admit(t, tampered).reason == "tag"
+    answered = len(rig.published.bodies(board, "error"))
+    assert 1 <= answered <= 6
+    assert metric(rig.metrics, "qis_gateway_rejections_total", reason="tag") == flood
+    assert metric(rig.metrics, "qis_gateway_error_answers_suppressed_total", reason="tag") == flood - answered
+    # another device's budget is its own
+    ot, oframe, _ = other.fp()
+    assert rig.bridge.admit(ot, oframe[:-1] + bytes([oframe[-1] ^ 1])).reason == "tag"
+    assert len(rig.published.bodies(other, "error")) == 1
+    # a minute on, the flood continues: a few more answers, no more
+    for i in range(flood):
+        now[0] = NOW_S + 65 + i * 0.001
+        rig.bridge.admit(t, tampered)
+    assert answered < len(rig.published.bodies(board, "error")) <= answered + 6
+    # the board's honest traffic is untouched
+    t, frame, _ = board.fp()
+    assert rig.bridge.admit(t, frame).outcome == "accepted"

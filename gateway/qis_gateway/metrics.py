@@ -61,6 +61,11 @@ class Metrics:
         self.error_answers_suppressed = Counter(
             "qis_gateway_error_answers_suppressed", "Refusals not answered on the device's error topic: its error "
             "budget was spent (a few a minute per device)", ["reason"], registry=r)
+        self.signing_refused = Counter(
+            "qis_gateway_signing_refused", "Outcomes not signed at admission because the wall clock was clearly "
+            "wrong (held, signed later)", registry=r)
+        self.outcomes_held = Gauge("qis_gateway_outcomes_held", "Accepted outcomes waiting for a trustworthy clock "
+                                   "to be signed", registry=r)
         self.incoming_dropped = Counter("qis_gateway_incoming_dropped", "QoS 0 messages dropped: incoming queue full",
                                         registry=r)
 

@@ -168,6 +168,8 @@ class Gateway:
                              on_summary=self.ha.on_summary if self.ha else None)
         self.flusher = OutboxFlusher(self.state, self.swarm, self.metrics, c.outbox)
         self.bridge.outbox_wakeup = self.flusher.wake
+        self.metrics.outcomes_held.set(self.state.held_count())
+        self.bridge.sign_held()
         self.intake = Intake(self.bridge, self.registry, self.state, self.metrics, self.mqtt.ack,
                              self._start_answer, self._stop, self._other)
         if c.metrics.listen is not None:
@@ -266,6 +268,8 @@ class Gateway:
                     self.ha.sync(self.registry.list())  # boards added or revoked since: no restart needed
                 self.metrics.mqtt_connected.set(1 if self.mqtt.connected else 0)
                 self.metrics.queue_depth.set(self.state.pending())
+                while self.bridge.sign_held():  # outcomes held while the clock was wrong, once it is right
+                    await asyncio.sleep(0)
                 if time.monotonic() - last_prune > PRUNE_EVERY_S:
                     last_prune = time.monotonic()
                     self.state.prune(time.time(), self.config.outbox.reading_ttl_s)
@@ -301,6 +305,7 @@ class Gateway:
                          "port": self.config.mqtt.port, "connects": self.mqtt.connects},
                 "swarm": swarm, "peers": swarm.get("peers"), "stored_packets": swarm.get("stored_values"),
                 "queue_depth": self.state.pending(), "outcomes_stored": self.state.stored(),
+                "outcomes_held": self.state.held_count(),
                 "devices": len(self.registry.list()), "uptime_s": round(time.time() - self.started_s, 1),
                 "verified_cache": {"entries": len(self.cache), "max_entries": self.cache.max_entries,
                                    "hits": self.cache.hits, "misses": self.cache.misses}}

@@ -110,3 +110,61 @@ def test_a_bad_tag_flood_gets_a_few_error_answers_per_minute_and_the_rest_counte
     # the board's honest traffic is untouched
     t, frame, _ = board.fp()
     assert rig.bridge.admit(t, frame).outcome == "accepted"
+
+
+# -- point 10 -------------------------------------------------------------------------------------------------
+def test_outcomes_are_held_while_the_clock_was_never_set_and_signed_once_it_is(tmp_path: Path) -> None:
+    """A Pi without a real-time clock boots in 2025: its outcomes are accepted and held (durably, across a
+    restart), none is signed with the wrong time, and all are signed and stored once network time arrives."""
+    now = [1_735_000_000.0]  # 2024-12-24: before any plausible time
+    rig = make_rig(tmp_path, clock=lambda: now[0])
+    board = rig.board()
+    t, frame, fp_seq = board.fp()
+    assert rig.bridge.admit(t, frame).outcome == "accepted"
+    frames = [board.outcome(fp_seq, "bearing_wear")[:2] for _ in range(3)]
+    for t, frame in frames:
+        assert rig.bridge.admit(t, frame).outcome == "accepted"
+    assert rig.bridge.admit(*frames[0]).outcome == "duplicate"  # the broker redelivers: still one outcome
+    assert rig.state.pending() == 0 and rig.state.held_count() == 3
+    assert metric(rig.metrics, "qis_gateway_signing_refused_total") == 3
+    assert metric(rig.metrics, "qis_gateway_outcomes_held") == 3
+    assert rig.bridge.sign_held() == 0  # still the wrong clock
+    # the gateway restarts (still without network time): the held outcomes are still there
+    from qis_gateway.bridge import Bridge
+
+    bridge = Bridge(rig.registry, rig.state, rig.bridge.schemas, rig.bridge.signing_key, rig.bridge.evidence,
+                    rig.published, rig.metrics, clock=lambda: now[0])
+    assert bridge.sign_held() == 0 and rig.state.held_count() == 3
+    now[0] = NOW_S  # network time arrives
+    assert bridge.sign_held() == 3
+    levels = 1 + len(MACHINE.coarser)
+    assert rig.state.held_count() == 0 and rig.state.pending() == 3 * levels
+    assert metric(rig.metrics, "qis_gateway_outcomes_held") == 0
+    run(flush_all(rig))
+    reading = rig.state.reading(board.device, fp_seq)
+    held = rig.swarm.shared[MACHINE.level_addresses(reading.fields)[0]]
+    packets = [verify(v) for v in held]
+    assert len(packets) == 3 and all(p.created_s == int(NOW_S) for p in packets)
+    assert len({p.nonce for p in packets}) == 3
+
+
+def test_a_clock_behind_what_the_gateway_signed_before_holds_outcomes_even_after_a_restart(tmp_path: Path) -> None:
+    now = [NOW_S]
+    rig = make_rig(tmp_path, clock=lambda: now[0])
+    board = rig.board()
+    t, frame, fp_seq = board.fp()
+    rig.bridge.admit(t, frame)
+    assert rig.bridge.admit(*board.outcome(fp_seq, "ok")[:2]).outcome == "accepted"
+    assert rig.state.pending() == 1 + len(MACHINE.coarser)
+    now[0] = NOW_S - 2 * 86400  # rebooted without network time: two days behind (fake-hwclock)
+    from qis_gateway.bridge import Bridge
+
+    restarted = Bridge(rig.registry, rig.state, rig.bridge.schemas, rig.bridge.signing_key, rig.bridge.evidence,
+                       rig.published, rig.metrics, clock=lambda: now[0])  # its floor comes from the outbox
+    t, frame, fp_seq = board.fp()
+    restarted.admit(t, frame)
+    assert restarted.admit(*board.outcome(fp_seq, "ok")[:2]).outcome == "accepted"
+    assert rig.state.held_count() == 1 and rig.state.pending() == 1 + len(MACHINE.coarser)
+    now[0] = NOW_S + 60
+    assert restarted.sign_held() == 1 and rig.state.held_count() == 0
+    assert rig.state.pending() == 2 * (1 + len(MACHINE.coarser))

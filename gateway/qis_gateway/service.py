@@ -73,14 +73,17 @@ _STARTUP_FAULTS = (OSError, sqlite3.Error, ValueError)
 
 
 @contextlib.contextmanager
-def _step(what: str, also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
-    """Turn a start-up fault of one part (or one of `also`) into a StartupError that says which part."""
+def _step(what: str, path: Path | None = None, also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Turn a start-up fault of one part (or one of `also`) into a StartupError that says which part (and
+    its file, unless the error's own text names it already)."""
     try:
         yield
     except StartupError:
         raise
     except (*_STARTUP_FAULTS, *also) as exc:
-        raise StartupError("%s: %s" % (what, _one_line(exc))) from exc
+        text = _one_line(exc)
+        where = what if path is None or str(path) in text else "%s %s" % (what, path)
+        raise StartupError("%s: %s" % (where, text)) from exc
 
 
 def _one_line(exc: BaseException) -> str:
@@ -99,7 +102,8 @@ def load_schemas(extra: list[str], base: Path) -> dict[str, Schema]:
             out[schema.schema_id] = schema
     for name in extra:
         path = Path(name) if Path(name).is_absolute() else base / name
-        schema = load_schema(str(path))
+        with _step("gateway.schemas", path):
+            schema = load_schema(str(path))
         out[schema.schema_id] = schema
     return out
 
@@ -130,29 +134,30 @@ class Gateway:
         from qis_gateway.keys import generate_key_file, load_signing_key, public_key_bytes
 
         c = self.config
-        with _step("data directory %s" % c.data_dir):
+        with _step("data directory", c.data_dir):
             c.data_dir.mkdir(parents=True, exist_ok=True)
         # The registry first: it refuses root on the service user's files before anything is written here.
-        with _step("device registry %s" % c.registry_path):
+        with _step("device registry", c.registry_path):
             self.registry = Registry(c.registry_path)
         key_path = c.key_path
-        with _step("signing key %s" % key_path):
+        with _step("signing key", key_path):
             self.signing_key = load_signing_key(key_path) if key_path.exists() else generate_key_file(key_path)
         trusted = c.gateway.trusted_keys
         own_key = public_key_bytes(self.signing_key)
         if trusted is not None and own_key not in trusted:
             raise ConfigError("gateway.trusted_keys: this gateway's own key %s is not in the list, so every "
                               "outcome it signs would be refused, by its own node too: add it" % own_key.hex())
-        with _step("gateway.schemas"):
+        with _step("gateway.schemas"):  # each file's errors name it (load_schemas)
             self.schemas = load_schemas(list(c.gateway.schemas), c.source.parent if c.source else Path.cwd())
-        with _step("state database %s" % c.state_path):
+        with _step("state database", c.state_path):
             self.state = StateDB(c.state_path)
         self.cache = VerifiedPacketCache(VERIFIED_CACHE_ENTRIES)
         if self._swarm_override is not None:
             self.swarm = self._swarm_override
         else:
             self.swarm = make_swarm(c.swarm, c.data_dir / "swarm", make_validator(self.cache, trusted))
-        with _step("swarm node (%s, UDP %s:%d)" % (c.data_dir / "swarm", *c.swarm.listen), (SwarmError, StoreError)):
+        swarm_what = "swarm node (%s, UDP %s:%d)" % (c.data_dir / "swarm", *c.swarm.listen)
+        with _step(swarm_what, also=(SwarmError, StoreError)):
             await self.swarm.start()
         self._swarm_started = True
         subs = [(subscription("fp"), 1), (subscription("outcome"), 1)]

@@ -50,7 +50,7 @@ from qis_gateway.outbox import StateDB
 from qis_gateway.packets import OutcomePacket, PacketError, encode, outcome_nonce
 from qis_gateway.ratelog import RateLimitedLog
 from qis_gateway.registry import DeviceRecord, Registry
-from qis_gateway.signing_clock import SigningClock
+from qis_gateway.signing_clock import ClockUnsynchronised, SigningClock
 
 if TYPE_CHECKING:  # pynacl itself is touched only by packets.py and keys.py
     from nacl.signing import SigningKey
@@ -187,13 +187,15 @@ class Bridge:
             packets = self._sign(schema, reading.fields, reading.vector, label, value, weight, nonce, now_s)
         except PacketError as exc:
             raise _Reject("packet", str(exc), record, record.device_id, "outcome", seq, True) from exc
-        why = self.signing_clock.problem(now_s)
-        if why is None:
+        try:
+            self.signing_clock.check(now_s)
+        except ClockUnsynchronised as exc:
+            why = str(exc)
+        else:
             self.state.record_outcome(record.device_id, seq, digest, packets, now_s)
             self.signing_clock.note_signed(int(now_s))
             return
         self.state.record_held(record.device_id, seq, digest, reading, label, value, weight, now_s)
-        self.signing_clock.refused += 1
         self.metrics.signing_refused.inc()
         self.metrics.outcomes_held.inc()
         if not self._holding:

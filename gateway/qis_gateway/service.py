@@ -55,7 +55,8 @@ from qis_gateway.swarm.store_sqlite import StoreError
 # so the cache fills with the swarm's newest packets: in the HIL soak (24,000 packets in 10 minutes) it was
 # the site gateways' RSS growth (50 -> 76-78 MB with 20,000 entries of ~840 bytes). An entry is ~405 bytes
 # since cached packets share their repeated fields; 10,000 entries (~4 MB, ~5 MB resident) measured the
-# same hit ratio as 20,000 under the soak's workload (75% vs 73%, bench/bench_gateway_mem.py).
+# same hit ratio as 20,000 under the soak's workload (75% vs 73%, bench/bench_gateway_mem.py). Version 2
+# packets (16-byte nonce) add ~23 bytes an entry (tracemalloc over 5,000 entries: 452 against 429 bytes).
 VERIFIED_CACHE_ENTRIES = 10_000
 
 log = logging.getLogger(__name__)

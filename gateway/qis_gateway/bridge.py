@@ -10,7 +10,10 @@ How it works, for one board message (topic, payload):
    (unknown schema or reading, bad fields) still consumes its seq, so replaying it is a duplicate too.
    Then the durable part: an fp's fields and vector go to `readings`, an outcome's signed packets (one
    per schema level: exact, then coarser) go to the outbox -- in one SQLite transaction -- and only then
-   does the registry's seq move forward.
+   does the registry's seq move forward. While the wall clock is clearly wrong (signing_clock.py: before
+   2026, or behind a time this gateway already signed with), an outcome is not signed: it is accepted
+   and *held* in the state DB, and `sign_held` (called by the service every few seconds) signs and queues
+   it once the clock is right, with the time of signing as its `created_s`.
    Crashing between those steps is harmless: the redelivered frame re-inserts idempotently.
    The caller acknowledges the MQTT message once `admit` has returned (durably handled or refused).
 2. fp only, asynchronous: `answer_fp` recomputes every level address from the fields with the schema
@@ -21,7 +24,8 @@ How it works, for one board message (topic, payload):
    retries with backoff, so none are lost while the swarm is away.
 
 Every refusal is counted by reason (metrics), logged at most once per device and interval (ratelog) and
-answered on the device's `error` topic when the device is known (its secret signs the answer).
+answered on the device's `error` topic when the device is known (its secret signs the answer), at most a
+few times a minute per device (error_budget.py); refusals beyond that budget are counted, not answered.
 """
 
 from __future__ import annotations
@@ -39,12 +43,14 @@ from qis.schema import Schema
 from qis.topics import parse_topic, topic
 
 from qis_gateway.config import default
+from qis_gateway.error_budget import ErrorBudget
 from qis_gateway.evidence import BoardSummary, Evidence
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import StateDB
-from qis_gateway.packets import OutcomePacket, PacketError, encode
+from qis_gateway.packets import OutcomePacket, PacketError, encode, outcome_nonce
 from qis_gateway.ratelog import RateLimitedLog
 from qis_gateway.registry import DeviceRecord, Registry
+from qis_gateway.signing_clock import ClockUnsynchronised, SigningClock
 
 if TYPE_CHECKING:  # pynacl itself is touched only by packets.py and keys.py
     from nacl.signing import SigningKey
@@ -73,7 +79,7 @@ class Bridge:
     def __init__(self, registry: Registry, state: StateDB, schemas: dict[str, Schema], signing_key: SigningKey,
                  evidence: Evidence, publish: Publish, metrics: Metrics, *,
                  reject_log_interval_s: float = default("log", "reject_interval_s"),
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = time.time, signing_clock: SigningClock | None = None,
                  on_summary: Callable[[DeviceRecord, BoardSummary], None] | None = None) -> None:
         self.registry = registry
         self.state = state
@@ -85,6 +91,11 @@ class Bridge:
         self.clock = clock
         self.on_summary = on_summary
         self.ratelog = RateLimitedLog(log, reject_log_interval_s)
+        self.signing_clock = signing_clock or SigningClock()
+        # its floor: never sign behind the newest time this gateway signed with (its outbox, across restarts)
+        self.signing_clock.note_signed(state.newest_signed_s() or 0.0)
+        self._holding = False  # outcomes are being held: the clock was wrong at the last try
+        self.error_budget = ErrorBudget()
         self.outbox_wakeup: Callable[[], None] = lambda: None
         self._digest, self._now_s = b"", 0.0  # of the frame being admitted
 
@@ -128,8 +139,7 @@ class Bridge:
             schema = self._check_fp(body, record)
             self.state.record_fp(device_id, seq, digest, schema.schema_id, body["fields"], body["vec"], now_s)
         else:
-            packets = self._outcome_packets(body, record, seq, now_s)
-            self.state.record_outcome(device_id, seq, digest, packets, now_s)
+            self._outcome(body, record, seq, digest, now_s)
         if not self.registry.accept_seq(device_id, seq):
             # another handler moved the seq on between our read and now (cannot happen with one loop)
             raise _Reject("replay", "seq %d was overtaken" % seq, record, device_id, kind, seq)
@@ -152,8 +162,8 @@ class Bridge:
                 len(body["vec"]), schema.schema_id, schema.dimensions), record, record.device_id, "fp", seq, True)
         return schema
 
-    def _outcome_packets(self, body: dict[str, Any], record: DeviceRecord, seq: int,
-                         now_s: float) -> list[tuple[int, bytes, bytes]]:
+    def _outcome(self, body: dict[str, Any], record: DeviceRecord, seq: int, digest: bytes, now_s: float) -> None:
+        """Sign an outcome at every level and queue the packets; while the clock is clearly wrong, hold it."""
         if body["re"] > messages.MAX_SEQ:
             raise _Reject("field", "outcome.re %d is beyond any sequence number" % body["re"], record,
                           record.device_id, "outcome", seq, True)
@@ -171,17 +181,68 @@ class Bridge:
         if schema is None:
             raise _Reject("schema", "schema %r is no longer loaded" % reading.schema_id, record,
                           record.device_id, "outcome", seq, True)
+        label, weight = body["label"], float(body.get("weight", 1.0))
+        nonce = outcome_nonce(self.signing_key, record.device_id, seq, digest)
+        try:  # signed even when held: every field is checked now, so a held outcome can always be signed later
+            packets = self._sign(schema, reading.fields, reading.vector, label, value, weight, nonce, now_s)
+        except PacketError as exc:
+            raise _Reject("packet", str(exc), record, record.device_id, "outcome", seq, True) from exc
+        try:
+            self.signing_clock.check(now_s)
+        except ClockUnsynchronised as exc:
+            why = str(exc)
+        else:
+            self.state.record_outcome(record.device_id, seq, digest, packets, now_s)
+            self.signing_clock.note_signed(int(now_s))
+            return
+        self.state.record_held(record.device_id, seq, digest, reading, label, value, weight, now_s)
+        self.metrics.signing_refused.inc()
+        self.metrics.outcomes_held.inc()
+        if not self._holding:
+            log.warning("not signing outcomes: %s; holding them (durably) until the clock is right", why)
+        self._holding = True
+
+    def _sign(self, schema: Schema, fields: dict[str, str | int], vector: tuple[int, ...], label: str,
+              value: float | None, weight: float, nonce: bytes, now_s: float) -> list[tuple[int, bytes, bytes]]:
+        """(level, address, signed packet) for each schema level; PacketError when a field is unusable."""
         out = []
-        for level, address in enumerate(schema.level_addresses(reading.fields)):
-            packet = OutcomePacket(address=address, schema_id=reading.schema_id, created_s=int(now_s),
-                                   vector=reading.vector, label=body["label"],
-                                   value=value,
-                                   weight=float(body.get("weight", 1.0)))
-            try:
-                out.append((level, address, encode(packet, self.signing_key)))
-            except PacketError as exc:
-                raise _Reject("packet", str(exc), record, record.device_id, "outcome", seq, True) from exc
+        for level, address in enumerate(schema.level_addresses(fields)):
+            packet = OutcomePacket(address=address, schema_id=schema.schema_id, created_s=int(now_s), vector=vector,
+                                   label=label, value=value, weight=weight, nonce=nonce)
+            out.append((level, address, encode(packet, self.signing_key)))
         return out
+
+    def sign_held(self, limit: int = 256) -> int:
+        """Sign and queue the outcomes held while the clock was wrong, once it is right; returns how many
+        left the held table (called by the service every few seconds, and at start)."""
+        held = self.state.held(limit)
+        if not held:
+            return 0
+        now_s = self.clock()
+        why = self.signing_clock.problem(now_s)
+        if why is not None:
+            self._holding = True
+            return 0
+        with self.state.batch():
+            for h in held:
+                nonce = outcome_nonce(self.signing_key, h.device, h.seq, h.digest)
+                schema = self.schemas.get(h.schema_id)
+                try:
+                    if schema is None:
+                        raise PacketError("field", "schema %r is no longer loaded" % h.schema_id)
+                    packets = self._sign(schema, h.fields, h.vector, h.label, h.value, h.weight, nonce, now_s)
+                except (PacketError, QisError) as exc:  # not after the admission checks, unless a schema went
+                    log.error("held outcome %s/%d cannot be signed and is dropped: %s", h.device, h.seq, exc)
+                    self.metrics.rejections.labels("packet").inc()
+                    packets = []
+                self.state.release_held(h.device, h.seq, packets, now_s)
+        self.signing_clock.note_signed(int(now_s))
+        self.metrics.outcomes_held.set(self.state.held_count())
+        if self._holding:
+            log.info("the clock is trustworthy again: signed %d held outcome(s)", len(held))
+        self._holding = False
+        self.outbox_wakeup()
+        return len(held)
 
     def _refuse(self, rej: _Reject) -> Admitted:
         if rej.authentic and rej.record is not None and rej.seq is not None:
@@ -194,6 +255,9 @@ class Bridge:
         self.ratelog.reject(rej.device_id, rej.reason, rej.detail, self.clock())
         record = rej.record
         if record is not None and not record.revoked:
+            if not self.error_budget.allow(record.device_id, self.clock()):
+                self.metrics.error_answers_suppressed.labels(rej.reason).inc()
+                return Admitted("rejected", rej.kind, record, None, rej.reason)
             try:
                 payload = messages.encode_error(record.device_id, rej.seq or 0, rej.reason, rej.detail,
                                                 record.secret)

@@ -43,7 +43,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from qis_gateway.registry import RegistryError
 
     config = load_config_or_exit(args.config)
-    from qis_gateway.service import run_service
+    from qis_gateway.service import StartupError, run_service
 
     try:
         return run_service(config, log_level=args.log_level_given)
@@ -52,6 +52,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except RegistryError as exc:  # e.g. started as root on the service user's registry
         print("qis-gateway: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    except StartupError as exc:  # a damaged file, a port in use: one line, no traceback
+        print("qis-gateway: cannot start: %s" % exc, file=sys.stderr)
         return EXIT_USAGE
 
 

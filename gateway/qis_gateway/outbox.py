@@ -11,6 +11,10 @@ and a SIGKILL right after loses nothing. Tables:
 - `outbox(id, device, seq, level, address, packet, attempts, next_try_s, done_s)`: signed outcome
   packets waiting to be stored in the swarm. `due()` hands out undone rows whose retry time has come,
   oldest first; `mark_done` / `mark_retry` record the result (retry delay doubles up to a cap).
+- `held(device, seq, digest, schema_id, fields, vector, label, value, weight, created_s)`: accepted
+  outcomes not signed yet because the wall clock was clearly wrong (signing_clock.py). `release_held`
+  moves one to the outbox, signed, once the clock is trustworthy; `created_s` here is the (wrong) clock
+  at admission, kept for the record only.
 
 Each `record_*` call writes its rows in one transaction (INSERT OR IGNORE, so doing it twice is harmless).
 Inside `batch()` those become savepoints of the batch's one transaction, and one COMMIT (one fsync of
@@ -36,6 +40,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     address BLOB NOT NULL, packet BLOB NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
     next_try_s REAL NOT NULL, created_s REAL NOT NULL, done_s REAL, UNIQUE (device, seq, level));
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (done_s, next_try_s);
+CREATE TABLE IF NOT EXISTS held (
+    device TEXT NOT NULL, seq INTEGER NOT NULL, digest BLOB NOT NULL, schema_id TEXT NOT NULL,
+    fields TEXT NOT NULL, vector BLOB NOT NULL, label TEXT NOT NULL, value REAL, weight REAL NOT NULL,
+    created_s REAL NOT NULL, PRIMARY KEY (device, seq));
 """
 
 
@@ -47,6 +55,19 @@ class Reading:
     fields: dict[str, str | int]
     vector: tuple[int, ...]
     created_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class HeldOutcome:
+    device: str
+    seq: int
+    digest: bytes
+    schema_id: str
+    fields: dict[str, str | int]
+    vector: tuple[int, ...]
+    label: str
+    value: float | None
+    weight: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +121,41 @@ class StateDB:
                     "INSERT OR IGNORE INTO outbox (device, seq, level, address, packet, next_try_s, created_s)"
                     " VALUES (?,?,?,?,?,?,?)", (device, seq, level, address, packet, now_s, now_s))
 
+    def record_held(self, device: str, seq: int, digest: bytes, reading: Reading, label: str, value: float | None,
+                    weight: float, now_s: float) -> None:
+        """An accepted outcome that may not be signed yet (the clock is wrong): the frame and what to sign."""
+        vec = bytes((q & 0xFF) for q in reading.vector)
+        with self._tx():
+            self._db.execute("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?)",
+                             (device, seq, "outcome", digest, now_s))
+            self._db.execute("INSERT OR IGNORE INTO held VALUES (?,?,?,?,?,?,?,?,?,?)",
+                             (device, seq, digest, reading.schema_id, json.dumps(reading.fields, sort_keys=True),
+                              vec, label, value, weight, now_s))
+
+    def held(self, limit: int = 64) -> list[HeldOutcome]:
+        """Held outcomes, oldest first."""
+        rows = self._db.execute("SELECT device, seq, digest, schema_id, fields, vector, label, value, weight"
+                                " FROM held ORDER BY created_s, device, seq LIMIT ?", (limit,))
+        return [HeldOutcome(r[0], r[1], bytes(r[2]), r[3], json.loads(r[4]), _vector(r[5]), r[6], r[7], r[8])
+                for r in rows]
+
+    def held_count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM held").fetchone()[0]
+
+    def release_held(self, device: str, seq: int, packets: list[tuple[int, bytes, bytes]], now_s: float) -> None:
+        """Queue a held outcome's signed packets and forget it as held, in one transaction (an empty
+        `packets` drops it: it can no longer be signed)."""
+        with self._tx():
+            for level, address, packet in packets:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO outbox (device, seq, level, address, packet, next_try_s, created_s)"
+                    " VALUES (?,?,?,?,?,?,?)", (device, seq, level, address, packet, now_s, now_s))
+            self._db.execute("DELETE FROM held WHERE device = ? AND seq = ?", (device, seq))
+
+    def newest_signed_s(self) -> float | None:
+        """The newest `created_s` of the outbox (queued or stored): the newest time this gateway signed."""
+        return self._db.execute("SELECT MAX(created_s) FROM outbox").fetchone()[0]
+
     def record_refused(self, device: str, seq: int, digest: bytes, now_s: float) -> None:
         """An authentic frame that was refused (e.g. unknown reading): remember it as handled."""
         self._db.execute("INSERT OR IGNORE INTO frames VALUES (?,?,?,?,?)", (device, seq, "refused", digest, now_s))
@@ -109,8 +165,7 @@ class StateDB:
                                (device, seq)).fetchone()
         if row is None:
             return None
-        vector = tuple(b - 256 if b > 127 else b for b in bytes(row[2]))
-        return Reading(device, seq, row[0], json.loads(row[1]), vector, row[3])
+        return Reading(device, seq, row[0], json.loads(row[1]), _vector(row[2]), row[3])
 
     # -- outbox ---------------------------------------------------------------------------------------
     def due(self, now_s: float, limit: int = 16) -> list[OutboxItem]:
@@ -157,6 +212,10 @@ class StateDB:
 
     def _tx(self) -> _Tx:
         return _Tx(self._db)
+
+
+def _vector(blob: bytes) -> tuple[int, ...]:
+    return tuple(b - 256 if b > 127 else b for b in bytes(blob))
 
 
 class _Tx:

@@ -2,20 +2,27 @@
 
 How it works
 ------------
-A packet is a fixed, canonical byte layout built with `struct` (big-endian), version 1::
+A packet is a fixed, canonical byte layout built with `struct` (big-endian). Version 2 (what the gateway
+signs) carries a per-outcome nonce; version 1 (the same without it) is still read::
 
     offset  size  field
-    0       1     version (= 1)
+    0       1     version (2; 1 has no nonce field)
     1       1     flags: bit 0 = a value follows; every other bit must be 0
     2       32    keyspace address the packet is stored under (qis.fingerprint.keyspace_address)
     34      8     created_s, unix seconds (uint64)
     42      8     weight, float64 in (0, 1] (the origin's confidence in the outcome)
-    50      [8]   value, float64, finite -- only when flag bit 0 is set
+    50      16    nonce (version 2 only): makes two outcomes with equal fields two packets
+    ..      [8]   value, float64, finite -- only when flag bit 0 is set
     ..      1+S   schema id: length S (1..64) then S bytes of UTF-8 without control characters
     ..      1+L   outcome label: length L (1..64) then L bytes of UTF-8 without control characters
     ..      1+D   vector: dimensions D (0..128) then D signed bytes, each in -127..127
     ..      32    origin gateway's raw Ed25519 public key
     ..      64    Ed25519 signature of SIGN_CONTEXT + every byte above (i.e. every byte before it)
+
+The nonce: the packet id is the hash of the bytes, so without it 20 outcomes with the same label, vector
+and fields signed in the same second were one packet (issue 18 point 7). The bridge derives it with a keyed
+hash from the gateway's key and the board frame (`outcome_nonce`): unique per outcome, the same if the same
+frame is signed again (idempotent), and no device identifier can be read from it.
 
 Why struct and not msgpack: msgpack lets one value be written several ways (an int in 1, 2, 3, 5 or 9
 bytes, a str as fixstr or str8), so a signed msgpack blob has many byte forms per content and the packet
@@ -46,6 +53,7 @@ Exceptions::
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import math
 import struct
@@ -59,7 +67,9 @@ import nacl.signing
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2  # what `encode` writes when the packet has a nonce; 1 (no nonce) is still read and written
+VERSIONS = (1, 2)
+NONCE_BYTES = 16
 MAX_PACKET_BYTES = 512
 ADDRESS_BYTES = 32
 KEY_BYTES = 32
@@ -71,6 +81,7 @@ SIGN_CONTEXT = b"qis-edge/outcome-packet/v1\x00"
 FLAG_VALUE = 0x01
 _KNOWN_FLAGS = FLAG_VALUE
 _HEAD = struct.Struct(">BB32sQd")  # version, flags, address, created_s, weight
+_NONCE = struct.Struct(">%ds" % NONCE_BYTES)
 _VALUE = struct.Struct(">d")
 _MAX_CREATED_S = 2**63 - 1
 # version..weight, value absent, 1-byte schema, 1-byte label, no vector, key, signature
@@ -105,6 +116,11 @@ class OutcomePacket:
     weight: float = 1.0
     origin_key: bytes = b""
     verified_id: bytes | None = field(default=None, repr=False, compare=False)
+    nonce: bytes = b""  # 16 bytes in a version 2 packet, empty in version 1
+
+    @property
+    def version(self) -> int:
+        return 2 if self.nonce else 1
 
     @property
     def packet_id(self) -> bytes:
@@ -173,7 +189,12 @@ def _body(packet: OutcomePacket, public_key: bytes) -> bytes:
     for c in vector:
         if not isinstance(c, int) or isinstance(c, bool) or not -127 <= c <= 127:
             raise PacketError("field", "vector components must be ints in -127..127, got %r" % (c,))
-    parts = [_HEAD.pack(VERSION, FLAG_VALUE if value is not None else 0, packet.address, created, weight)]
+    nonce = packet.nonce
+    if not isinstance(nonce, bytes) or len(nonce) not in (0, NONCE_BYTES):
+        raise PacketError("field", "nonce must be %d bytes (or empty: a version 1 packet)" % NONCE_BYTES)
+    parts = [_HEAD.pack(packet.version, FLAG_VALUE if value is not None else 0, packet.address, created, weight)]
+    if nonce:
+        parts.append(nonce)
     if value is not None:
         parts.append(_VALUE.pack(value))
     parts += [bytes((len(schema_raw),)), schema_raw, bytes((len(label_raw),)), label_raw]
@@ -227,14 +248,15 @@ def decode_unverified(data: bytes) -> OutcomePacket:
     if len(data) < MIN_PACKET_BYTES:
         raise PacketError("short", "packet is %d bytes, a packet has at least %d" % (len(data), MIN_PACKET_BYTES))
     version, flags, address, created, weight = _HEAD.unpack_from(data, 0)
-    if version != VERSION:
-        raise PacketError("version", "unknown packet version %d (this gateway reads %d)" % (version, VERSION))
+    if version not in VERSIONS:
+        raise PacketError("version", "unknown packet version %d (this gateway reads 1 and 2)" % version)
     if flags & ~_KNOWN_FLAGS:
         raise PacketError("field", "unknown flag bits 0x%02x" % flags)
     if created > _MAX_CREATED_S:
         raise PacketError("field", "created_s out of range")
     _check_weight(weight)
     reader = _Reader(data, _HEAD.size)
+    nonce = reader.take(NONCE_BYTES, "nonce") if version == 2 else b""
     value = None
     if flags & FLAG_VALUE:
         value = _check_value(_VALUE.unpack(reader.take(_VALUE.size, "value"))[0])
@@ -249,7 +271,7 @@ def decode_unverified(data: bytes) -> OutcomePacket:
     if reader.pos + KEY_BYTES + SIGNATURE_BYTES != len(data):
         raise PacketError("long", "%d trailing bytes after the vector" % (len(data) - reader.pos - 96))
     key = data[reader.pos : reader.pos + KEY_BYTES]
-    return OutcomePacket(address, schema_id, created, vector, label, value, weight, key)
+    return OutcomePacket(address, schema_id, created, vector, label, value, weight, key, nonce=nonce)
 
 
 def verify(
@@ -283,7 +305,7 @@ def _verify(
 def _with_id(packet: OutcomePacket, packet_id: bytes) -> OutcomePacket:
     return OutcomePacket(
         packet.address, packet.schema_id, packet.created_s, packet.vector, packet.label,
-        packet.value, packet.weight, packet.origin_key, packet_id,
+        packet.value, packet.weight, packet.origin_key, packet_id, packet.nonce,
     )  # fmt: skip
 
 
@@ -303,6 +325,19 @@ def value_signer(data: bytes) -> bytes | None:
     if not isinstance(data, bytes) or len(data) < MIN_PACKET_BYTES:
         return None
     return data[-SIGNATURE_BYTES - KEY_BYTES : -SIGNATURE_BYTES]
+
+
+NONCE_CONTEXT = b"qis-edge/outcome-nonce/v1\x00"
+
+
+def outcome_nonce(signing_key: nacl.signing.SigningKey, device: str, seq: int, frame_digest: bytes) -> bytes:
+    """The nonce of the packets for one board outcome frame: HMAC-SHA256 under a key derived from the
+    gateway's seed, over the device id, seq and the frame's SHA-256, cut to 16 bytes. Distinct frames give
+    distinct nonces; the same frame gives the same nonce (signing again yields the same bytes); only the
+    key's holder can link a nonce to a device."""
+    mac_key = hashlib.sha256(NONCE_CONTEXT + bytes(signing_key)).digest()
+    msg = device.encode("utf-8") + b"\x00" + struct.pack(">Q", seq) + bytes(frame_digest)
+    return hmac.new(mac_key, msg, hashlib.sha256).digest()[:NONCE_BYTES]
 
 
 # Distinct addresses, schema ids, labels and origin keys the cache shares between its packets.
@@ -378,7 +413,8 @@ class VerifiedPacketCache:
         label = shared.setdefault(packet.label, packet.label)
         origin_key = shared.setdefault(packet.origin_key, packet.origin_key)
         return OutcomePacket(address, schema_id, packet.created_s, packet.vector, label,  # type: ignore[arg-type]
-                             packet.value, packet.weight, origin_key, packet.verified_id)  # type: ignore[arg-type]
+                             packet.value, packet.weight, origin_key, packet.verified_id,  # type: ignore[arg-type]
+                             packet.nonce)
 
 
 def make_validator(

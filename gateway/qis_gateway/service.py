@@ -19,10 +19,13 @@ the other way round.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
+import sqlite3
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -45,17 +48,50 @@ from qis_gateway.mqtt_client import Incoming, MqttClient
 from qis_gateway.outbox import StateDB
 from qis_gateway.packets import VerifiedPacketCache, make_validator
 from qis_gateway.registry import Registry
+from qis_gateway.swarm import SwarmError
+from qis_gateway.swarm.store_sqlite import StoreError
 
 # Verified packets kept so each is verified once (LRU). Every swarm node verifies every packet stored at it,
 # so the cache fills with the swarm's newest packets: in the HIL soak (24,000 packets in 10 minutes) it was
 # the site gateways' RSS growth (50 -> 76-78 MB with 20,000 entries of ~840 bytes). An entry is ~405 bytes
 # since cached packets share their repeated fields; 10,000 entries (~4 MB, ~5 MB resident) measured the
-# same hit ratio as 20,000 under the soak's workload (75% vs 73%, bench/bench_gateway_mem.py).
+# same hit ratio as 20,000 under the soak's workload (75% vs 73%, bench/bench_gateway_mem.py). Version 2
+# packets (16-byte nonce) add ~23 bytes an entry (tracemalloc over 5,000 entries: 452 against 429 bytes).
 VERIFIED_CACHE_ENTRIES = 10_000
 
 log = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 3600.0
+
+
+class StartupError(Exception):
+    """The gateway cannot start (a bad file, a port in use); the message names what and where, in one line."""
+
+
+# What a bad file, a full disk or a taken port raises while the gateway opens its parts (KeyFileError,
+# IdentityError, SchemaError, RegistryError are ValueErrors); anything else is our bug and keeps its traceback.
+_STARTUP_FAULTS = (OSError, sqlite3.Error, ValueError)
+
+
+@contextlib.contextmanager
+def _step(what: str, path: Path | None = None, also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Turn a start-up fault of one part (or one of `also`) into a StartupError that says which part (and
+    its file, unless the error's own text names it already)."""
+    try:
+        yield
+    except StartupError:
+        raise
+    except (*_STARTUP_FAULTS, *also) as exc:
+        text = _one_line(exc)
+        where = what if path is None or str(path) in text else "%s %s" % (what, path)
+        raise StartupError("%s: %s" % (where, text)) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
+        text += " (the file is damaged or not an SQLite file: move it away to start afresh)"
+    return " ".join(text.split())
 
 
 def load_schemas(extra: list[str], base: Path) -> dict[str, Schema]:
@@ -67,7 +103,8 @@ def load_schemas(extra: list[str], base: Path) -> dict[str, Schema]:
             out[schema.schema_id] = schema
     for name in extra:
         path = Path(name) if Path(name).is_absolute() else base / name
-        schema = load_schema(str(path))
+        with _step("gateway.schemas", path):
+            schema = load_schema(str(path))
         out[schema.schema_id] = schema
     return out
 
@@ -84,29 +121,46 @@ class Gateway:
         self.started_s = time.time()
         self.peer_watch = PeerWatch()
         self.intake: Intake | None = None
+        self._swarm_started = False
 
     async def start(self) -> None:
+        """Open every part; a start-up fault closes what was opened and raises StartupError (one line)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._abort_start()
+            raise
+
+    async def _start(self) -> None:
         from qis_gateway.keys import generate_key_file, load_signing_key, public_key_bytes
 
         c = self.config
-        c.data_dir.mkdir(parents=True, exist_ok=True)
+        with _step("data directory", c.data_dir):
+            c.data_dir.mkdir(parents=True, exist_ok=True)
         # The registry first: it refuses root on the service user's files before anything is written here.
-        self.registry = Registry(c.registry_path)
+        with _step("device registry", c.registry_path):
+            self.registry = Registry(c.registry_path)
         key_path = c.key_path
-        self.signing_key = load_signing_key(key_path) if key_path.exists() else generate_key_file(key_path)
+        with _step("signing key", key_path):
+            self.signing_key = load_signing_key(key_path) if key_path.exists() else generate_key_file(key_path)
         trusted = c.gateway.trusted_keys
         own_key = public_key_bytes(self.signing_key)
         if trusted is not None and own_key not in trusted:
             raise ConfigError("gateway.trusted_keys: this gateway's own key %s is not in the list, so every "
                               "outcome it signs would be refused, by its own node too: add it" % own_key.hex())
-        self.schemas = load_schemas(list(c.gateway.schemas), c.source.parent if c.source else Path.cwd())
-        self.state = StateDB(c.state_path)
+        with _step("gateway.schemas"):  # each file's errors name it (load_schemas)
+            self.schemas = load_schemas(list(c.gateway.schemas), c.source.parent if c.source else Path.cwd())
+        with _step("state database", c.state_path):
+            self.state = StateDB(c.state_path)
         self.cache = VerifiedPacketCache(VERIFIED_CACHE_ENTRIES)
         if self._swarm_override is not None:
             self.swarm = self._swarm_override
         else:
             self.swarm = make_swarm(c.swarm, c.data_dir / "swarm", make_validator(self.cache, trusted))
-        await self.swarm.start()
+        swarm_what = "swarm node (%s, UDP %s:%d)" % (c.data_dir / "swarm", *c.swarm.listen)
+        with _step(swarm_what, also=(SwarmError, StoreError)):
+            await self.swarm.start()
+        self._swarm_started = True
         subs = [(subscription("fp"), 1), (subscription("outcome"), 1)]
         if c.homeassistant.enabled:
             self.ha = HomeAssistant(self._publish, c.homeassistant.prefix, c.mqtt.client_id)
@@ -120,17 +174,34 @@ class Gateway:
                              on_summary=self.ha.on_summary if self.ha else None)
         self.flusher = OutboxFlusher(self.state, self.swarm, self.metrics, c.outbox)
         self.bridge.outbox_wakeup = self.flusher.wake
+        self.metrics.outcomes_held.set(self.state.held_count())
+        self.bridge.sign_held()
         self.intake = Intake(self.bridge, self.registry, self.state, self.metrics, self.mqtt.ack,
                              self._start_answer, self._stop, self._other)
         if c.metrics.listen is not None:
             self.http = HttpEndpoint(self.metrics, self.health, self.status)
-            await self.http.start(*c.metrics.listen)
+            with _step("metrics endpoint %s:%d" % c.metrics.listen):
+                await self.http.start(*c.metrics.listen)
         self.flusher.start()
         self.answers.start()
         self.mqtt.start()
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep(), name="housekeeping")
         log.info("gateway started: %d schema(s), %d device(s), %d outcome packet(s) queued",
                  len(self.schemas), len(self.registry.list()), self.state.pending())
+
+    async def _abort_start(self) -> None:
+        """Close what a failed start opened (so the process exits cleanly, with no task left running)."""
+        if self._swarm_started:
+            with contextlib.suppress(Exception):
+                await self.swarm.stop(graceful=False)
+        if self.http is not None:
+            with contextlib.suppress(Exception):
+                await self.http.stop()
+        for part in ("state", "registry"):
+            opened = getattr(self, part, None)
+            if opened is not None:
+                with contextlib.suppress(Exception):
+                    opened.close()
 
     def _publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         self.mqtt.publish(topic, payload, qos, retain)
@@ -203,6 +274,8 @@ class Gateway:
                     self.ha.sync(self.registry.list())  # boards added or revoked since: no restart needed
                 self.metrics.mqtt_connected.set(1 if self.mqtt.connected else 0)
                 self.metrics.queue_depth.set(self.state.pending())
+                while self.bridge.sign_held():  # outcomes held while the clock was wrong, once it is right
+                    await asyncio.sleep(0)
                 if time.monotonic() - last_prune > PRUNE_EVERY_S:
                     last_prune = time.monotonic()
                     self.state.prune(time.time(), self.config.outbox.reading_ttl_s)
@@ -238,6 +311,7 @@ class Gateway:
                          "port": self.config.mqtt.port, "connects": self.mqtt.connects},
                 "swarm": swarm, "peers": swarm.get("peers"), "stored_packets": swarm.get("stored_values"),
                 "queue_depth": self.state.pending(), "outcomes_stored": self.state.stored(),
+                "outcomes_held": self.state.held_count(),
                 "devices": len(self.registry.list()), "uptime_s": round(time.time() - self.started_s, 1),
                 "verified_cache": {"entries": len(self.cache), "max_entries": self.cache.max_entries,
                                    "hits": self.cache.hits, "misses": self.cache.misses}}

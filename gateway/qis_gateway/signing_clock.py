@@ -14,10 +14,10 @@ stale the rest is. ``SigningClock`` says when not to sign:
   state TIME_ERROR: no NTP/chrony/timesyncd discipline yet). Off by default: hosts without an NTP daemon
   would never sign.
 
-Where it goes: the gateway calls ``check(now_s)`` just before it signs an outcome (``bridge`` builds the
-packets with ``created_s=int(now_s)``), ``note_signed(created_s)`` after, and seeds the floor at start with
-the newest ``created_s`` in its outbox. A refusal is ``ClockUnsynchronised``: hold the outcome and retry,
-not a fault of the board.
+Where it is used: the bridge calls ``problem(now_s)`` just before it signs an outcome and
+``note_signed(created_s)`` after; it seeds the floor at start with the newest ``created_s`` in its outbox.
+A refusal holds the outcome (bridge.py, the state DB's ``held`` table), and ``Bridge.sign_held`` signs it
+once the clock is right: not a fault of the board.
 """
 
 from __future__ import annotations

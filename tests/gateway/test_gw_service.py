@@ -355,3 +355,32 @@ def test_message_not_acknowledged_until_stored_is_redelivered(site: Site) -> Non
             await stopped(gw, task)
 
     asyncio.run(scenario())
+
+
+def test_outcome_held_while_the_clock_is_wrong_is_stored_once_it_is_right(site: Site) -> None:
+    """Issue 18 point 10 through the service: the housekeeping loop signs held outcomes once the clock is right."""
+    import time
+
+    async def scenario() -> None:
+        gw, task = await started(site.config(), MemorySwarm())
+        board = site.boards["pump-01"]
+        client = site.client("pump-01")
+        try:
+            gw.bridge.clock = lambda: 1_735_000_000.0  # 2024-12: a Pi that booted without network time
+            seq = client.send(board.fp())
+            await wait_for(lambda: client.got["summary"], what="summary")
+            client.send(board.outcome(seq, "ok"))
+            await wait_for(lambda: gw.state.held_count() == 1, what="outcome held")
+            code, body = await scrape(gw, "/status")
+            assert json.loads(body)["outcomes_held"] == 1
+            await asyncio.sleep(2.5)  # a housekeeping round with the wrong clock signs nothing
+            assert gw.state.held_count() == 1 and gw.state.stored() == 0 and gw.state.pending() == 0
+            gw.bridge.clock = time.time  # network time arrives
+            await wait_for(lambda: gw.state.stored() == 4, 15, what="held outcome signed and stored")
+            assert gw.state.held_count() == 0
+            code, body = await scrape(gw, "/metrics")
+            assert "qis_gateway_signing_refused_total 1.0" in body.decode()
+        finally:
+            await stopped(gw, task)
+
+    asyncio.run(scenario())

@@ -1,4 +1,4 @@
-"""Wire format v1: layout, limits, field validation, ids (packets.py module docstring has the table)."""
+"""Wire format, v1 packets (v2 in test_wire_v2.py): layout, limits, field validation, ids."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 
 from .core.identity import SEED_BYTES, IdentityError, NodeIdentity
@@ -20,6 +21,10 @@ def load_or_create(path: Path) -> NodeIdentity:
     """Read the 32-byte key seed at ``path``, or create it (mode 0600) if it does not exist."""
     path = Path(path)
     if path.exists():
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("swarm key file %s has loose permissions %04o: anyone who reads it can act as this node; "
+                        "run: chmod 600 %s", path, stat.S_IMODE(mode), path)
         seed = path.read_bytes()
         if len(seed) != SEED_BYTES:
             raise IdentityError(

@@ -28,7 +28,7 @@ Q10 = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 TAILS = (0.02, 0.1, 0.5, 0.9, 0.98)
 FINE_TAILS = (0.01, 0.03, 0.1, 0.5, 0.9, 0.97, 0.99)
 VEC6 = ("dtemp_k", "speed_rpm", "torque_nm", "wear_min", "power_w", "strain_nm_min")
-BASE = SynthesisSettings(min_n=5, top=10, lookup_limit=256)
+BASE = SynthesisSettings(min_n=5, top=10, lookup_limit=256, level_policy="max")
 
 
 def design(bands: dict[str, tuple[float, ...]], coarser: tuple[tuple[str, ...], ...], vector: tuple[str, ...] = VEC6,
@@ -36,34 +36,26 @@ def design(bands: dict[str, tuple[float, ...]], coarser: tuple[tuple[str, ...], 
     return Design(bands=bands, vector=vector, coarser=coarser, with_type=with_type)
 
 
-CANDIDATES: dict[str, tuple[Design, SynthesisSettings]] = {
-    "chosen": (DESIGN, BASE),
-}
+CANDIDATES: dict[str, tuple[Design, SynthesisSettings]] = {}
 
 
 def add(name: str, d: Design, s: SynthesisSettings = BASE) -> None:
     CANDIDATES[name] = (d, s)
 
 
-# schema candidates
-add("q5_all", design({"power_w": Q5, "strain_nm_min": Q5, "dtemp_k": Q5, "speed_rpm": Q5, "wear_min": Q5},
-                     (("type", "power_band", "strain_band", "dtemp_band"), ("power_band", "strain_band"),
-                      ("power_band",))))
-add("tails_all", design({"power_w": TAILS, "strain_nm_min": TAILS, "dtemp_k": TAILS, "speed_rpm": TAILS,
-                         "wear_min": TAILS},
-                        (("type", "power_band", "strain_band", "dtemp_band"), ("power_band", "strain_band"),
-                         ("power_band",))))
-add("fine_tails_3", design({"power_w": FINE_TAILS, "strain_nm_min": FINE_TAILS, "dtemp_k": TAILS},
-                           (("power_band", "strain_band"), ("power_band",))))
-add("tails_4", design({"power_w": TAILS, "strain_nm_min": TAILS, "dtemp_k": TAILS, "speed_rpm": TAILS},
-                      (("type", "power_band", "strain_band"), ("power_band",))))
-add("raw_q5", design({"torque_nm": Q5, "speed_rpm": Q5, "dtemp_k": Q5, "wear_min": Q5},
-                     (("type", "torque_band", "speed_band"), ("torque_band",)),
-                     vector=("air_k", "process_k", "speed_rpm", "torque_nm", "wear_min")))
-# synthesis candidates on the chosen schema
-for n in (2, 3, 8, 15):
-    add("chosen_min_n%d" % n, DESIGN, dataclasses.replace(BASE, min_n=n))
-add("chosen_signer10", DESIGN, dataclasses.replace(BASE, max_per_signer=10))
+FIELDS = ("power_band", "strain_band", "dtemp_band", "speed_band", "wear_band")
+add("chosen", DESIGN)  # views: (type, strain), (dtemp, speed), (power), (wear); level_policy max, min_n 5
+add("chosen_first", DESIGN, dataclasses.replace(BASE, level_policy="first"))  # the default fallback rule
+add("chosen_min_n3", DESIGN, dataclasses.replace(BASE, min_n=3))
+add("chosen_min_n8", DESIGN, dataclasses.replace(BASE, min_n=8))
+add("nested_first", dataclasses.replace(DESIGN, coarser=(("type", "power_band", "strain_band", "dtemp_band"),
+                                                         ("power_band", "strain_band"), ("power_band",))),
+    dataclasses.replace(BASE, level_policy="first"))
+add("all_pairs", dataclasses.replace(DESIGN, coarser=tuple((a, b) for i, a in enumerate(FIELDS)
+                                                           for b in FIELDS[i + 1:])))
+add("fine_tails", dataclasses.replace(DESIGN, bands={**DESIGN.bands, "power_w": FINE_TAILS,
+                                                     "strain_nm_min": FINE_TAILS}))
+add("half_life_10min", DESIGN, dataclasses.replace(BASE, half_life_s=600.0))
 
 
 def run(name: str, d: Design, settings: SynthesisSettings) -> dict[str, object]:

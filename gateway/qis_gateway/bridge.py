@@ -61,6 +61,7 @@ class SynthesisSettings:
     max_per_signer: int = 50
     top: int = 3
     lookup_limit: int = 200
+    level_policy: str = "first"  # "first": finest level with min_n packets; "max": levelmix.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,16 +226,25 @@ class Bridge:
         addresses = schema.level_addresses(body["fields"])
         level, hops = 0, 0
         summary: dict[str, Any] | None = None
+        mixed: list[tuple[int, dict[str, Any]]] = []  # level_policy "max": every level with enough evidence
         for here, address in enumerate(addresses):
             found, hops_here = await self._lookup(address)
             hops = max(hops, hops_here)
             if found is None:
                 break  # the swarm is unreachable: answer with what we have
             candidate = self._synthesise(body["vec"], found)
+            if self.settings.level_policy == "max":
+                if candidate["enough"]:
+                    mixed.append((here, candidate))
+                continue
             if summary is None or candidate["n"] > summary["n"] or candidate["enough"]:
                 summary, level = candidate, here
             if candidate["enough"]:
                 break
+        if mixed:
+            from qis_gateway.levelmix import combine
+
+            summary, level = combine(mixed, self.settings.top)
         if summary is None:
             summary = self._synthesise(body["vec"], [])
         ms = int((time.perf_counter() - started) * 1000)

@@ -70,6 +70,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("synthesis", "max_per_signer", "int", 50, "packets one origin gateway may contribute per lookup",
       1, 100000),
     S("synthesis", "top", "int", 3, "outcomes listed in a summary", 1, 10),
+    S("synthesis", "level_policy", "choice:first|max", "first", "first = the finest level with min_n packets "
+      "answers; max = every level with min_n packets, each outcome at its largest share (docs/usefulness.md)"),
     S("outbox", "flush_rate_per_s", "float", 20.0, "outcome packets put per second at most", 0.1, 10000),
     S("outbox", "retry_min_s", "float", 1.0, "first retry delay of an unstored packet", 0.01, 3600),
     S("outbox", "retry_max_s", "float", 300.0, "retry delay cap (retried forever)", 0.1, 86400),

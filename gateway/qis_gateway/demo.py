@@ -102,6 +102,11 @@ def render(f: dict[str, Any], elapsed_s: float, final: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if any(a == "--dataset" or a.startswith("--dataset=") for a in args_in):
+        from qis_gateway.usefulness.cli import main as dataset_main  # a public data set replayed instead
+
+        return dataset_main(args_in)
     parser = argparse.ArgumentParser(prog="qis-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--gateways", type=int, default=8, help="swarm size (default 8)")
     parser.add_argument("--sites", type=int, default=2, help="gateways that have boards (default 2)")
@@ -111,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="MicroPython heap of each emulated board (default %s)" % DEFAULT_HEAP)
     parser.add_argument("--backend", default="kademlia", choices=("kademlia", "opendht"), help="swarm engine")
     parser.add_argument("--min-n", type=int, default=3, help="packets a summary needs (default 3)")
+    parser.add_argument("--dataset", choices=("ai4i",),
+                        help="replay a public data set instead (qis-demo --dataset ai4i --help: its options)")
     parser.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = parser.parse_args(argv)

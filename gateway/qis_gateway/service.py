@@ -123,7 +123,8 @@ class Gateway:
         self.mqtt = MqttClient(mqtt_settings(c, tuple(subs)), on_connect=self._on_connect)
         settings = SynthesisSettings(min_n=c.get("synthesis", "min_n"), half_life_s=c.get("synthesis", "half_life_s"),
                                      max_per_signer=c.get("synthesis", "max_per_signer"),
-                                     top=c.get("synthesis", "top"), lookup_limit=c.get("swarm", "lookup_limit"))
+                                     top=c.get("synthesis", "top"), lookup_limit=c.get("swarm", "lookup_limit"),
+                                     level_policy=c.get("synthesis", "level_policy"))
         self.bridge = Bridge(self.registry, self.state, self.swarm, self.schemas, self.signing_key, self.cache,
                              self._publish, self.metrics, settings=settings, trusted_keys=trusted,
                              reject_log_interval_s=c.get("log", "reject_interval_s"),

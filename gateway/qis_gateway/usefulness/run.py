@@ -28,17 +28,18 @@ from qis_gateway.usefulness.schema_ai4i import packaged_schema
 MIN_N = 5
 HALF_LIFE_S = 30 * 86400.0  # the packaged default: recency did not help on this stationary data
 MAX_PER_SIGNER = 50
+LEVEL_POLICY = "max"  # every level (the schema's views) with enough evidence answers: levelmix.py
 LOOKUP_LIMIT = 256  # = the swarm's per-address cap: a lookup sees all an address holds
 FLUSH_RATE_PER_S = 1000.0  # the packaged default (20/s) is for one site's trickle, not a 40 rows/s replay
 
 
 def synthesis_settings() -> SynthesisSettings:
     return SynthesisSettings(min_n=MIN_N, half_life_s=HALF_LIFE_S, max_per_signer=MAX_PER_SIGNER, top=10,
-                             lookup_limit=LOOKUP_LIMIT)
+                             lookup_limit=LOOKUP_LIMIT, level_policy=LEVEL_POLICY)
 
 
 def replay_gateway_settings() -> dict[str, dict[str, Any]]:
-    return gateway_settings(MIN_N, HALF_LIFE_S, MAX_PER_SIGNER, LOOKUP_LIMIT, FLUSH_RATE_PER_S)
+    return gateway_settings(MIN_N, HALF_LIFE_S, MAX_PER_SIGNER, LOOKUP_LIMIT, FLUSH_RATE_PER_S, LEVEL_POLICY)
 
 
 def _ordered(preds: list[evaluate.Prediction]) -> list[tuple[Row, int, dict[str, Any]]]:
@@ -47,21 +48,22 @@ def _ordered(preds: list[evaluate.Prediction]) -> list[tuple[Row, int, dict[str,
 
 def usefulness(rows: list[Row] | None = None, sites: int = 8, seed: int = 4, *, real: bool = True,
                workdir: Path | None = None, tick: Callable[[ReplaySystem, float], None] | None = None,
-               curves: bool = True) -> dict[str, Any]:
+               curves: bool = True, agreement: bool = True, scored_from: int | None = None) -> dict[str, Any]:
+    """`scored_from`: first scored row (default: the 70/30 cut; the central model trains on the rows
+    before the cut either way). `agreement`: also replay QIS in-process and compare with the real path."""
     rows = rows if rows is not None else load_rows()
     cut = train_cut(len(rows))
-    history, scored = rows[:cut], rows[cut:]
+    history = rows[:cut]
+    first = cut if scored_from is None else scored_from
+    scored = rows[first:]
     sites_rows = split_sites(rows, sites, seed)
     schema = Schema(packaged_schema())
     settings = synthesis_settings()
     out: dict[str, Any] = {"dataset": "ai4i2020", "rows": len(rows), "sites": sites, "seed": seed,
-                           "scored_rows": "%d..%d (the last 30%%)" % (cut, len(rows) - 1),
+                           "scored_rows": [first, len(rows) - 1],
                            "settings": {"min_n": MIN_N, "half_life_s": HALF_LIFE_S, "max_per_signer": MAX_PER_SIGNER,
-                                        "lookup_limit": LOOKUP_LIMIT, "flush_rate_per_s": FLUSH_RATE_PER_S}}
-    in_process, _ = evaluate.replay_in_process(sites_rows, schema, settings, shared=True)
-    in_process_probs = judge.probabilities(_ordered(in_process))
-    local, _ = evaluate.replay_in_process(sites_rows, schema, settings, shared=False)
-    local_probs = judge.probabilities(_ordered(local))
+                                        "lookup_limit": LOOKUP_LIMIT, "flush_rate_per_s": FLUSH_RATE_PER_S,
+                                        "level_policy": LEVEL_POLICY}}
     if real:
         with tempfile.TemporaryDirectory(prefix="qis-ai4i-") as tmp:
             results, figures = run_replay(sites_rows, workdir or Path(tmp), replay_gateway_settings(), tick)
@@ -80,22 +82,31 @@ def usefulness(rows: list[Row] | None = None, sites: int = 8, seed: int = 4, *, 
         missing = [r for r in rows if r.index not in qis_probs]
         for row in missing:  # a lost reading (counted in "lost") scores 0
             qis_probs[row.index] = {"failure": 0.0, **{m: 0.0 for m in ("TWF", "HDF", "PWF", "OSF", "RNF")}}
-    else:
+    in_process_probs: dict[int, dict[str, float]] = {}
+    if agreement or not real:
+        in_process, _ = evaluate.replay_in_process(sites_rows, schema, settings, shared=True)
+        in_process_probs = judge.probabilities(_ordered(in_process))
+    local, _ = evaluate.replay_in_process(sites_rows, schema, settings, shared=False)
+    local_probs = judge.probabilities(_ordered(local))
+    if not real:
         qis_probs = in_process_probs
         out["lost"] = 0
     out["qis"] = judge.score_rows(scored, qis_probs, curve=curves)
     out["qis"]["over_time"] = judge.over_time(rows, qis_probs)
-    out["qis_in_process"] = judge.score_rows(scored, in_process_probs)
+    if in_process_probs:
+        out["qis_in_process"] = judge.score_rows(scored, in_process_probs)
     out["site_local"] = judge.score_rows(scored, local_probs, curve=curves)
     out["site_local"]["over_time"] = judge.over_time(rows, local_probs)
-    if real:
+    if real and in_process_probs:
         both = [r.index for r in rows]
         diffs = [abs(qis_probs[i]["failure"] - in_process_probs[i]["failure"]) for i in both]
         out["agreement"] = {"mean_abs_diff_p_failure": round(sum(diffs) / len(diffs), 4),
                             "pr_auc_real": out["qis"]["pr_auc"], "pr_auc_in_process": out["qis_in_process"]["pr_auc"]}
-    central_probs = central.central_probabilities(history, scored)
+    central_probs = central.central_probabilities(history, scored) if first >= cut else None
     if central_probs is None:
-        out["central"] = {"available": False, "note": "scikit-learn is not installed: pip install 'qis-edge[bench]'"}
+        note = ("scikit-learn is not installed: pip install 'qis-edge[bench]'" if first >= cut else
+                "scored rows overlap its training rows")
+        out["central"] = {"available": False, "note": note}
     else:
         out["central"] = {"available": True, **judge.score_rows(scored, central_probs, curve=curves)}
         raw_only = central.central_probabilities(history, scored, derived=False)

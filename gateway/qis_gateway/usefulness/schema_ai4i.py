@@ -39,11 +39,13 @@ def band_field(number: str) -> str:
 
 
 TAILS = (0.02, 0.1, 0.5, 0.9, 0.98)
+# The exact level holds every field; the coarser "levels" are views (the gateway's level_policy "max"
+# consults them all): strain per product type, temperature difference with speed, power, tool wear.
 DESIGN = Design(
     bands={"power_w": TAILS, "strain_nm_min": TAILS, "dtemp_k": (0.1, 0.5), "speed_rpm": (0.1, 0.5),
            "wear_min": (0.5, 0.9)},
     vector=("dtemp_k", "speed_rpm", "torque_nm", "wear_min", "power_w", "strain_nm_min"),
-    coarser=(("type", "power_band", "strain_band", "dtemp_band"), ("power_band", "strain_band"), ("power_band",)),
+    coarser=(("type", "strain_band"), ("dtemp_band", "speed_band"), ("power_band",), ("wear_band",)),
 )
 
 

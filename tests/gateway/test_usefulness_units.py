@@ -141,3 +141,17 @@ def test_qis_demo_dataset_flag_rejects_bad_input() -> None:
                               timeout=60)
         assert proc.returncode == 2, args
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_level_policy_max_beats_first_on_the_views_schema() -> None:
+    rows = data.load_rows()[:900]
+    sites = data.split_sites(rows, 3, 2)
+    schema = Schema(packaged_schema())
+
+    def score(policy: str) -> float:
+        settings = SynthesisSettings(min_n=5, top=10, lookup_limit=256, level_policy=policy)
+        preds, _ = evaluate.replay_in_process(sites, schema, settings, shared=True)
+        return judge.score_rows(rows, judge.probabilities((p.row, p.site, p.summary) for p in preds))["pr_auc"]
+
+    assert score("max") > score("first") + 0.05

@@ -2,7 +2,7 @@
 
 How it works: trained on the history (the first 70% of the file, all sites pooled, raw numbers and the
 derived ones the schema uses), scored on the rest. P(failure) comes from a binary model of `Machine
-failure`; P(mode) from a second model of the outcome label ("PWF+OSF" counts for both modes).
+failure`; P(mode) from a binary model per mode (a row labelled "PWF+OSF" is positive for both).
 scikit-learn is an optional dependency (the `bench` extra): without it `central_probabilities` returns
 None and the caller reports that.
 """
@@ -39,17 +39,15 @@ def central_probabilities(history: Sequence[Row], scored: Sequence[Row], derived
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     x_train, x_test = _features(history, derived), _features(scored, derived)
-    binary = HistGradientBoostingClassifier(categorical_features=[0], random_state=seed)
-    binary.fit(x_train, np.array([r.failed for r in history], dtype=np.int8))
-    p_fail = binary.predict_proba(x_test)[:, 1]
-    labels = HistGradientBoostingClassifier(categorical_features=[0], random_state=seed)
-    labels.fit(x_train, np.array([r.label for r in history]))
-    p_labels = labels.predict_proba(x_test)
-    classes = [str(c) for c in labels.classes_]
+    def fit_predict(target: np.ndarray) -> np.ndarray:
+        model = HistGradientBoostingClassifier(categorical_features=[0], random_state=seed)
+        model.fit(x_train, target)
+        return model.predict_proba(x_test)[:, 1]
+
+    p_fail = fit_predict(np.array([r.failed for r in history], dtype=np.int8))
+    # one binary model per mode: a multi-class model over the 12 labels (some seen once) overfits to 0/1
+    p_modes = {mode: fit_predict(np.array([r.has_mode(mode) for r in history], dtype=np.int8)) for mode in MODES}
     out: dict[int, dict[str, float]] = {}
     for i, row in enumerate(scored):
-        probs = {"failure": float(p_fail[i])}
-        for mode in MODES:
-            probs[mode] = float(sum(p_labels[i, j] for j, c in enumerate(classes) if mode in c.split("+")))
-        out[row.index] = probs
+        out[row.index] = {"failure": float(p_fail[i]), **{m: float(p_modes[m][i]) for m in MODES}}
     return out

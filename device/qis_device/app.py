@@ -13,8 +13,6 @@ How it works:
   retained one replayed on subscribe) are counted as "stale" and not handed on.
 - The callback on_summary(summary, device) runs for each new summary (default: log it and blink the
   LED by confidence). report_outcome(label, value) sends an outcome frame for the last reading's seq.
-- A sensor that knows what followed each reading (the replay driver, qis_device.replay) sets its
-  `outcome`; run() reports it for that reading right after step() (so after the summary is in).
 - Between readings the link is serviced (pings, reconnects with backoff, incoming packets, queue
   drain), gc.collect() runs after every reading and the watchdog is fed; with deep_sleep on a real board
   the board disconnects and sleeps with the CPU off instead.
@@ -301,12 +299,7 @@ class Device:
                 start = ticks_ms()
                 n += 1
                 seq = self.step()
-                recorded = getattr(self.sensor, "outcome", None)
-                if recorded is not None and seq >= 0:
-                    # a replayed reading (qis_device.replay): report what followed it, after its summary
-                    self.sensor.outcome = None
-                    self.report_outcome(recorded)
-                elif auto and seq >= 0:
+                if auto and seq >= 0:
                     # emulation/demo aid: "sim_outcome": {"field": f, "labels": {category: outcome}}
                     try:
                         self.report_outcome(auto["labels"].get(self.last_fields.get(auto["field"]), "observed"))

@@ -115,18 +115,21 @@ def test_in_process_qis_beats_site_local_and_only_packets_cross() -> None:
 
 
 def test_replay_sensor_under_micropython(tmp_path) -> None:
+    """Each call reports the previous row's outcome (qis_device.report_outcome), then hands out the next
+    row without its outcome; past the end it reports the last one and fails."""
     from qis_firmware.emulate import micropython_executable
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"a": 1.5, "outcome": "none"}\n{"a": 2, "outcome": "PWF"}\n')
-    script = ("import sys\nsys.path.insert(0, %r)\nfrom qis_device.replay import ReplaySensor\n"
-              "s = ReplaySensor(%r)\nprint(s(), s.outcome)\nprint(s(), s.outcome)\n"
+    script = ("import sys\nsys.path.insert(0, %r)\nimport qis_device\n"
+              "class Dev:\n    def report_outcome(self, label, value, weight, seq):\n        print('report', label)\n"
+              "qis_device._current = Dev()\nfrom qis_device.replay import ReplaySensor\n"
+              "s = ReplaySensor(%r)\nprint(s())\nprint(s())\n"
               "try:\n    s()\nexcept OSError as e:\n    print('end', e)\n" % (str(data_root()), str(rows)))
     out = subprocess.run([micropython_executable(), "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
-    assert lines[0] == "{'a': 1.5} none" and lines[1] == "{'a': 2} PWF"
-    assert lines[2].startswith("end replay: no more recorded readings after 2")
+    assert out.stdout.splitlines() == ["{'a': 1.5}", "report none", "{'a': 2}", "report PWF",
+                                       "end replay: no more recorded readings after 2"]
 
 
 def data_root():

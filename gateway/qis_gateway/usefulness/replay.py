@@ -4,8 +4,8 @@ per site replaying that site's rows (board -> MQTT -> gateway -> swarm -> synthe
 How it works: the rows are split over the sites by a seeded draw (data.split_sites) and written, one JSON
 line per row with its true outcome, to each board's directory. Each board is the real device code under
 the MicroPython unix port with the replay sensor (qis_device.replay): it fingerprints a row with the
-AI4I schema (ai4i.json), publishes the fp, waits for its summary and only then reports the row's outcome
-(prequential: predicted first, learnt from after), then takes the next row at once (interval 0). The
+AI4I schema (ai4i.json), publishes the fp and waits for its summary; the row's outcome is reported when
+the board takes the next row (prequential: predicted first, learnt from after), at once (interval 0). The
 gateways run the packaged defaults except for what `GATEWAY_SETTINGS` sets (the schema file, synthesis
 settings chosen on the tuning seeds, the lookup limit and a faster outbox: see docs/usefulness.md).
 The Observer on each site's broker records every fp, summary and outcome frame; scores are computed from
@@ -113,7 +113,8 @@ class ReplaySystem(LocalSystem):
 
     def start_replay(self) -> None:
         for board in self.boards:
-            self.start_board(board, readings=len(self.sites_rows[board.gateway]))
+            # one reading more than rows: that last call reports the last row's outcome (qis_device.replay)
+            self.start_board(board, readings=len(self.sites_rows[board.gateway]) + 1)
 
     def board_log(self, board: BoardProc) -> BoardLog:
         return self.observers[board.gateway].snapshot().get((board.site, board.device), BoardLog())

@@ -10,6 +10,8 @@ How it works: make_sensor(spec, schema, fixed) builds the driver named by spec["
 - "adc", "bme280": real drivers in qis_device.hw, imported only when configured (they need `machine`,
   which the unix port lacks).
 - "multi": {"driver": "multi", "sensors": [spec, ...]} merges several drivers' readings.
+- "replay": recorded readings from a file, one JSON object a line (qis_device.replay), each with the
+  outcome that followed it, which the board reports once the reading's summary is in.
 Labels from the config's "fixed" are merged into every reading by the caller (app.py), so the sim does
 not invent them.
 """
@@ -40,8 +42,15 @@ def make_sensor(spec, schema, fixed=None):
         if not isinstance(parts, list) or not parts:
             raise ValueError("config sensor: multi needs \"sensors\": [driver specs]")
         return MultiSensor([make_sensor(p, schema, fixed) for p in parts])
+    if driver == "replay":
+        from qis_device.replay import ReplaySensor
+
+        if not isinstance(spec.get("file"), str):
+            raise ValueError("config sensor: replay needs \"file\": the recorded readings (JSON lines)")
+        return ReplaySensor(spec["file"], spec.get("outcome", "outcome"))
     if driver in ("adc", "bme280"):
         from qis_device import hw  # needs `machine`: never imported on the unix port unless configured
 
         return hw.make(spec)
-    raise ValueError("config sensor: unknown driver %r; use \"sim\", \"adc\", \"bme280\" or \"multi\"" % (driver,))
+    raise ValueError("config sensor: unknown driver %r; use \"sim\", \"adc\", \"bme280\", \"multi\" or "
+                     "\"replay\"" % (driver,))

@@ -85,6 +85,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("synthesis", "max_packets", "int", 200, "packets synthesised per address at most: each signer's newest, "
       "shared out evenly", 1, 100000),
     S("synthesis", "top", "int", 3, "outcomes listed in a summary", 1, 10),
+    S("synthesis", "level_policy", "choice:first|max", "first", "first = the finest level with min_n packets "
+      "answers; max = every level with min_n packets, each outcome at its largest share (docs/usefulness.md)"),
     S("outbox", "flush_rate_per_s", "float", 5000.0, "outcome packets put per second at most", 0.1, 10000),
     S("outbox", "retry_min_s", "float", 1.0, "first retry delay of an unstored packet", 0.01, 3600),
     S("outbox", "retry_max_s", "float", 300.0, "retry delay cap (retried forever)", 0.1, 86400),
@@ -160,6 +162,7 @@ class SynthesisSettings:
     min_per_signer: int = default("synthesis", "min_per_signer")
     max_packets: int = default("synthesis", "max_packets")
     top: int = default("synthesis", "top")
+    level_policy: str = default("synthesis", "level_policy")
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="MicroPython heap of each emulated board (default %s)" % DEFAULT_HEAP)
     parser.add_argument("--backend", default="kademlia", choices=("kademlia", "opendht"), help="swarm engine")
     parser.add_argument("--min-n", type=int, default=3, help="packets a summary needs (default 3)")
+    parser.add_argument("--dataset", choices=("ai4i",),
+                        help="replay a public data set instead (qis-demo --dataset ai4i --help: its options)")
     parser.add_argument("--json", action="store_true", help="print the final figures as one JSON object")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     cliopts.add_common_options(parser, "qis-demo")
@@ -140,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if any(a == "--dataset" or a.startswith("--dataset=") for a in args_in):
+        from qis_gateway.usefulness.cli import main as dataset_main  # a public data set replayed instead
+
+        return dataset_main(args_in)
     parser = build_parser()
     args = parser.parse_args(argv)
     cliopts.configure_logging(parser, args, logging.WARNING)

@@ -5,7 +5,10 @@ How it works, for one fp (`Evidence.summarise`):
 1. Level fallback: the schema's addresses are looked up exact first, then coarser. The first level whose
    synthesis has enough evidence answers; when none has, the level that held the most evidence (largest
    n, the finer on a tie) answers with enough = false. A swarm that cannot be reached ends the walk: the
-   answer is what the levels consulted so far gave (n = 0 and enough = false when none).
+   answer is what the levels consulted so far gave (n = 0 and enough = false when none). With
+   `[synthesis] level_policy = "max"` every level is looked up and those with enough evidence are
+   combined, each outcome at its largest share (levelmix.py), for schemas whose coarser levels are
+   different views of a situation rather than nested ones.
 2. Per level, `Evidence.select`: one swarm lookup of up to `swarm.lookup_limit` values, then
    `select_packets`:
    - every value goes through the shared verified-packet cache (signature, address, trust list); each
@@ -35,6 +38,7 @@ from dataclasses import dataclass, field
 from qis_gateway.backend import Swarm, is_unavailable
 from qis_gateway.columns import PacketColumns
 from qis_gateway.config import SynthesisSettings
+from qis_gateway.levelmix import combine
 from qis_gateway.metrics import Metrics
 from qis_gateway.packets import OutcomePacket, PacketError, VerifiedPacketCache
 from qis_gateway.synthesis import Summary, not_enough, synthesise_columns
@@ -146,6 +150,8 @@ class Evidence:
         """The fallback walk over `addresses` (exact first); see the module docstring."""
         started = time.perf_counter()
         summary, level, hops = not_enough(), 0, 0
+        mix = self.settings.level_policy == "max"
+        enough_levels: list[tuple[int, Summary]] = []  # level_policy "max": every level with enough evidence
         for here, address in enumerate(addresses):
             found = await self.select(address)
             if found is None:
@@ -153,10 +159,18 @@ class Evidence:
             selection, hops_here = found
             hops = max(hops, hops_here)
             candidate = self.synthesise(query_vector, self.columns(address, selection.packets))
+            if mix:
+                if candidate.enough:
+                    enough_levels.append((here, candidate))
+                elif candidate.n > summary.n:
+                    summary, level = candidate, here
+                continue
             if candidate.enough or candidate.n > summary.n:
                 summary, level = candidate, here
             if candidate.enough:
                 break
+        if enough_levels:
+            summary, level = combine(enough_levels, self.settings.top)
         ms = int((time.perf_counter() - started) * 1000)
         return BoardSummary.of(summary, level, hops, ms)
 

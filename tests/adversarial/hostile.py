@@ -5,7 +5,7 @@
   put anything it likes into its NODES answers.
 - ``SybilHolder`` (issue 18 point 2): a HostilePeer whose id was ground to sit next to an address
   (``grind_near``) and that answers every FIND_VALUE with ``total=2^30, offset=0`` and a page of values
-  that fail the validator; it counts what it receives, with the loop time.
+  that fail the validator; it notes when each FIND_VALUE arrived (loop time).
 
 (Forged-source floods are ``flood.py``: a separate process sending from 127.x.y.z, all of which routes to
 the loopback interface on Linux, so no raw-socket privileges are needed.)
@@ -96,10 +96,9 @@ class SybilHolder(HostilePeer):
     def __init__(self, seed: bytes, value_bytes: int = 300) -> None:
         super().__init__(seed)
         self.value_bytes = value_bytes
-        self.received_at: list[float] = []
+        self.find_value_at: list[float] = []
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.received_at.append(asyncio.get_running_loop().time())
         try:
             msg = wire.decode(data)
         except Exception:
@@ -108,6 +107,7 @@ class SybilHolder(HostilePeer):
             super().datagram_received(data, addr)
             return
         self.received.append((msg, (addr[0], addr[1])))
+        self.find_value_at.append(asyncio.get_running_loop().time())
         junk = [os.urandom(self.value_bytes) for _ in range(3)]  # 3 x 300 B: most of one datagram
         body = [wire.VALUES, msg.tid, self.node_id, self._proof(msg.nonce), None, b"t" * 8, 0, 1 << 30,
                 os.urandom(8), junk, []]

@@ -85,10 +85,10 @@ def test_sybil_holders_do_not_hang_a_get(tmp_path: Path, sybils: int) -> None:
             done_at = asyncio.get_running_loop().time()
             await asyncio.sleep(1.5)  # anything the get still sends after it returned would arrive now
             asked = [h for h in hostile if any(type(m) is wire.FindValue for m, _ in h.received)]
-            late = sum(1 for h in hostile for t in h.received_at if t > done_at + 0.05)
+            late = sum(1 for h in hostile for t in h.find_value_at if t > done_at + 0.05)
             counters = getter.node.counters
             print("\n%d Sybils: get %.3f s, %d of %d values, %d messages, %d Sybils asked, %d failed checks, "
-                  "%d datagrams to Sybils after it returned" % (
+                  "%d FIND_VALUEs to Sybils after it returned" % (
                       sybils, elapsed, len(set(result.values) & values), len(values), result.messages,
                       len(asked), counters["drop_invalid_value"] - before, late))
             assert set(result.values) == values

@@ -127,3 +127,49 @@ def test_a_put_ends_at_its_deadline_and_sends_nothing_more() -> None:
     assert len(done) == 1 and done[0].replicas == 0
     assert abs(done[0].elapsed_s - cfg.op_deadline_s) < 0.1
     assert sent and max(t for t, _ in sent) <= cfg.op_deadline_s
+
+
+# ---- issue 18 point 14: message loss ---------------------------------------------------------------------
+def test_a_put_sends_a_lost_store_once_more() -> None:
+    """The STORE and its retry are lost; the put sends it again and the holder's answer counts."""
+    cfg = SwarmConfig(rate_limit_per_s=0.0, rpc_timeout_floor_s=0.1, rpc_timeout_cap_s=0.2)
+    node = _node(cfg)
+    node.start_put(ADDRESS, b"v", 0.0)
+    stores = 0
+    now = 0.0
+    while now < 3.0:
+        for msg, addr in node.messages_to_send():
+            if type(msg) is wire.FindNode:
+                node.receive_message(wire.Nodes(msg.tid, PEER.node_id, None, None, b"t" * 8, ()), addr, now)
+            elif type(msg) is wire.Store:
+                stores += 1
+                if stores > 2:  # the first transmission and its retry are lost
+                    node.receive_message(wire.Stored(msg.tid, PEER.node_id, None, None, 1), addr, now)
+        now += 0.01
+        node.handle_timer(now)
+    done = [e for e in _events(node) if type(e) is PutDone]
+    assert stores == 3
+    assert len(done) == 1 and done[0].replicas == 1
+
+
+def test_a_put_lookup_asks_a_silent_node_once_more_before_giving_up_on_it() -> None:
+    """The FIND_NODE and its retry are lost: before, the node got no STORE (no token); now it is asked
+    again, answers, and holds the value."""
+    cfg = SwarmConfig(rate_limit_per_s=0.0, rpc_timeout_floor_s=0.1, rpc_timeout_cap_s=0.2)
+    node = _node(cfg)
+    node.start_put(ADDRESS, b"v", 0.0)
+    finds = 0
+    now = 0.0
+    while now < 3.0:
+        for msg, addr in node.messages_to_send():
+            if type(msg) is wire.FindNode:
+                finds += 1
+                if finds > 2:
+                    node.receive_message(wire.Nodes(msg.tid, PEER.node_id, None, None, b"t" * 8, ()), addr, now)
+            elif type(msg) is wire.Store:
+                node.receive_message(wire.Stored(msg.tid, PEER.node_id, None, None, 1), addr, now)
+        now += 0.01
+        node.handle_timer(now)
+    done = [e for e in _events(node) if type(e) is PutDone]
+    assert finds == 3
+    assert len(done) == 1 and done[0].replicas == 1

@@ -10,7 +10,11 @@ How it works:
 - ``signer_of(value)`` (optional; the gateway passes ``packets.value_signer``) tells the core's storage
   policy who signed a value, for per-signer quotas and new-signer pacing (``core/storage_policy.py``).
 - ``put``/``get`` start an operation in the core and await the matching ``PutDone``/``GetDone`` event,
-  which the driver hands to :meth:`UdpSwarm._on_event` (futures keyed by op id).
+  which the driver hands to :meth:`UdpSwarm._on_event` (futures keyed by op id). The core finishes every
+  operation by its own deadline (``SwarmConfig.op_deadline_s``, 5 s: with the values or replicas it has
+  then, sending nothing more), so the driver cancels nothing: it waits for the event. ``op_timeout_s``
+  (default: the core's deadline + 5 s) is only a safety net against a core that broke that promise
+  (logged as an error, raised as :class:`SwarmUnavailable`).
 - A swarm of one (no peer in the routing table: a lone gateway, or every peer gone): ``put`` stores the
   value locally and returns 0 replicas instead of failing; the core hands such values to the first peers
   that appear (``Housekeeping.hand_over``). ``get`` answers from the local store (an empty result, not
@@ -56,6 +60,7 @@ log = logging.getLogger(__name__)
 __all__ = ["LookupResult", "SwarmStopped", "SwarmUnavailable", "UdpSwarm"]  # the errors live in errors.py
 
 KEY_FILE = "node.key"
+OP_SLACK_S = 5.0  # the driver's wait beyond the core's own op deadline (a safety net, see _await_op)
 STORE_FILE = "values.sqlite3"
 
 
@@ -85,7 +90,7 @@ class UdpSwarm:
         rng: random.Random | None = None,
         join_timeout_s: float = 5.0,
         leave_timeout_s: float = 3.0,
-        op_timeout_s: float = 30.0,
+        op_timeout_s: float | None = None,
         peers_save_interval_s: float = 300.0,
         signer_of: Callable[[bytes], bytes | None] | None = None,
     ) -> None:
@@ -304,10 +309,14 @@ class UdpSwarm:
         fut = asyncio.get_running_loop().create_future()
         self._pending[op] = fut
         driver.pump()  # sends the first requests, and may already deliver the done event
+        wait_s = self.op_timeout_s
+        if wait_s is None:
+            wait_s = (self.config.op_deadline_s if self.config is not None else SwarmConfig.op_deadline_s) + OP_SLACK_S
         try:
-            return await asyncio.wait_for(fut, self.op_timeout_s)
+            return await asyncio.wait_for(fut, wait_s)
         except TimeoutError:
-            raise SwarmUnavailable("operation %d did not finish in %.0f s" % (op, self.op_timeout_s)) from None
+            log.error("swarm operation %d did not report within %.1f s (past the core's own deadline)", op, wait_s)
+            raise SwarmUnavailable("operation %d did not finish in %.0f s" % (op, wait_s)) from None
         finally:
             self._pending.pop(op, None)
 

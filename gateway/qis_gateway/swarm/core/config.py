@@ -77,6 +77,9 @@ class SwarmConfig:
     # A get ends once this many holders have delivered every value they hold (all pages) and no
     # answered holder reported more values than collected, or when the lookup is exhausted.
     get_quorum: int = 2
+    # Every get, put and node lookup finishes by this long after it started, with what it has then
+    # (a put's node lookup by half of it); nothing is sent for it afterwards (ops.py, deadlines.py).
+    op_deadline_s: float = 5.0
     # Join: after the self-lookup, refresh up to this many buckets farther than the closest neighbour
     # (Kademlia §2.3 refreshes all of them; 0 = none).
     join_refresh_buckets: int = 256
@@ -103,5 +106,7 @@ class SwarmConfig:
             raise ConfigError("SwarmConfig.rate_limit_key must be 'ip' or 'addr'")
         if self.rpc_timeout_floor_s <= 0 or self.rpc_timeout_cap_s < self.rpc_timeout_floor_s:
             raise ConfigError("SwarmConfig needs 0 < rpc_timeout_floor_s <= rpc_timeout_cap_s")
+        if self.op_deadline_s <= 0:
+            raise ConfigError("SwarmConfig.op_deadline_s must be > 0")
         if self.get_quorum < 1:
             raise ConfigError("SwarmConfig.get_quorum must be >= 1")

@@ -29,6 +29,7 @@ from typing import Any
 from ..errors import SwarmUsageError, WireError
 from . import policy, storage_policy, wire
 from .config import SwarmConfig
+from .deadlines import OpDeadlines
 from .events import SwarmEvent
 from .housekeeping import Housekeeping
 from .identity import NodeIdentity
@@ -47,7 +48,7 @@ COUNTER_NAMES = (
     "received", "sent", "requests_in", "replies_in", "timeouts", "retries", "drop_malformed",
     "drop_rate_limited", "drop_bad_token", "drop_invalid_value", "drop_bad_proof", "drop_unexpected_reply",
     "drop_wrong_reply", "drop_self", "drop_internal_error", "stored", "evicted_address_cap",
-    "evicted_node_cap", "expired", "contacts_evicted",
+    "evicted_node_cap", "expired", "contacts_evicted", "drop_bad_holder", "ops_expired",
 ) + storage_policy.COUNTER_NAMES
 
 
@@ -73,6 +74,7 @@ class SwarmNode:
         self.storage = storage_policy.StoragePolicy(config, signer_of)
         self._started = False
         self._next_op = 1
+        self._deadlines = OpDeadlines()
         self.rpc = Rpc(identity, config, rng, self.table, store, self.counters, self._send, self.valid, self,
                        on_proven=self._limiter.mark_proven if self._limiter is not None else None)
         self.housekeeping = Housekeeping(self, self.rpc, published)
@@ -133,6 +135,7 @@ class SwarmNode:
     def handle_timer(self, now_s: float) -> None:
         self._start(now_s)
         self.rpc.fire_timers(now_s)
+        self._deadlines.fire(self, now_s)
         if now_s >= self.housekeeping.next_tick_s:
             self.housekeeping.run(now_s)
 
@@ -209,6 +212,9 @@ class SwarmNode:
 
     def get_timer(self) -> float | None:
         deadline = self.rpc.next_deadline()
+        op_deadline = self._deadlines.next_deadline()
+        if op_deadline is not None and (deadline is None or op_deadline < deadline):
+            deadline = op_deadline
         if not self._started:
             return deadline
         tick = self.housekeeping.next_tick_s
@@ -241,6 +247,9 @@ class SwarmNode:
 
     def inflight_to(self, addr: Address) -> bool:
         return self.rpc.inflight_to(addr)
+
+    def add_deadline(self, deadline_s: float, op: Any) -> None:
+        self._deadlines.add(deadline_s, op)
 
     def store_value(self, address: bytes, value: bytes, now_s: float, source: Address | None = None) -> bool:
         """Store a valid value under the storage policy (per-signer quota, eviction, new-signer pacing per

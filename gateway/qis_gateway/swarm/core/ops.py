@@ -12,8 +12,16 @@ of our table: only the k closest non-failed are asked, the rest stand in for dea
   collected equals its digest, or once we paged it to the end; the op pages one incomplete holder at a
   time (further pages from that same holder). Done when ``limit`` values are in, or ``get_quorum``
   holders are complete, or the lookup is exhausted. Identical replicas cost one request each.
+  Hostile holders (issue 18 point 2): a page must start at the offset we asked for, a claimed total
+  counts for at most ``max_values_per_address`` values (so at most that many pages per holder), and a
+  peer whose answer holds an invalid value (checked until the first one) or the wrong offset is dropped
+  from the lookup (no holder, its contacts unused) and demoted in the routing table (one failure).
 - ``PutOp``: FIND_NODE for the address (collecting each answer's STORE token), then STORE to the k
   closest that answered; ``replicas`` = STORED acknowledgements with a non-zero count (one per node).
+
+Every operation has a deadline of its own (``op_deadline_s`` after it started; a put's node lookup gets
+the first half): at the deadline it finishes with what it has (``expire``; the values or replicas so
+far) and sends nothing more (deadlines.py; the RPC layer re-sends no request of a finished op).
 
 Bucket refresh is ``refresh.py``; join and leave are ``membership.py``.
 """
@@ -32,16 +40,31 @@ from .requester import Pending, Requester
 class FindNodeOp:
     __slots__ = ("target", "lookup", "on_done", "done", "messages")
 
-    def __init__(self, req: Requester, target: bytes, on_done: Callable[..., None] | None, now_s: float) -> None:
+    def __init__(self, req: Requester, target: bytes, on_done: Callable[..., None] | None, now_s: float,
+                 deadline_s: float | None = None, reask: int = 0) -> None:
         self.target = target
         t = int.from_bytes(target, "big")
         req.table.mark_used(t, now_s)
         self.lookup = Lookup(t, req.config.k, req.config.alpha, req.table.closest(t, 2 * req.config.k),
-                             req.table.own_int)
+                             req.table.own_int, reask)
         self.on_done = on_done
         self.done = False
         self.messages = 0
+        req.add_deadline(now_s + req.config.op_deadline_s if deadline_s is None else deadline_s, self)
         self.step(req, now_s)
+
+    def expire(self, req: Requester, now_s: float) -> None:
+        """The deadline passed: finish with the candidates that answered so far."""
+        self._finish(req, now_s)
+
+    def cancel(self) -> None:
+        """Stop without calling back (its owner finished); nothing more is sent."""
+        self.done = True
+
+    def _finish(self, req: Requester, now_s: float) -> None:
+        self.done = True
+        if self.on_done is not None:
+            self.on_done(req, self, now_s)
 
     def step(self, req: Requester, now_s: float) -> None:
         if self.done:
@@ -50,9 +73,7 @@ class FindNodeOp:
             req.request(lambda tid, nonce: wire.FindNode(tid, req.node_id, nonce, self.target),
                         cand.contact.addr, cand.contact.node_id, now_s, self, cand=cand)
         if self.lookup.inflight == 0 and self.lookup.finished():
-            self.done = True
-            if self.on_done is not None:
-                self.on_done(req, self, now_s)
+            self._finish(req, now_s)
 
     def on_reply(self, req: Requester, p: Pending, msg: Any, now_s: float) -> None:
         if self.done:
@@ -67,7 +88,7 @@ class FindNodeOp:
     def on_timeout(self, req: Requester, p: Pending, now_s: float) -> None:
         if self.done:
             return
-        self.lookup.failed(p.cand)
+        self.lookup.timed_out(p.cand)
         self.step(req, now_s)
 
     def on_stall(self, req: Requester, p: Pending, now_s: float) -> None:
@@ -85,7 +106,7 @@ class _Holder:
     def __init__(self, cand: Candidate, digest: bytes, total: int, next_offset: int) -> None:
         self.cand = cand
         self.digest = digest
-        self.total = total
+        self.total = total  # already capped at max_values_per_address
         self.next_offset = next_offset
         self.paging = False
         self.complete = next_offset >= total
@@ -114,6 +135,7 @@ class GetOp:
         self.pages_inflight = 0
         self.done = False
         self.messages = 0
+        req.add_deadline(now_s + req.config.op_deadline_s, self)
         self.step(req, now_s)
 
     def _add(self, value: bytes) -> None:
@@ -152,8 +174,14 @@ class GetOp:
                 self._ask(req, cand, 0, now_s)
         if self.lookup.inflight == 0 and self.pages_inflight == 0 and (
                 self.lookup.finished() or len(self.holders) >= req.config.get_quorum):
-            answered = any(c.state == ANSWERED for c in self.lookup.by_id.values())
-            self.finish(req, now_s, answered or bool(self.values))
+            self.finish(req, now_s, self._reached_someone())
+
+    def _reached_someone(self) -> bool:
+        return bool(self.values) or any(c.state == ANSWERED for c in self.lookup.by_id.values())
+
+    def expire(self, req: Requester, now_s: float) -> None:
+        """The deadline passed: finish with the values collected so far."""
+        self.finish(req, now_s, self._reached_someone())
 
     def finish(self, req: Requester, now_s: float, ok: bool) -> None:
         self.done = True
@@ -168,10 +196,21 @@ class GetOp:
                 return h
         return None
 
+    def _drop(self, req: Requester, cand: Candidate, holder: _Holder | None) -> None:
+        """A peer that served an invalid value or a page we did not ask for: it is no holder of this
+        lookup (its contacts are not used either) and its routing-table entry is demoted."""
+        if holder is not None:
+            self.holders.remove(holder)
+        self.lookup.failed(cand)
+        req.counters["drop_bad_holder"] += 1
+        if req.table.record_failure(cand.contact.id_int):
+            req.counters["contacts_evicted"] += 1
+
     def on_reply(self, req: Requester, p: Pending, msg: Any, now_s: float) -> None:
         if self.done:
             return
-        page = p.page_offset != 0
+        asked = p.page_offset
+        page = asked != 0
         holder = self._holder(p.cand) if page else None
         if holder is not None:
             holder.paging = False
@@ -184,24 +223,39 @@ class GetOp:
                 self.lookup.failed(p.cand)
             self.step(req, now_s)
             return
+        if msg.offset != asked:  # never trust an echoed offset: it must be the one we asked for
+            self._drop(req, p.cand, holder)
+            self.step(req, now_s)
+            return
+        fresh: list[bytes] = []
+        for v in msg.values:
+            if v in self.values or v in fresh:
+                continue
+            if not req.valid(self.address, v):
+                # A holder stores only values it validated: an invalid one means a hostile (or differently
+                # trusting) peer. Stop at the first: one failed check per reply, whatever the page holds.
+                self._drop(req, p.cand, holder)
+                self.step(req, now_s)
+                return
+            fresh.append(v)
         if not page:
             self.lookup.answered(p.cand, msg.contacts, msg.token)
+        for v in fresh:
+            self._add(v)
         if msg.values:
-            fresh = 0
-            for v in msg.values:
-                if v not in self.values and req.valid(self.address, v):
-                    self._add(v)
-                    fresh += 1
             if fresh and self.first_value_s is None:
                 self.first_value_s = now_s - self.started_s
             if self.hops is None:
                 self.hops = p.cand.depth
-            next_offset = msg.offset + len(msg.values)
+            # A holder holds at most max_values_per_address values: a larger total is not believed, so a
+            # peer cannot keep us paging (each page advances the offset by at least one value).
+            total = min(msg.total, req.config.max_values_per_address)
+            next_offset = asked + len(msg.values)
             if holder is None:
-                self.holders.append(_Holder(p.cand, msg.digest, msg.total, next_offset))
+                self.holders.append(_Holder(p.cand, msg.digest, total, next_offset))
             else:
                 holder.next_offset = next_offset
-                holder.complete = next_offset >= msg.total
+                holder.complete = next_offset >= total
         elif holder is not None:
             holder.complete = True  # its set shrank (expiry) while we paged
         self.step(req, now_s)
@@ -244,7 +298,7 @@ def _chunks(values: list[bytes], budget: int) -> list[tuple[bytes, ...]]:
 
 class PutOp:
     __slots__ = ("op_id", "address", "values", "started_s", "report", "find", "stores_inflight", "replicas",
-                 "done", "messages", "on_done", "hops")
+                 "done", "messages", "on_done", "hops", "resent")
 
     def __init__(self, req: Requester, op_id: int, address: bytes, values: list[bytes], now_s: float,
                  report: bool = True, on_done: Callable[..., None] | None = None) -> None:
@@ -259,11 +313,19 @@ class PutOp:
         self.done = False
         self.messages = 0
         self.hops = 0
+        self.resent: set[int] = set()  # transaction ids of STOREs sent a second time
+        # The node lookup gets the first half of the put's time; STOREs go out when it ends (or at its
+        # deadline, to the closest that answered by then). At the put's own deadline it reports what
+        # was acknowledged.
+        deadline_s = now_s + req.config.op_deadline_s
+        req.add_deadline(deadline_s, self)
         # With an empty routing table the lookup ends inside its constructor and calls _found at once.
         self.find: FindNodeOp | None = None
-        self.find = FindNodeOp(req, address, self._found, now_s)
+        self.find = FindNodeOp(req, address, self._found, now_s, now_s + req.config.op_deadline_s / 2, reask=1)
 
     def _found(self, req: Requester, find: FindNodeOp, now_s: float) -> None:
+        if self.done:
+            return
         self.messages += find.messages
         self.hops = find.hops()
         budget = req.config.max_datagram - wire.REPLY_OVERHEAD
@@ -280,6 +342,14 @@ class PutOp:
                             cand.contact.addr, cand.contact.node_id, now_s, self, cand=cand,
                             counts_replica=not counted)
                 counted = True
+        self._check(req, now_s)
+
+    def expire(self, req: Requester, now_s: float) -> None:
+        """The deadline passed: report the replicas acknowledged so far; the lookup stops too."""
+        if self.find is not None and not self.find.done:
+            self.find.cancel()  # ends without calling back: no STORE after the deadline
+            self.messages += self.find.messages
+        self.stores_inflight = 0
         self._check(req, now_s)
 
     def _check(self, req: Requester, now_s: float) -> None:
@@ -301,6 +371,18 @@ class PutOp:
 
     def on_timeout(self, req: Requester, p: Pending, now_s: float) -> None:
         if self.done:
+            return
+        if p.tid not in self.resent and type(p.msg) is wire.Store:
+            # Send the STORE once more (a new request with its own retry): under loss a holder that missed
+            # it would lack the value until the next republish.
+            store = p.msg
+            resent = self.resent
+
+            def make(tid: int, nonce: bytes | None) -> wire.Store:
+                resent.add(tid)
+                return wire.Store(tid, store.sender_id, nonce, store.address, store.token, store.values)
+
+            req.request(make, p.addr, p.expected_id, now_s, self, cand=p.cand, counts_replica=p.counts_replica)
             return
         self.stores_inflight -= 1
         self._check(req, now_s)

@@ -3,10 +3,11 @@ flight (``Pending``).
 
 How it works: operations (ops.py, refresh.py, membership.py) never see the node or its private state.
 They get a ``Requester``: read access to the node's id, config, random source, routing table, value
-store and counters, and four actions: send a request (``request``; the reply or the timeout comes back
+store and counters, and five actions: send a request (``request``; the reply or the timeout comes back
 to the op's ``on_reply`` / ``on_timeout``, with the ``Pending`` record), send a one-way message, emit
-an event, validate a value. ``SwarmNode`` implements it; the RPC layer (rpc.py) owns the requests in
-flight, their timers and the proofs; housekeeping (housekeeping.py) owns the deadlines.
+an event, validate a value, set the op's own deadline (``add_deadline``, deadlines.py). ``SwarmNode``
+implements it; the RPC layer (rpc.py) owns the requests in flight, their timers and the proofs;
+housekeeping (housekeeping.py) owns the maintenance deadlines.
 """
 
 from __future__ import annotations
@@ -93,3 +94,6 @@ class Requester(Protocol):
 
     def inflight_to(self, addr: Address) -> bool:
         """A request to ``addr`` is awaiting its answer."""
+
+    def add_deadline(self, deadline_s: float, op: Any) -> None:
+        """Call ``op.expire(req, now_s)`` at ``deadline_s`` unless ``op.done`` by then (deadlines.py)."""

@@ -152,6 +152,9 @@ class Rpc:
 
     def _expired(self, p: Pending, now_s: float) -> None:
         cfg = self.config
+        if getattr(p.op, "done", False):  # its operation finished (deadline, quorum): nothing more is sent
+            self._forget(p)
+            return
         if p.attempts <= cfg.rpc_retries:
             p.attempts += 1
             p.timeout_s = min(cfg.rpc_timeout_cap_s, p.timeout_s * 2)

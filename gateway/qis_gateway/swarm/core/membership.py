@@ -3,7 +3,8 @@
 - ``JoinOp``: PING the bootstrap addresses (ids unknown, proven by the PONG), look up our own id, then
   refresh up to ``join_refresh_buckets`` buckets farther than the closest neighbour (Kademlia §2.3).
 - ``LeaveOp``: hand every stored address's values to the k closest remaining nodes (PutOps), then send
-  LEAVE to every contact.
+  LEAVE to every contact, each signed for its recipient (``Requester.signed_leave``), so that nobody
+  else can send one in our name.
 """
 
 from __future__ import annotations
@@ -91,7 +92,6 @@ class LeaveOp:
             self._finish(req, now_s)
 
     def _finish(self, req: Requester, now_s: float) -> None:
-        node_id = req.node_id
         for c in req.table.contacts():
-            req.send_oneway(lambda tid: wire.Leave(tid, node_id), c.addr)
+            req.send_oneway(lambda tid, c=c: req.signed_leave(c.node_id, tid), c.addr)
         req.emit(LeaveDone(self.handed))

@@ -47,7 +47,7 @@ COUNTER_NAMES = (
     "received", "sent", "requests_in", "replies_in", "timeouts", "retries", "drop_malformed",
     "drop_rate_limited", "drop_bad_token", "drop_invalid_value", "drop_bad_proof", "drop_unexpected_reply",
     "drop_wrong_reply", "drop_self", "drop_internal_error", "stored", "evicted_address_cap",
-    "evicted_node_cap", "expired", "contacts_evicted",
+    "evicted_node_cap", "expired", "contacts_evicted", "contacts_left", "leave_unsigned",
 ) + storage_policy.COUNTER_NAMES
 
 
@@ -223,6 +223,9 @@ class SwarmNode:
 
     def send_oneway(self, make: Callable[[int], Any], addr: Address) -> None:
         self._send(make(self.rpc.new_tid()), addr)
+
+    def signed_leave(self, recipient_id: bytes, tid: int) -> Any:
+        return self.rpc.signed_leave(recipient_id, tid)
 
     def emit(self, event: SwarmEvent) -> None:
         self._events.append(event)

@@ -85,6 +85,9 @@ class Requester(Protocol):
     def send_oneway(self, make: Callable[[int], Any], addr: Address) -> None:
         """Send a message that expects no answer (``make(tid)`` builds it)."""
 
+    def signed_leave(self, recipient_id: bytes, tid: int) -> Any:
+        """A LEAVE to ``recipient_id`` signed with the node's key (wire.leave_message)."""
+
     def emit(self, event: SwarmEvent) -> None:
         """Report an event to the driver (``SwarmNode.next_event``)."""
 

@@ -9,10 +9,13 @@ How it works (``Rpc`` owns every piece of state named here):
   re-sent ``rpc_retries`` times with a doubled timeout (its op hears ``on_stall`` at the first), then
   reported failed to its op and to the routing table.
 - ``handle_request``: answer PING / FIND_NODE / FIND_VALUE / STORE to the source address only, with a
-  proof when the request carried a nonce; LEAVE removes the sender if its (address, id) matches our
-  table. The requester is placed in the routing table: known at the same address -> moved to the tail;
-  proven earlier -> added; otherwise, when its bucket has room, the reply carries a challenge and the
-  requester's one-way PROOF (checked in ``_accept_proof``) adds it.
+  proof when the request carried a nonce. A LEAVE removes the sender only when its (address, id)
+  matches our table and it is signed by the key of that id for us (``wire.leave_message``); an unsigned
+  one (the first wire version) only starts the ping-before-evict check of that contact, and a badly
+  signed one changes nothing: a forged source address alone can never empty the table. The requester
+  is placed in the routing table: known at the same address -> moved to the tail; proven earlier
+  -> added; otherwise, when its bucket has room, the reply carries a challenge and the requester's
+  one-way PROOF (checked in ``_accept_proof``) adds it.
 - ``handle_reply``: match the transaction id and the source address, check the expected id and the
   proof (SHA-256(public key) == id, signature over our nonce), take an RTT sample, add the proven
   contact, answer a challenge with a PROOF, then hand the reply to the op that sent the request.
@@ -271,9 +274,7 @@ class Rpc:
             self._accept_proof(msg, addr, now_s)
             return
         if t is wire.Leave:
-            c = self.table.find(sender_int)
-            if c is not None and c.addr == addr:
-                self.table.remove(sender_int)
+            self._leave(msg, sender_int, addr, now_s)
             return
         challenge = self._place_requester(msg.sender_id, sender_int, addr, now_s)
         proof = self._proof(msg.nonce)
@@ -314,6 +315,26 @@ class Rpc:
                 if self.valid(msg.address, v) and self.requester.store_value(msg.address, v, now_s, addr):
                     held += 1  # a value the storage policy refused is not reported stored
             self.send(wire.Stored(msg.tid, node_id, proof, challenge, held), addr)
+
+    def signed_leave(self, recipient_id: bytes, tid: int) -> wire.Leave:
+        ident = self.identity
+        return wire.Leave(tid, self.node_id, (ident.public_key, ident.sign(wire.leave_message(recipient_id, tid))))
+
+    def _leave(self, msg: wire.Leave, sender_int: int, addr: Address, now_s: float) -> None:
+        c = self.table.find(sender_int)
+        if c is None or c.addr != addr:
+            return
+        if msg.proof is None:  # an old peer's unsigned LEAVE: believe it only if the contact stays silent
+            self.counters["leave_unsigned"] += 1
+            self.ping_before_evict(c, now_s)
+            return
+        pk, sig = msg.proof
+        if (hashlib.sha256(pk).digest() != msg.sender_id
+                or not self.identity.verify(pk, wire.leave_message(self.node_id, msg.tid), sig)):
+            self.counters["drop_bad_proof"] += 1
+            return
+        self.table.remove(sender_int)
+        self.counters["contacts_left"] += 1
 
     def _place_requester(self, sender_id: bytes, sender_int: int, addr: Address, now_s: float) -> bytes | None:
         """Touch a known requester, add a proven one; else return a challenge when its bucket has room."""

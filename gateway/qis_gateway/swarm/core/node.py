@@ -48,6 +48,7 @@ COUNTER_NAMES = (
     "drop_rate_limited", "drop_bad_token", "drop_invalid_value", "drop_bad_proof", "drop_unexpected_reply",
     "drop_wrong_reply", "drop_self", "drop_internal_error", "stored", "evicted_address_cap",
     "evicted_node_cap", "expired", "contacts_evicted", "contacts_left", "leave_unsigned",
+    "address_checks", "address_validations",
 ) + storage_policy.COUNTER_NAMES
 
 

@@ -41,7 +41,7 @@ class Pending:
     first chunk sent to a node)."""
 
     __slots__ = ("tid", "msg", "addr", "expected_id", "nonce", "op", "cand", "target", "page_offset",
-                 "counts_replica", "sent_s", "deadline_s", "timeout_s", "attempts")
+                 "counts_replica", "sent_s", "deadline_s", "timeout_s", "attempts", "validations")
 
     def __init__(self, tid: int, msg: Any, addr: Address, expected_id: bytes | None, nonce: bytes | None,
                  op: Op, sent_s: float, timeout_s: float, cand: Candidate | None = None,
@@ -60,6 +60,7 @@ class Pending:
         self.timeout_s = timeout_s
         self.deadline_s = sent_s + timeout_s
         self.attempts = 1
+        self.validations = 0  # PONGs that asked us to validate our address before answering (rpc.py)
 
 
 MakeRequest = Callable[[int, "bytes | None"], Any]  # (tid, nonce) -> request message

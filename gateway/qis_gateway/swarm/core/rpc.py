@@ -43,6 +43,8 @@ from .routing import Contact, RoutingTable
 from .store import ValueStore
 
 CHALLENGE_LIFETIME_S = 30.0
+MAX_VALIDATIONS = 3  # PONGs asking for a PROOF that one request may get (each a lost PROOF or a retry)
+_VALIDATED_REQUESTS = (wire.FindNode, wire.FindValue)
 _ADDR = attrgetter("addr")
 _IP = itemgetter(0)
 
@@ -100,7 +102,8 @@ class Rpc:
         self.proving: set[Address] = set()  # addresses with a ping-before-evict in flight
         self._timers: list[tuple[float, int]] = []
         self._inflight_addr: dict[Address, int] = {}
-        self._challenges: dict[Address, tuple[bytes, bytes, float]] = {}
+        # addr -> (nonce, requester id, expiry, the request held until the PROOF validates addr, or None)
+        self._challenges: dict[Address, tuple[bytes, bytes, float, Any]] = {}
         self._proof_cache: dict[Address, bytes] = {}
         self._rtt: dict[bytes, tuple[float, float]] = {}
         self._srtt = config.rpc_timeout_initial_s / max(config.rpc_rtt_multiplier, 1.0)
@@ -227,10 +230,20 @@ class Rpc:
         if old is not None and old[1] == node_id and now_s <= old[2]:
             return None  # one outstanding challenge per address
         nonce = self.rng.getrandbits(128).to_bytes(16, "big")
-        self._challenges[addr] = (nonce, node_id, now_s + CHALLENGE_LIFETIME_S)
+        self._challenges[addr] = (nonce, node_id, now_s + CHALLENGE_LIFETIME_S, None)
         if len(self._challenges) > self.config.challenge_cache_size:
             del self._challenges[next(iter(self._challenges))]
         return nonce
+
+    def _hold_until_validated(self, msg: Any, addr: Address, now_s: float) -> bytes:
+        """Keep ``msg`` with the challenge outstanding for its (addr, id), or a new one; the PROOF of that
+        challenge validates addr and gets ``msg`` answered (``_accept_proof``). Returns the challenge."""
+        old = self._challenges.get(addr)
+        if old is None or old[1] != msg.sender_id or now_s > old[2]:
+            self._new_challenge(addr, msg.sender_id, now_s)
+            old = self._challenges[addr]
+        self._challenges[addr] = (old[0], old[1], old[2], msg)
+        return old[0]
 
     def _remember_proof(self, addr: Address, node_id: bytes) -> None:
         cache = self._proof_cache
@@ -280,6 +293,13 @@ class Rpc:
         proof = self._proof(msg.nonce)
         budget = cfg.max_datagram - wire.REPLY_OVERHEAD - len(addr[0])
         node_id = self.node_id
+        if (t is wire.FindNode or t is wire.FindValue) and not self._proven(msg.sender_id, addr):
+            # Address validation (QUIC, RFC 9000 8.1): a NODES/VALUES answer is up to 12x its request, so a
+            # source that has not shown it receives at its address gets only a PONG (< 3x any request)
+            # with a challenge; the request is held, and answered when the PROOF validates the address.
+            self.counters["address_checks"] += 1
+            self.send(wire.Pong(msg.tid, node_id, proof, self._hold_until_validated(msg, addr, now_s)), addr)
+            return
         if t is wire.FindNode:
             target = int.from_bytes(msg.target, "big")
             contacts = _fit_contacts(self.table.closest(target, cfg.k, sender_int), budget)
@@ -358,6 +378,8 @@ class Rpc:
             return
         self._remember_proof(addr, msg.sender_id)
         self._seen_proven(self._contact(msg.sender_id, addr), now_s)
+        if rec[3] is not None:
+            self.handle_request(rec[3], addr, now_s)  # the request held until addr was validated
 
     def handle_reply(self, msg: Any, addr: Address, now_s: float) -> None:
         p = self.pending.get(msg.tid)
@@ -367,18 +389,30 @@ class Rpc:
         if p.expected_id is not None and msg.sender_id != p.expected_id:
             self.counters["drop_bad_proof"] += 1
             return  # not the node we asked: let the request time out
-        if p.nonce is not None:
+        if p.nonce is not None and not (p.validations and self._proof_cache.get(addr) == msg.sender_id):
+            # (an answer after our PROOF is from the id its PONG proved: checked once)
             proof = msg.proof
             if (proof is None or hashlib.sha256(proof[0]).digest() != msg.sender_id
                     or not self.identity.verify(proof[0], wire.proof_message(p.nonce), proof[1])):
                 self.counters["drop_bad_proof"] += 1
                 return
             self._remember_proof(addr, msg.sender_id)
-        self._forget(p)
-        if p.attempts == 1:
+        validate = (type(msg) is wire.Pong and msg.challenge is not None and p.validations < MAX_VALIDATIONS
+                    and type(p.msg) in _VALIDATED_REQUESTS)
+        if not validate:
+            self._forget(p)
+        if p.attempts == 1 and not p.validations:  # (the answer after our PROOF took two round trips)
             self.rtt_sample(msg.sender_id, now_s - p.sent_s)
         self.table.record_success(int.from_bytes(msg.sender_id, "big"))
         self._seen_proven(self._contact(msg.sender_id, addr), now_s)
         if msg.challenge is not None:
             self.send(wire.Proof(0, self.node_id, self._proof(msg.challenge)), addr)
+        if validate:
+            # The peer holds our request until we validate our address: the PROOF above does that, and
+            # its answer comes to this same request (still pending, with a fresh deadline).
+            p.validations += 1
+            p.deadline_s = now_s + p.timeout_s
+            heapq.heappush(self._timers, (p.deadline_s, p.tid))
+            self.counters["address_validations"] += 1
+            return
         p.op.on_reply(self.requester, p, msg, now_s)

@@ -57,6 +57,7 @@ def test_an_old_peers_unsigned_leave_still_works_when_it_is_gone() -> None:
     victim, gone = nodes[0], nodes[1]
     net.dead.add(gone.test_addr)
     victim.receive_datagram(wire.encode(wire.Leave(3, gone.node_id)), gone.test_addr, net.now)
+    victim.start_get(b"\x01" * 32, 10, net.now)  # others answer meanwhile: the silence is the peer's fault
     net.run(until=net.now + 60.0)
     assert victim.table.find(int.from_bytes(gone.node_id, "big")) is None
     assert len(victim.table) == 6

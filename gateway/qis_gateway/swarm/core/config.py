@@ -87,6 +87,15 @@ class SwarmConfig:
     # handover_max_addresses are remembered (beyond that, the oldest wait for the republishing pass).
     handover_per_tick: int = 32
     handover_max_addresses: int = 10_000
+    # Isolation (a burst of our own, or peers that shed our requests): a request that times out counts
+    # against its contact only while the table holds more than contact_floor contacts and some other peer
+    # has answered us since it was sent (when every request times out, the fault is most likely ours).
+    # Below rejoin_below contacts the node joins again through its bootstrap addresses and the contacts
+    # it lost lately, every rejoin_interval_s while the table stays that low (a PING per seed and a
+    # lookup of our own id: cheap, and nothing is sent when there is no seed).
+    contact_floor: int = 2
+    rejoin_below: int = 2
+    rejoin_interval_s: float = 5.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

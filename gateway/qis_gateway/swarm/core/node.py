@@ -49,6 +49,7 @@ COUNTER_NAMES = (
     "drop_wrong_reply", "drop_self", "drop_internal_error", "stored", "evicted_address_cap",
     "evicted_node_cap", "expired", "contacts_evicted", "contacts_left", "leave_unsigned",
     "address_checks", "address_validations",
+    "evictions_withheld", "rejoins",
 ) + storage_policy.COUNTER_NAMES
 
 
@@ -134,13 +135,16 @@ class SwarmNode:
     def handle_timer(self, now_s: float) -> None:
         self._start(now_s)
         self.rpc.fire_timers(now_s)
+        self.housekeeping.watch_isolation(now_s)
         if now_s >= self.housekeeping.next_tick_s:
             self.housekeeping.run(now_s)
 
     def bootstrap(self, addrs: list[Address], now_s: float) -> None:
         """Join through known addresses (their ids are learnt from their proven PONGs)."""
         self._start(now_s)
-        JoinOp(self, [tuple(a) for a in addrs], now_s)  # type: ignore[misc]
+        seeds = [(a[0], a[1]) for a in addrs]
+        self.housekeeping.remember_seeds(seeds)
+        JoinOp(self, seeds, now_s)
 
     def start_get(self, address: bytes, limit: int, now_s: float) -> int:
         self._start(now_s)

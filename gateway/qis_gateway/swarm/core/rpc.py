@@ -45,6 +45,7 @@ from .store import ValueStore
 CHALLENGE_LIFETIME_S = 30.0
 MAX_VALIDATIONS = 3  # PONGs asking for a PROOF that one request may get (each a lost PROOF or a retry)
 _VALIDATED_REQUESTS = (wire.FindNode, wire.FindValue)
+LOST_CONTACTS_KEPT = 32
 _ADDR = attrgetter("addr")
 _IP = itemgetter(0)
 
@@ -77,8 +78,8 @@ class _ProvePing:
     def on_timeout(self, req: Requester, p: Pending, now_s: float) -> None:
         rpc = self.rpc
         rpc.proving.discard(p.addr)
-        if p.expected_id is not None and rpc.table.remove(int.from_bytes(p.expected_id, "big")):
-            rpc.counters["contacts_evicted"] += 1
+        if p.expected_id is not None and rpc.may_evict(p) and rpc.table.remove(int.from_bytes(p.expected_id, "big")):
+            rpc.lost_contact(p.addr)
 
 
 class Rpc:
@@ -109,6 +110,8 @@ class Rpc:
         self._srtt = config.rpc_timeout_initial_s / max(config.rpc_rtt_multiplier, 1.0)
         self._tokens = policy.Tokens(rng, config.token_lifetime_s)
         self._evict_op = _ProvePing(self)
+        self.last_reply_s = -1.0e18  # when a peer last answered one of our requests
+        self.lost: dict[Address, None] = {}  # addresses of contacts removed lately (seeds for a rejoin)
 
     # ---- requests --------------------------------------------------------------------------------
     def new_tid(self) -> int:
@@ -165,6 +168,8 @@ class Rpc:
             heapq.heappush(self._timers, (p.deadline_s, p.tid))
             self.counters["retries"] += 1
             p.op.messages += 1
+            if p.proof_msg is not None:
+                self.send(p.proof_msg, p.addr)  # the PROOF the peer waits for may be what was lost
             self.send(p.msg, p.addr)
             if p.attempts == 2:
                 on_stall = getattr(p.op, "on_stall", None)
@@ -173,10 +178,27 @@ class Rpc:
             return
         self._forget(p)
         self.counters["timeouts"] += 1
-        if p.expected_id is not None and p.op is not self._evict_op:
+        if p.expected_id is not None and p.op is not self._evict_op and self.may_evict(p):
             if self.table.record_failure(int.from_bytes(p.expected_id, "big")):
-                self.counters["contacts_evicted"] += 1
+                self.lost_contact(p.addr)
         p.op.on_timeout(self.requester, p, now_s)
+
+    def may_evict(self, p: Pending) -> bool:
+        """A timed-out request may count against its contact: the table holds more than the floor and
+        another peer answered us after it was sent. Otherwise every request is timing out, and the fault
+        is most likely our own (a burst, a dead link): evicting would isolate us."""
+        if len(self.table) > self.config.contact_floor and self.last_reply_s > p.sent_s:
+            return True
+        self.counters["evictions_withheld"] += 1
+        return False
+
+    def lost_contact(self, addr: Address) -> None:
+        self.counters["contacts_evicted"] += 1
+        lost = self.lost
+        lost.pop(addr, None)
+        lost[addr] = None
+        if len(lost) > LOST_CONTACTS_KEPT:
+            del lost[next(iter(lost))]
 
     def _forget(self, p: Pending) -> None:
         del self.pending[p.tid]
@@ -355,6 +377,7 @@ class Rpc:
             return
         self.table.remove(sender_int)
         self.counters["contacts_left"] += 1
+        self.lost.pop(addr, None)  # it left: no seed for a rejoin
 
     def _place_requester(self, sender_id: bytes, sender_int: int, addr: Address, now_s: float) -> bytes | None:
         """Touch a known requester, add a proven one; else return a challenge when its bucket has room."""
@@ -401,16 +424,21 @@ class Rpc:
                     and type(p.msg) in _VALIDATED_REQUESTS)
         if not validate:
             self._forget(p)
+        self.last_reply_s = now_s
         if p.attempts == 1 and not p.validations:  # (the answer after our PROOF took two round trips)
             self.rtt_sample(msg.sender_id, now_s - p.sent_s)
         self.table.record_success(int.from_bytes(msg.sender_id, "big"))
         self._seen_proven(self._contact(msg.sender_id, addr), now_s)
         if msg.challenge is not None:
-            self.send(wire.Proof(0, self.node_id, self._proof(msg.challenge)), addr)
+            proof_msg = wire.Proof(0, self.node_id, self._proof(msg.challenge))
+            self.send(proof_msg, addr)
+            if validate:
+                p.proof_msg = proof_msg
         if validate:
             # The peer holds our request until we validate our address: the PROOF above does that, and
             # its answer comes to this same request (still pending, with a fresh deadline).
             p.validations += 1
+            p.attempts = 1  # the exchange that follows gets its own retries
             p.deadline_s = now_s + p.timeout_s
             heapq.heappush(self._timers, (p.deadline_s, p.tid))
             self.counters["address_validations"] += 1

@@ -60,6 +60,9 @@ def test_forged_requests_are_answered_with_at_most_3x_their_bytes() -> None:
     assert target.counters["address_checks"] - checks_before == REQUESTS
     # an honest newcomer still gets everything: it validates its address and its requests are answered
     reader = net.add()
+    del net.nodes[reader.test_addr]
+    reader.test_addr = ("127.0.0.9", 20999)  # an IP of its own: validation is per IP
+    net.nodes[reader.test_addr] = reader
     reader.bootstrap([nodes[5].test_addr], net.now)
     net.run(until=net.now + 10.0)
     reader.start_get(ADDR, 50, net.now)

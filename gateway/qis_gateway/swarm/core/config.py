@@ -74,6 +74,9 @@ class SwarmConfig:
     proof_cache_size: int = 1024
     # Outstanding challenges to requesters (each answered by a PROOF within 30 s or dropped).
     challenge_cache_size: int = 1024
+    # Address validation before answers larger than 3x their request (QUIC's rule): validated IPs are
+    # kept in two bitmaps of 2**address_validation_bits bits (policy.ValidatedAddresses; 2 KB each).
+    address_validation_bits: int = 14
     # A get ends once this many holders have delivered every value they hold (all pages) and no
     # answered holder reported more values than collected, or when the lookup is exhausted.
     get_quorum: int = 2

@@ -109,6 +109,7 @@ class Rpc:
         self._rtt: dict[bytes, tuple[float, float]] = {}
         self._srtt = config.rpc_timeout_initial_s / max(config.rpc_rtt_multiplier, 1.0)
         self._tokens = policy.Tokens(rng, config.token_lifetime_s)
+        self._validated = policy.ValidatedAddresses(rng, config.address_validation_bits)
         self._evict_op = _ProvePing(self)
         self.last_reply_s = -1.0e18  # when a peer last answered one of our requests
         self.lost: dict[Address, None] = {}  # addresses of contacts removed lately (seeds for a rejoin)
@@ -270,6 +271,7 @@ class Rpc:
     def _remember_proof(self, addr: Address, node_id: bytes) -> None:
         cache = self._proof_cache
         cache[addr] = node_id
+        self._validated.mark(addr)
         if self.on_proven is not None:
             self.on_proven(addr)
         if len(cache) > self.config.proof_cache_size:
@@ -298,7 +300,8 @@ class Rpc:
                          self._evict_op)
 
     def rotate_tokens(self, now_s: float) -> None:
-        self._tokens.rotate_if_due(now_s, self.rng)
+        if self._tokens.rotate_if_due(now_s, self.rng):
+            self._validated.rotate()
 
     # ---- receiving -------------------------------------------------------------------------------
     def handle_request(self, msg: Any, addr: Address, now_s: float) -> None:
@@ -315,7 +318,8 @@ class Rpc:
         proof = self._proof(msg.nonce)
         budget = cfg.max_datagram - wire.REPLY_OVERHEAD - len(addr[0])
         node_id = self.node_id
-        if (t is wire.FindNode or t is wire.FindValue) and not self._proven(msg.sender_id, addr):
+        if ((t is wire.FindNode or t is wire.FindValue) and not self._validated.check(addr)
+                and not self._proven(msg.sender_id, addr)):
             # Address validation (QUIC, RFC 9000 8.1): a NODES/VALUES answer is up to 12x its request, so a
             # source that has not shown it receives at its address gets only a PONG (< 3x any request)
             # with a challenge; the request is held, and answered when the PROOF validates the address.

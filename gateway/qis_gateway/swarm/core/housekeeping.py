@@ -69,7 +69,7 @@ class Housekeeping:
         cfg = self.config
         self.started_s = now_s
         self._maintain_s = now_s + cfg.maintenance_interval_s
-        self._rejoin_s = now_s + cfg.rejoin_interval_s
+        self._rejoin_s = now_s + cfg.rejoin_interval_s if self._seeds else math.inf
         self.next_tick_s = min(self._maintain_s, self._rejoin_s)
         self.rpc.rotate_tokens(now_s)
         self._republish_s = now_s + cfg.republish_interval_s
@@ -116,14 +116,15 @@ class Housekeeping:
     def watch_isolation(self, now_s: float) -> None:
         """After request timeouts (cheap): a table that fell below ``rejoin_below`` gets its rejoin
         scheduled now rather than at the next maintenance tick."""
-        if self._rejoin_s == math.inf and len(self.req.table) < self.config.rejoin_below:
+        if (self._rejoin_s == math.inf and len(self.req.table) < self.config.rejoin_below
+                and (self._seeds or self.rpc.lost)):
             self._rejoin_s = now_s + self.config.rejoin_interval_s
             self.next_tick_s = min(self.next_tick_s, self._rejoin_s)
 
     def _check_isolation(self, now_s: float) -> None:
         cfg = self.config
-        if len(self.req.table) >= cfg.rejoin_below:
-            self._rejoin_s = math.inf
+        if len(self.req.table) >= cfg.rejoin_below or not (self._seeds or self.rpc.lost):
+            self._rejoin_s = math.inf  # (nothing to rejoin through: no tick; evictions add seeds)
             return
         if self._rejoin_s == math.inf:
             self._rejoin_s = now_s + cfg.rejoin_interval_s

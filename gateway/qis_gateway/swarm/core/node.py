@@ -141,9 +141,9 @@ class SwarmNode:
 
     def bootstrap(self, addrs: list[Address], now_s: float) -> None:
         """Join through known addresses (their ids are learnt from their proven PONGs)."""
-        self._start(now_s)
         seeds = [(a[0], a[1]) for a in addrs]
-        self.housekeeping.remember_seeds(seeds)
+        self.housekeeping.remember_seeds(seeds)  # first: a start with seeds schedules its rejoin check
+        self._start(now_s)
         JoinOp(self, seeds, now_s)
 
     def start_get(self, address: bytes, limit: int, now_s: float) -> int:

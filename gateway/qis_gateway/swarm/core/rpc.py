@@ -19,6 +19,14 @@ How it works (``Rpc`` owns every piece of state named here):
 - ``handle_reply``: match the transaction id and the source address, check the expected id and the
   proof (SHA-256(public key) == id, signature over our nonce), take an RTT sample, add the proven
   contact, answer a challenge with a PROOF, then hand the reply to the op that sent the request.
+- Address validation (QUIC's anti-amplification rule): a FIND_NODE / FIND_VALUE from a source that is
+  not validated (in the table at that address, in the proof cache, or its IP in ``ValidatedAddresses``)
+  gets a PONG with a challenge, and the request is held with the challenge until the PROOF answers it.
+  On the requester's side such a PONG keeps the request pending (``Pending.validations``): the PROOF goes
+  out, and again with a retry.
+- Isolation: a request that failed after its retries counts against its contact only when ``may_evict``
+  (the table holds more than ``contact_floor`` and another peer answered since it was sent); evicted
+  contacts' addresses are kept in ``lost`` (32) as rejoin seeds for housekeeping.
 - A full bucket asks to check its least recently seen contact: ``ping_before_evict`` PINGs it (one at a
   time per address); an answer keeps it, silence evicts it.
 - STORE tokens (``policy.Tokens``) are issued in NODES/VALUES and checked on STORE; housekeeping rotates

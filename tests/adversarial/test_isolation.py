@@ -22,12 +22,12 @@ def test_a_burst_that_times_out_every_request_keeps_the_contacts() -> None:
     net.drop = lambda src, data, dst: dst == gw.test_addr
     for _ in range(200):
         gw.start_get(ADDR, 10, net.now)
-    net.run(until=net.now + 60.0)
+    net.run(until=net.now + gw.config.isolation_grace_s - 1.0)  # a burst of total silence
+    assert len(net.take(GetDone)) == 200
     assert gw.counters["timeouts"] >= 200
     assert len(gw.table) == 3, "the gateway evicted its peers because its own requests timed out"
     assert gw.counters["evictions_withheld"] > 0
     net.drop = None
-    net.take(GetDone)
     gw.start_get(ADDR, 10, net.now)
     (_, done), = net.wait_for(GetDone)
     assert done.ok
@@ -75,3 +75,21 @@ def test_a_node_that_lost_every_peer_rejoins_through_them() -> None:
     assert len(gw.table) == 0
     net.run(until=net.now + 10.0 + gw.config.maintenance_interval_s)
     assert len(gw.table) >= 2
+
+
+def test_a_lone_peer_that_died_is_evicted_after_the_grace() -> None:
+    """Total silence that lasts is not our fault: the only peer died, the node must work alone."""
+    net = MemNet(seed=8)
+    peer, gw = net.build(2)
+    net.run(until=net.now + 20.0)
+    assert len(gw.table) == 1
+    net.dead.add(peer.test_addr)
+    start = net.now
+    while len(gw.table) and net.now < start + 30.0:
+        gw.start_get(ADDR, 10, net.now)
+        net.wait_for(GetDone, limit_s=10.0)
+    assert len(gw.table) == 0
+    assert net.now - start >= gw.config.isolation_grace_s
+    net.dead.discard(peer.test_addr)
+    net.run(until=net.now + 10.0)
+    assert len(gw.table) == 1  # the rejoin found it again

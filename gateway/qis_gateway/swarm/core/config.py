@@ -92,11 +92,13 @@ class SwarmConfig:
     handover_max_addresses: int = 10_000
     # Isolation (a burst of our own, or peers that shed our requests): a request that times out counts
     # against its contact only while the table holds more than contact_floor contacts and some other peer
-    # has answered us since it was sent (when every request times out, the fault is most likely ours).
+    # has answered us since it was sent (when every request times out, the fault is most likely ours), or
+    # once nobody at all has answered for isolation_grace_s (then the peers are most likely gone).
     # Below rejoin_below contacts the node joins again through its bootstrap addresses and the contacts
     # it lost lately, every rejoin_interval_s while the table stays that low (a PING per seed and a
     # lookup of our own id: cheap, and nothing is sent when there is no seed).
     contact_floor: int = 2
+    isolation_grace_s: float = 10.0
     rejoin_below: int = 2
     rejoin_interval_s: float = 5.0
 

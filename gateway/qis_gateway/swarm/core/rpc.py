@@ -86,7 +86,8 @@ class _ProvePing:
     def on_timeout(self, req: Requester, p: Pending, now_s: float) -> None:
         rpc = self.rpc
         rpc.proving.discard(p.addr)
-        if p.expected_id is not None and rpc.may_evict(p) and rpc.table.remove(int.from_bytes(p.expected_id, "big")):
+        if (p.expected_id is not None and rpc.may_evict(p, now_s)
+                and rpc.table.remove(int.from_bytes(p.expected_id, "big"))):
             rpc.lost_contact(p.addr)
 
 
@@ -120,6 +121,7 @@ class Rpc:
         self._validated = policy.ValidatedAddresses(rng, config.address_validation_bits)
         self._evict_op = _ProvePing(self)
         self.last_reply_s = -1.0e18  # when a peer last answered one of our requests
+        self._unanswered_since_s: float | None = None  # first request sent after that answer
         self.lost: dict[Address, None] = {}  # addresses of contacts removed lately (seeds for a rejoin)
 
     # ---- requests --------------------------------------------------------------------------------
@@ -140,6 +142,8 @@ class Rpc:
         p = Pending(tid, msg, addr, expected_id, nonce, op, now_s, self.timeout_for(expected_id), cand, target,
                     page_offset, counts_replica)
         self.pending[tid] = p
+        if self._unanswered_since_s is None:
+            self._unanswered_since_s = now_s
         self._inflight_addr[addr] = self._inflight_addr.get(addr, 0) + 1
         heapq.heappush(self._timers, (p.deadline_s, tid))
         op.messages += 1
@@ -187,16 +191,22 @@ class Rpc:
             return
         self._forget(p)
         self.counters["timeouts"] += 1
-        if p.expected_id is not None and p.op is not self._evict_op and self.may_evict(p):
+        if p.expected_id is not None and p.op is not self._evict_op and self.may_evict(p, now_s):
             if self.table.record_failure(int.from_bytes(p.expected_id, "big")):
                 self.lost_contact(p.addr)
         p.op.on_timeout(self.requester, p, now_s)
 
-    def may_evict(self, p: Pending) -> bool:
+    def may_evict(self, p: Pending, now_s: float) -> bool:
         """A timed-out request may count against its contact: the table holds more than the floor and
         another peer answered us after it was sent. Otherwise every request is timing out, and the fault
-        is most likely our own (a burst, a dead link): evicting would isolate us."""
-        if len(self.table) > self.config.contact_floor and self.last_reply_s > p.sent_s:
+        is most likely our own (a burst, a dead link): evicting would isolate us. After
+        ``isolation_grace_s`` of asking without any answer the contacts are most likely gone (a lone
+        peer died):
+        then they are evicted as before, and the rejoin looks for them."""
+        cfg = self.config
+        silent = self._unanswered_since_s
+        if ((len(self.table) > cfg.contact_floor and self.last_reply_s > p.sent_s)
+                or (silent is not None and now_s - silent >= cfg.isolation_grace_s)):
             return True
         self.counters["evictions_withheld"] += 1
         return False
@@ -437,6 +447,7 @@ class Rpc:
         if not validate:
             self._forget(p)
         self.last_reply_s = now_s
+        self._unanswered_since_s = None
         if p.attempts == 1 and not p.validations:  # (the answer after our PROOF took two round trips)
             self.rtt_sample(msg.sender_id, now_s - p.sent_s)
         self.table.record_success(int.from_bytes(msg.sender_id, "big"))

@@ -6,8 +6,10 @@ its table falls below ``rejoin_below``. Fast reproductions on the in-memory netw
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from qis_gateway.swarm.core.events import GetDone, JoinDone
-from swarm.conftest import MemNet
+from swarm.conftest import TEST_CONFIG, MemNet
 
 ADDR = b"\x24" * 32
 
@@ -93,3 +95,26 @@ def test_a_lone_peer_that_died_is_evicted_after_the_grace() -> None:
     net.dead.discard(peer.test_addr)
     net.run(until=net.now + 10.0)
     assert len(gw.table) == 1  # the rejoin found it again
+
+
+def test_a_peer_shedding_load_answers_busy_and_is_not_evicted() -> None:
+    """Back-pressure: a proven peer whose requests the rate limiter refuses gets BUSY (one per 50 ms),
+    not silence; the requester holds none of those failures against the peer."""
+    net = MemNet(seed=9)
+    strict = replace(TEST_CONFIG, rate_limit_per_s=5.0, rate_limit_burst=10.0)
+    nodes = [net.add(strict) for _ in range(3)]
+    for n in nodes[1:]:
+        n.bootstrap([nodes[0].test_addr], net.now)
+        net.wait_for(JoinDone)
+    gw = net.add()  # no limit of its own
+    gw.bootstrap([nodes[0].test_addr], net.now)
+    net.wait_for(JoinDone)
+    net.run(until=net.now + 5.0)
+    assert len(gw.table) == 3
+    for _ in range(300):
+        gw.start_get(ADDR, 10, net.now)
+    net.run(until=net.now + 30.0)
+    assert sum(n.counters["drop_rate_limited"] for n in nodes) > 300
+    assert sum(n.counters["busy_sent"] for n in nodes) > 0
+    assert gw.counters["busy_in"] > 0
+    assert len(gw.table) == 3

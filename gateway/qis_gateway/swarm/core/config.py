@@ -60,6 +60,8 @@ class SwarmConfig:
     rate_limit_max_sources: int = 4096
     rate_limit_slots: int = 4096
     rate_limit_unproven_per_s: float = 2000.0
+    # A proven source refused by its bucket gets a BUSY answer, at most one per this interval.
+    rate_limit_busy_interval_s: float = 0.05
     # STORE tokens (BEP 5): MAC of the source address under a secret rotated every token_lifetime_s / 2;
     # a token stays valid for token_lifetime_s.
     token_lifetime_s: float = 600.0

@@ -43,13 +43,14 @@ from .store import PublishedSet, ValueStore
 log = logging.getLogger(__name__)
 
 _REQUEST_TYPES = frozenset(wire.REQUEST_TYPES)
+_ANSWERED_REQUESTS = frozenset((wire.Ping, wire.FindNode, wire.FindValue, wire.Store))
 COUNTER_NAMES = (
     "received", "sent", "requests_in", "replies_in", "timeouts", "retries", "drop_malformed",
     "drop_rate_limited", "drop_bad_token", "drop_invalid_value", "drop_bad_proof", "drop_unexpected_reply",
     "drop_wrong_reply", "drop_self", "drop_internal_error", "stored", "evicted_address_cap",
     "evicted_node_cap", "expired", "contacts_evicted", "contacts_left", "leave_unsigned",
     "address_checks", "address_validations",
-    "evictions_withheld", "rejoins",
+    "evictions_withheld", "rejoins", "busy_sent", "busy_in",
 ) + storage_policy.COUNTER_NAMES
 
 
@@ -112,6 +113,8 @@ class SwarmNode:
                 addr = (addr[0], addr[1])  # IPv6 sockets report (host, port, flowinfo, scope_id)
             if self._limiter is not None and not self._limiter.allow(addr, now_s):
                 self.counters["drop_rate_limited"] += 1
+                if self._limiter.busy_due(addr, now_s):
+                    self._answer_busy(data, addr)
                 return
             try:
                 msg = wire.decode(data, self.config.max_datagram)
@@ -276,6 +279,16 @@ class SwarmNode:
     def _send(self, msg: Any, addr: Address) -> None:
         self.counters["sent"] += 1
         self._out.append((msg, addr))
+
+    def _answer_busy(self, data: bytes, addr: Address) -> None:
+        """Back-pressure to a proven peer whose request the rate limiter refused (one per interval)."""
+        try:
+            msg = wire.decode(data, self.config.max_datagram)
+        except WireError:
+            return
+        if type(msg) in _ANSWERED_REQUESTS:
+            self.counters["busy_sent"] += 1
+            self._send(wire.Busy(msg.tid, self.node_id), addr)
 
     def _dispatch(self, msg: Any, addr: Address, now_s: float) -> None:
         if not self._started:

@@ -10,6 +10,9 @@ How it works:
   nobody can aim at a set bit); the older is dropped when the token secret rotates. A few KB whatever
   the number of peers; an IP on a bit another one set passes too (the chance is the fill ratio, a few
   per cent), which bounds the average amplification, not each datagram's.
+- Back-pressure (issue 18 point 4): a proven source refused by its bucket is told so with a BUSY answer
+  (``busy_due``: at most one per ``rate_limit_busy_interval_s``), so a peer shedding load does not look
+  dead to it; unproven sources are refused silently.
 - ``RateLimiter`` (issue 18 point 5): token buckets per source (IP, or (IP, port) with
   ``rate_limit_key="addr"``), refilled at ``rate_limit_per_s`` up to ``rate_limit_burst``, in two classes,
   so forged source addresses cannot crowd out real peers:
@@ -115,7 +118,7 @@ class RateLimiter:
         key = addr[0] if self._by_ip else addr
         table = self._proven
         if key not in table:
-            table[key] = [self._cfg.rate_limit_burst, -1.0]
+            table[key] = [self._cfg.rate_limit_burst, -1.0, -1.0e18]  # tokens, last refill, last BUSY
             if len(table) > self._cfg.rate_limit_max_sources:
                 del table[next(iter(table))]
 
@@ -144,6 +147,16 @@ class RateLimiter:
         slot[0] = min(cfg.rate_limit_burst, slot[0] + 1.0)  # not spent: the shared budget refused
         self.refused_unproven += 1
         return False
+
+
+    def busy_due(self, addr: Address, now_s: float) -> bool:
+        """``addr`` is a proven source (just refused) owed a BUSY answer: at most one per
+        ``rate_limit_busy_interval_s``. Unproven sources get none (their address may be forged)."""
+        bucket = self._proven.get(addr[0] if self._by_ip else addr)
+        if bucket is None or now_s - bucket[2] < self._cfg.rate_limit_busy_interval_s:
+            return False
+        bucket[2] = now_s
+        return True
 
 
 def _take(bucket: list[float], now_s: float, rate_per_s: float, burst: float) -> bool:

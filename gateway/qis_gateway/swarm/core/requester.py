@@ -41,7 +41,7 @@ class Pending:
     first chunk sent to a node)."""
 
     __slots__ = ("tid", "msg", "addr", "expected_id", "nonce", "op", "cand", "target", "page_offset",
-                 "counts_replica", "sent_s", "deadline_s", "timeout_s", "attempts", "validations", "proof_msg")
+                 "counts_replica", "sent_s", "deadline_s", "timeout_s", "attempts", "validations", "proof_msg", "busy")
 
     def __init__(self, tid: int, msg: Any, addr: Address, expected_id: bytes | None, nonce: bytes | None,
                  op: Op, sent_s: float, timeout_s: float, cand: Candidate | None = None,
@@ -61,6 +61,7 @@ class Pending:
         self.deadline_s = sent_s + timeout_s
         self.attempts = 1
         self.validations = 0  # PONGs that asked us to validate our address before answering (rpc.py)
+        self.busy = False  # the peer answered BUSY: alive, shedding load (never evicted for this one)
         self.proof_msg: Any = None  # our PROOF for that; re-sent with a retry (it may be what was lost)
 
 

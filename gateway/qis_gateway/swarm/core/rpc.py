@@ -54,6 +54,8 @@ CHALLENGE_LIFETIME_S = 30.0
 MAX_VALIDATIONS = 3  # PONGs asking for a PROOF that one request may get (each a lost PROOF or a retry)
 _VALIDATED_REQUESTS = (wire.FindNode, wire.FindValue)
 LOST_CONTACTS_KEPT = 32
+BUSY_HOLD_S = 5.0  # after a BUSY, failed requests to that peer are back-pressure, not death
+BUSY_PEERS_KEPT = 256
 _ADDR = attrgetter("addr")
 _IP = itemgetter(0)
 
@@ -86,7 +88,7 @@ class _ProvePing:
     def on_timeout(self, req: Requester, p: Pending, now_s: float) -> None:
         rpc = self.rpc
         rpc.proving.discard(p.addr)
-        if (p.expected_id is not None and rpc.may_evict(p, now_s)
+        if (p.expected_id is not None and not rpc.shedding(p, now_s) and rpc.may_evict(p, now_s)
                 and rpc.table.remove(int.from_bytes(p.expected_id, "big"))):
             rpc.lost_contact(p.addr)
 
@@ -122,6 +124,7 @@ class Rpc:
         self._evict_op = _ProvePing(self)
         self.last_reply_s = -1.0e18  # when a peer last answered one of our requests
         self._unanswered_since_s: float | None = None  # first request sent after that answer
+        self._busy_until: dict[Address, float] = {}  # peers that answered BUSY lately
         self.lost: dict[Address, None] = {}  # addresses of contacts removed lately (seeds for a rejoin)
 
     # ---- requests --------------------------------------------------------------------------------
@@ -191,10 +194,16 @@ class Rpc:
             return
         self._forget(p)
         self.counters["timeouts"] += 1
-        if p.expected_id is not None and p.op is not self._evict_op and self.may_evict(p, now_s):
+        if (p.expected_id is not None and p.op is not self._evict_op and not self.shedding(p, now_s)
+                and self.may_evict(p, now_s)):
             if self.table.record_failure(int.from_bytes(p.expected_id, "big")):
                 self.lost_contact(p.addr)
         p.op.on_timeout(self.requester, p, now_s)
+
+    def shedding(self, p: Pending, now_s: float) -> bool:
+        """The peer told us it is shedding load (BUSY) within the last ``BUSY_HOLD_S``: its silence is
+        back-pressure, not death (the limiter answers at most one refused datagram per interval)."""
+        return p.busy or now_s <= self._busy_until.get(p.addr, -1.0)
 
     def may_evict(self, p: Pending, now_s: float) -> bool:
         """A timed-out request may count against its contact: the table holds more than the floor and
@@ -434,6 +443,19 @@ class Rpc:
         if p.expected_id is not None and msg.sender_id != p.expected_id:
             self.counters["drop_bad_proof"] += 1
             return  # not the node we asked: let the request time out
+        if type(msg) is wire.Busy:
+            # Back-pressure: the peer is alive and shedding load. The request keeps its timer (its retry
+            # comes after the doubled timeout); if it fails, that is not held against the peer.
+            p.busy = True
+            self.counters["busy_in"] += 1
+            busy = self._busy_until
+            busy.pop(addr, None)
+            busy[addr] = now_s + BUSY_HOLD_S
+            if len(busy) > BUSY_PEERS_KEPT:
+                del busy[next(iter(busy))]
+            self.last_reply_s = now_s
+            self._unanswered_since_s = None
+            return
         if p.nonce is not None and not (p.validations and self._proof_cache.get(addr) == msg.sender_id):
             # (an answer after our PROOF is from the id its PONG proved: checked once)
             proof = msg.proof

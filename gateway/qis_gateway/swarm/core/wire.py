@@ -24,6 +24,7 @@ How it works:
     NODES       [17, tid, id, proof?, challenge?, token, [[id, ip, port], ...]]
     VALUES      [18, tid, id, proof?, challenge?, token, offset, total, digest, [value, ...], [[id, ip, port], ...]]
     STORED      [19, tid, id, proof?, challenge?, stored_count]
+    BUSY        [20, tid, id]      (a proven peer's request refused by the rate limiter: back-pressure)
 
   ``token`` (BEP 5) lets the requester STORE at this node from the same source address later.
   FIND_VALUE answers are paged: a holder returns as many values from ``offset`` as fit in one datagram
@@ -52,7 +53,7 @@ from ..errors import WireError
 from .routing import Contact
 
 PING, FIND_NODE, FIND_VALUE, STORE, LEAVE, PROOF = 1, 2, 3, 4, 5, 6
-PONG, NODES, VALUES, STORED = 16, 17, 18, 19
+PONG, NODES, VALUES, STORED, BUSY = 16, 17, 18, 19, 20
 PROOF_DOMAIN = b"qis-swarm/1 node-id proof:"
 LEAVE_DOMAIN = b"qis-swarm/1 leave:"
 NONCE_BYTES = 16
@@ -187,8 +188,14 @@ class Stored:
     stored: int
 
 
+@dataclass(frozen=True, slots=True)
+class Busy:
+    tid: int
+    sender_id: bytes
+
+
 Request = Ping | FindNode | FindValue | Store | Leave | Proof
-Reply = Pong | Nodes | Values | Stored
+Reply = Pong | Nodes | Values | Stored | Busy
 Message = Request | Reply
 REQUEST_TYPES = (Ping, FindNode, FindValue, Store, Leave, Proof)
 
@@ -226,6 +233,8 @@ def encode(msg: Message) -> bytes:
     elif t is Values:
         body = [VALUES, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.challenge, msg.token, msg.offset,
                 msg.total, msg.digest, list(msg.values), _contacts_out(msg.contacts)]
+    elif t is Busy:
+        body = [BUSY, msg.tid, msg.sender_id]
     elif t is Stored:
         body = [STORED, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.challenge, msg.stored]
     else:
@@ -306,7 +315,7 @@ def contact_ip(v: object) -> str:
 
 
 _ARITY = {PING: 4, FIND_NODE: 5, FIND_VALUE: 6, STORE: 7, LEAVE: 5, PROOF: 4, PONG: 5, NODES: 7, VALUES: 11,
-          STORED: 6}
+          STORED: 6, BUSY: 3}
 _UNSIGNED_LEAVE_ARITY = 3  # the first version's LEAVE, still read
 
 
@@ -342,6 +351,8 @@ def decode(data: bytes, max_datagram: int = MAX_DATAGRAM) -> Message:
             raise WireError("STORE needs at least one value")
         return Store(tid, sender, _opt_nonce(body[3]), _bytes(body[4], "address", ID_BYTES, ID_BYTES),
                      _bytes(body[5], "token", 1, MAX_TOKEN_BYTES), values)
+    if kind == BUSY:
+        return Busy(tid, sender)
     if kind == LEAVE:
         if len(body) == _UNSIGNED_LEAVE_ARITY:
             return Leave(tid, sender)

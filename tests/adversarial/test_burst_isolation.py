@@ -49,8 +49,10 @@ def test_a_burst_keeps_the_gateway_in_the_swarm(tmp_path: Path) -> None:
             done.set()
             await watcher
             c = gw.node.counters
-            print("burst: %d timeouts, %d rate-limited at the first peer, %d evictions withheld, lowest %d peers"
-                  % (c["timeouts"], first.node.counters["drop_rate_limited"], c["evictions_withheld"], lowest))
+            print("burst: %d timeouts, %d rate-limited at the first peer, %d BUSY in, %d evictions withheld, "
+                  "%d evicted, lowest %d peers" % (c["timeouts"], first.node.counters["drop_rate_limited"],
+                                                   c["busy_in"], c["evictions_withheld"], c["contacts_evicted"],
+                                                   lowest))
             assert c["timeouts"] > 100  # the burst really overloaded the peers
             assert lowest >= 2
             await asyncio.sleep(2.0)  # the peers' buckets refill

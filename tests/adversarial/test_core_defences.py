@@ -119,7 +119,12 @@ def test_a_refused_value_is_not_reported_stored() -> None:
     node = SwarmNode(NodeIdentity.generate(b"n" * 32), replace(CFG, rate_limit_per_s=0.0), random.Random(1),
                      MemoryValueStore(), signer_of=_signer)
     src = ("10.6.6.6", 4000)
-    node.receive_datagram(wire.encode(wire.FindNode(99, A, None, b"\x00" * 32)), src, 1.0)
+    asker = NodeIdentity.generate(b"a" * 32)
+    node.receive_datagram(wire.encode(wire.FindNode(99, asker.node_id, None, b"\x00" * 32)), src, 1.0)
+    # an unvalidated source gets a PONG with a challenge; its PROOF releases the NODES answer (and token)
+    (challenge,) = [m.challenge for m in (wire.decode(d) for d, _ in node.datagrams_to_send())]
+    proof = (asker.public_key, asker.sign(wire.proof_message(challenge)))
+    node.receive_datagram(wire.encode(wire.Proof(0, asker.node_id, proof)), src, 1.0)
     (token,) = [m.token for m in (wire.decode(d) for d, _ in node.datagrams_to_send()) if isinstance(m, wire.Nodes)]
     stored = []
     for i in range(8):  # 8 fresh keys from one source: the first 4 are admitted

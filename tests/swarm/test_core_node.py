@@ -113,11 +113,16 @@ def test_a_node_that_does_not_prove_its_id_is_never_added(memnet: MemNet) -> Non
 def _token_from(net: MemNet, asker, target) -> bytes:
     """Ask ``target`` a FIND_NODE from ``asker``'s address and return the token it answered with."""
     req = wire.FindNode(99, asker.node_id, None, b"\x00" * 32)
-    target.receive_datagram(wire.encode(req), asker.test_addr, net.now)
-    for data, dst in target.datagrams_to_send():
-        msg = wire.decode(data)
-        if dst == asker.test_addr and isinstance(msg, wire.Nodes) and msg.tid == 99:
-            return msg.token
+    for _ in range(2):  # the first answer asks the unvalidated asker for a PROOF of its address
+        target.receive_datagram(wire.encode(req), asker.test_addr, net.now)
+        for data, dst in target.datagrams_to_send():
+            msg = wire.decode(data)
+            if dst == asker.test_addr and isinstance(msg, wire.Nodes) and msg.tid == 99:
+                return msg.token
+            if dst == asker.test_addr and isinstance(msg, wire.Pong) and msg.challenge is not None:
+                ident = asker.identity
+                proof = wire.Proof(0, asker.node_id, (ident.public_key, ident.sign(wire.proof_message(msg.challenge))))
+                target.receive_datagram(wire.encode(proof), asker.test_addr, net.now)
     raise AssertionError("no NODES reply")
 
 

@@ -60,6 +60,8 @@ class SwarmConfig:
     rate_limit_max_sources: int = 4096
     rate_limit_slots: int = 4096
     rate_limit_unproven_per_s: float = 2000.0
+    # A proven source refused by its bucket gets a BUSY answer, at most one per this interval.
+    rate_limit_busy_interval_s: float = 0.05
     # STORE tokens (BEP 5): MAC of the source address under a secret rotated every token_lifetime_s / 2;
     # a token stays valid for token_lifetime_s.
     token_lifetime_s: float = 600.0
@@ -74,6 +76,9 @@ class SwarmConfig:
     proof_cache_size: int = 1024
     # Outstanding challenges to requesters (each answered by a PROOF within 30 s or dropped).
     challenge_cache_size: int = 1024
+    # Address validation before answers larger than 3x their request (QUIC's rule): validated IPs are
+    # kept in two bitmaps of 2**address_validation_bits bits (policy.ValidatedAddresses; 2 KB each).
+    address_validation_bits: int = 14
     # A get ends once this many holders have delivered every value they hold (all pages) and no
     # answered holder reported more values than collected, or when the lookup is exhausted.
     get_quorum: int = 2
@@ -90,6 +95,17 @@ class SwarmConfig:
     # handover_max_addresses are remembered (beyond that, the oldest wait for the republishing pass).
     handover_per_tick: int = 32
     handover_max_addresses: int = 10_000
+    # Isolation (a burst of our own, or peers that shed our requests): a request that times out counts
+    # against its contact only while the table holds more than contact_floor contacts and some other peer
+    # has answered us since it was sent (when every request times out, the fault is most likely ours), or
+    # once nobody at all has answered for isolation_grace_s (then the peers are most likely gone).
+    # Below rejoin_below contacts the node joins again through its bootstrap addresses and the contacts
+    # it lost lately, every rejoin_interval_s while the table stays that low (a PING per seed and a
+    # lookup of our own id: cheap, and nothing is sent when there is no seed).
+    contact_floor: int = 2
+    isolation_grace_s: float = 10.0
+    rejoin_below: int = 2
+    rejoin_interval_s: float = 5.0
 
     def __post_init__(self) -> None:
         for f in fields(self):

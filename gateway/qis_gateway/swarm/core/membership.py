@@ -2,8 +2,11 @@
 
 - ``JoinOp``: PING the bootstrap addresses (ids unknown, proven by the PONG), look up our own id, then
   refresh up to ``join_refresh_buckets`` buckets farther than the closest neighbour (Kademlia §2.3).
+  A rejoin (housekeeping.py, when the table fell below ``rejoin_below``) is the same without the bucket
+  refreshes (the regular ones follow) and without a ``JoinDone``.
 - ``LeaveOp``: hand every stored address's values to the k closest remaining nodes (PutOps), then send
-  LEAVE to every contact.
+  LEAVE to every contact, each signed for its recipient (``Requester.signed_leave``), so that nobody
+  else can send one in our name.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from .requester import Pending, Requester
 
 
 class JoinOp:
-    __slots__ = ("pings_inflight", "refreshes", "done", "messages")
+    __slots__ = ("pings_inflight", "refreshes", "done", "messages", "rejoin")
 
-    def __init__(self, req: Requester, addrs: list[tuple[str, int]], now_s: float) -> None:
+    def __init__(self, req: Requester, addrs: list[tuple[str, int]], now_s: float, rejoin: bool = False) -> None:
         self.pings_inflight = 0
         self.refreshes = 0
         self.done = False
         self.messages = 0
+        self.rejoin = rejoin
         for addr in addrs:
             self.pings_inflight += 1
             req.request(lambda tid, nonce: wire.Ping(tid, req.node_id, nonce), addr, None, now_s, self)
@@ -39,7 +43,7 @@ class JoinOp:
 
     def _self_done(self, req: Requester, find: FindNodeOp, now_s: float) -> None:
         table = req.table
-        if not table.buckets:
+        if not table.buckets or self.rejoin:
             self._finish(req)
             return
         nearest = min(table.buckets)
@@ -59,7 +63,8 @@ class JoinOp:
     def _finish(self, req: Requester) -> None:
         if not self.done:
             self.done = True
-            req.emit(JoinDone(len(req.table)))
+            if not self.rejoin:
+                req.emit(JoinDone(len(req.table)))
 
     def on_reply(self, req: Requester, p: Pending, msg: Any, now_s: float) -> None:
         self.pings_inflight -= 1
@@ -91,7 +96,6 @@ class LeaveOp:
             self._finish(req, now_s)
 
     def _finish(self, req: Requester, now_s: float) -> None:
-        node_id = req.node_id
         for c in req.table.contacts():
-            req.send_oneway(lambda tid: wire.Leave(tid, node_id), c.addr)
+            req.send_oneway(lambda tid, c=c: req.signed_leave(c.node_id, tid), c.addr)
         req.emit(LeaveDone(self.handed))

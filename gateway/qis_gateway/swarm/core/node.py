@@ -44,11 +44,14 @@ from .store import PublishedSet, ValueStore
 log = logging.getLogger(__name__)
 
 _REQUEST_TYPES = frozenset(wire.REQUEST_TYPES)
+_ANSWERED_REQUESTS = frozenset((wire.Ping, wire.FindNode, wire.FindValue, wire.Store))
 COUNTER_NAMES = (
     "received", "sent", "requests_in", "replies_in", "timeouts", "retries", "drop_malformed",
     "drop_rate_limited", "drop_bad_token", "drop_invalid_value", "drop_bad_proof", "drop_unexpected_reply",
     "drop_wrong_reply", "drop_self", "drop_internal_error", "stored", "evicted_address_cap",
-    "evicted_node_cap", "expired", "contacts_evicted", "drop_bad_holder", "ops_expired",
+    "evicted_node_cap", "expired", "contacts_evicted", "drop_bad_holder", "ops_expired", "contacts_left",
+    "leave_unsigned", "address_checks", "address_validations",
+    "evictions_withheld", "rejoins", "busy_sent", "busy_in",
 ) + storage_policy.COUNTER_NAMES
 
 
@@ -112,6 +115,8 @@ class SwarmNode:
                 addr = (addr[0], addr[1])  # IPv6 sockets report (host, port, flowinfo, scope_id)
             if self._limiter is not None and not self._limiter.allow(addr, now_s):
                 self.counters["drop_rate_limited"] += 1
+                if self._limiter.busy_due(addr, now_s):
+                    self._answer_busy(data, addr)
                 return
             try:
                 msg = wire.decode(data, self.config.max_datagram)
@@ -136,13 +141,16 @@ class SwarmNode:
         self._start(now_s)
         self.rpc.fire_timers(now_s)
         self._deadlines.fire(self, now_s)
+        self.housekeeping.watch_isolation(now_s)
         if now_s >= self.housekeeping.next_tick_s:
             self.housekeeping.run(now_s)
 
     def bootstrap(self, addrs: list[Address], now_s: float) -> None:
         """Join through known addresses (their ids are learnt from their proven PONGs)."""
+        seeds = [(a[0], a[1]) for a in addrs]
+        self.housekeeping.remember_seeds(seeds)  # first: a start with seeds schedules its rejoin check
         self._start(now_s)
-        JoinOp(self, [tuple(a) for a in addrs], now_s)  # type: ignore[misc]
+        JoinOp(self, seeds, now_s)
 
     def start_get(self, address: bytes, limit: int, now_s: float) -> int:
         self._start(now_s)
@@ -230,6 +238,9 @@ class SwarmNode:
     def send_oneway(self, make: Callable[[int], Any], addr: Address) -> None:
         self._send(make(self.rpc.new_tid()), addr)
 
+    def signed_leave(self, recipient_id: bytes, tid: int) -> Any:
+        return self.rpc.signed_leave(recipient_id, tid)
+
     def emit(self, event: SwarmEvent) -> None:
         self._events.append(event)
 
@@ -277,6 +288,16 @@ class SwarmNode:
     def _send(self, msg: Any, addr: Address) -> None:
         self.counters["sent"] += 1
         self._out.append((msg, addr))
+
+    def _answer_busy(self, data: bytes, addr: Address) -> None:
+        """Back-pressure to a proven peer whose request the rate limiter refused (one per interval)."""
+        try:
+            msg = wire.decode(data, self.config.max_datagram)
+        except WireError:
+            return
+        if type(msg) in _ANSWERED_REQUESTS:
+            self.counters["busy_sent"] += 1
+            self._send(wire.Busy(msg.tid, self.node_id), addr)
 
     def _dispatch(self, msg: Any, addr: Address, now_s: float) -> None:
         if not self._started:

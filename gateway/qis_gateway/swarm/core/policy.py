@@ -5,6 +5,14 @@
 How it works:
 - ``Tokens`` (BEP 5): token = first 8 bytes of HMAC-SHA256(secret, "ip|port"); the secret rotates every
   ``token_lifetime_s / 2`` and the previous one is still accepted, so a token lives 1/2 to 1 lifetime.
+- ``ValidatedAddresses`` (issue 18 point 11): the IPs that showed they receive at their address, as two
+  bitmaps of ``2**address_validation_bits`` bits indexed by a keyed hash of the IP (per-node secret, so
+  nobody can aim at a set bit); the older is dropped when the token secret rotates. A few KB whatever
+  the number of peers; an IP on a bit another one set passes too (the chance is the fill ratio, a few
+  per cent), which bounds the average amplification, not each datagram's.
+- Back-pressure (issue 18 point 4): a proven source refused by its bucket is told so with a BUSY answer
+  (``busy_due``: at most one per ``rate_limit_busy_interval_s``), so a peer shedding load does not look
+  dead to it; unproven sources are refused silently.
 - ``RateLimiter`` (issue 18 point 5): token buckets per source (IP, or (IP, port) with
   ``rate_limit_key="addr"``), refilled at ``rate_limit_per_s`` up to ``rate_limit_burst``, in two classes,
   so forged source addresses cannot crowd out real peers:
@@ -24,6 +32,7 @@ How it works:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import random
 from collections.abc import Callable
@@ -31,6 +40,33 @@ from collections.abc import Callable
 from .config import SwarmConfig
 
 Address = tuple[str, int]
+
+
+class ValidatedAddresses:
+    __slots__ = ("_key", "_bits", "_now", "_old")
+
+    def __init__(self, rng: random.Random, bits: int) -> None:
+        self._key = rng.getrandbits(128).to_bytes(16, "big")
+        self._bits = bits
+        self._now = bytearray(1 << max(0, bits - 3))
+        self._old = bytearray(len(self._now))
+
+    def _index(self, addr: Address) -> int:
+        h = int.from_bytes(hashlib.blake2b(addr[0].encode(), key=self._key, digest_size=8).digest(), "big")
+        return h & ((len(self._now) << 3) - 1)
+
+    def mark(self, addr: Address) -> None:
+        i = self._index(addr)
+        self._now[i >> 3] |= 1 << (i & 7)
+
+    def check(self, addr: Address) -> bool:
+        i = self._index(addr)
+        bit = 1 << (i & 7)
+        return bool((self._now[i >> 3] | self._old[i >> 3]) & bit)
+
+    def rotate(self) -> None:
+        self._old = self._now
+        self._now = bytearray(len(self._old))
 
 
 class Tokens:
@@ -50,12 +86,15 @@ class Tokens:
         return hmac.compare_digest(token, self.issue(addr)) or hmac.compare_digest(
             token, self.issue(addr, self._old_secret))
 
-    def rotate_if_due(self, now_s: float, rng: random.Random) -> None:
+    def rotate_if_due(self, now_s: float, rng: random.Random) -> bool:
+        """Rotate the secret when due; True when it did."""
         if self._rotate_s is None:
             self._rotate_s = now_s + self._half_life_s
         elif now_s >= self._rotate_s:
             self._old_secret, self._secret = self._secret, rng.getrandbits(128).to_bytes(16, "big")
             self._rotate_s = now_s + self._half_life_s
+            return True
+        return False
 
 
 class RateLimiter:
@@ -79,7 +118,7 @@ class RateLimiter:
         key = addr[0] if self._by_ip else addr
         table = self._proven
         if key not in table:
-            table[key] = [self._cfg.rate_limit_burst, -1.0]
+            table[key] = [self._cfg.rate_limit_burst, -1.0, -1.0e18]  # tokens, last refill, last BUSY
             if len(table) > self._cfg.rate_limit_max_sources:
                 del table[next(iter(table))]
 
@@ -108,6 +147,16 @@ class RateLimiter:
         slot[0] = min(cfg.rate_limit_burst, slot[0] + 1.0)  # not spent: the shared budget refused
         self.refused_unproven += 1
         return False
+
+
+    def busy_due(self, addr: Address, now_s: float) -> bool:
+        """``addr`` is a proven source (just refused) owed a BUSY answer: at most one per
+        ``rate_limit_busy_interval_s``. Unproven sources get none (their address may be forged)."""
+        bucket = self._proven.get(addr[0] if self._by_ip else addr)
+        if bucket is None or now_s - bucket[2] < self._cfg.rate_limit_busy_interval_s:
+            return False
+        bucket[2] = now_s
+        return True
 
 
 def _take(bucket: list[float], now_s: float, rate_per_s: float, burst: float) -> bool:

@@ -42,7 +42,7 @@ class Pending:
     first chunk sent to a node)."""
 
     __slots__ = ("tid", "msg", "addr", "expected_id", "nonce", "op", "cand", "target", "page_offset",
-                 "counts_replica", "sent_s", "deadline_s", "timeout_s", "attempts")
+                 "counts_replica", "sent_s", "deadline_s", "timeout_s", "attempts", "validations", "proof_msg", "busy")
 
     def __init__(self, tid: int, msg: Any, addr: Address, expected_id: bytes | None, nonce: bytes | None,
                  op: Op, sent_s: float, timeout_s: float, cand: Candidate | None = None,
@@ -61,6 +61,9 @@ class Pending:
         self.timeout_s = timeout_s
         self.deadline_s = sent_s + timeout_s
         self.attempts = 1
+        self.validations = 0  # PONGs that asked us to validate our address before answering (rpc.py)
+        self.busy = False  # the peer answered BUSY: alive, shedding load (never evicted for this one)
+        self.proof_msg: Any = None  # our PROOF for that; re-sent with a retry (it may be what was lost)
 
 
 MakeRequest = Callable[[int, "bytes | None"], Any]  # (tid, nonce) -> request message
@@ -85,6 +88,9 @@ class Requester(Protocol):
 
     def send_oneway(self, make: Callable[[int], Any], addr: Address) -> None:
         """Send a message that expects no answer (``make(tid)`` builds it)."""
+
+    def signed_leave(self, recipient_id: bytes, tid: int) -> Any:
+        """A LEAVE to ``recipient_id`` signed with the node's key (wire.leave_message)."""
 
     def emit(self, event: SwarmEvent) -> None:
         """Report an event to the driver (``SwarmNode.next_event``)."""

@@ -18,18 +18,24 @@ How it works:
     FIND_NODE   [2, tid, id, nonce?, target]
     FIND_VALUE  [3, tid, id, nonce?, address, offset]
     STORE       [4, tid, id, nonce?, address, token, [value, ...]]
-    LEAVE       [5, tid, id]                                   (one-way, no reply)
+    LEAVE       [5, tid, id, public_key, signature]            (one-way, no reply; see below)
     PROOF       [6, tid, id, proof]                            (one-way answer to a challenge)
     PONG        [16, tid, id, proof?, challenge?]
     NODES       [17, tid, id, proof?, challenge?, token, [[id, ip, port], ...]]
     VALUES      [18, tid, id, proof?, challenge?, token, offset, total, digest, [value, ...], [[id, ip, port], ...]]
     STORED      [19, tid, id, proof?, challenge?, stored_count]
+    BUSY        [20, tid, id]      (a proven peer's request refused by the rate limiter: back-pressure)
 
   ``token`` (BEP 5) lets the requester STORE at this node from the same source address later.
   FIND_VALUE answers are paged: a holder returns as many values from ``offset`` as fit in one datagram
   plus ``total`` (how many it holds) and ``digest`` (``set_digest`` of everything it holds; sent with
   offset 0); the requester asks again with a larger offset only while the holder's digest differs from
   the digest of the values it already collected, so identical replicas are never paged twice.
+- LEAVE is signed: ``signature`` is the leaving node's key over ``leave_message(recipient_id, tid)``
+  (``LEAVE_DOMAIN`` + the recipient's id + the 4-byte tid), so a LEAVE from a forged source address
+  cannot remove anyone, and one sent to another node cannot be replayed here. The first version's
+  unsigned ``[5, tid, id]`` still decodes (``proof`` nil): the recipient then only checks that contact
+  with a PING and evicts it if it stays silent (rpc.py).
 - ``decode`` checks every type and length and raises ``WireError`` for anything else (never another
   exception). Node handlers work on the decoded message objects; the simulator passes those objects
   directly and skips the byte codec (it is tested here instead).
@@ -47,8 +53,9 @@ from ..errors import WireError
 from .routing import Contact
 
 PING, FIND_NODE, FIND_VALUE, STORE, LEAVE, PROOF = 1, 2, 3, 4, 5, 6
-PONG, NODES, VALUES, STORED = 16, 17, 18, 19
+PONG, NODES, VALUES, STORED, BUSY = 16, 17, 18, 19, 20
 PROOF_DOMAIN = b"qis-swarm/1 node-id proof:"
+LEAVE_DOMAIN = b"qis-swarm/1 leave:"
 NONCE_BYTES = 16
 ID_BYTES = 32
 MAX_TOKEN_BYTES = 32
@@ -61,6 +68,11 @@ REPLY_OVERHEAD = 1 + 1 + 5 + 34 + 1 + 34 + 66 + 18 + 34 + 5 + 5 + 10 + 3 + 3 + 8
 def proof_message(nonce: bytes) -> bytes:
     """The bytes a node signs to prove its id to a requester that sent ``nonce``."""
     return PROOF_DOMAIN + nonce
+
+
+def leave_message(recipient_id: bytes, tid: int) -> bytes:
+    """The bytes a leaving node signs in its LEAVE to ``recipient_id``."""
+    return LEAVE_DOMAIN + recipient_id + tid.to_bytes(4, "big")
 
 
 CONTACT_FIXED_BYTES = 1 + 34 + 2 + 3  # array header, bin8 id, str header, uint16 port
@@ -125,6 +137,7 @@ class Store:
 class Leave:
     tid: int
     sender_id: bytes
+    proof: tuple[bytes, bytes] | None = None  # (public key, signature over leave_message); None: version 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +188,14 @@ class Stored:
     stored: int
 
 
+@dataclass(frozen=True, slots=True)
+class Busy:
+    tid: int
+    sender_id: bytes
+
+
 Request = Ping | FindNode | FindValue | Store | Leave | Proof
-Reply = Pong | Nodes | Values | Stored
+Reply = Pong | Nodes | Values | Stored | Busy
 Message = Request | Reply
 REQUEST_TYPES = (Ping, FindNode, FindValue, Store, Leave, Proof)
 
@@ -202,6 +221,8 @@ def encode(msg: Message) -> bytes:
         body = [STORE, msg.tid, msg.sender_id, msg.nonce, msg.address, msg.token, list(msg.values)]
     elif t is Leave:
         body = [LEAVE, msg.tid, msg.sender_id]
+        if msg.proof is not None:
+            body += [msg.proof[0], msg.proof[1]]
     elif t is Proof:
         body = [PROOF, msg.tid, msg.sender_id, _proof_out(msg.proof)]
     elif t is Pong:
@@ -212,6 +233,8 @@ def encode(msg: Message) -> bytes:
     elif t is Values:
         body = [VALUES, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.challenge, msg.token, msg.offset,
                 msg.total, msg.digest, list(msg.values), _contacts_out(msg.contacts)]
+    elif t is Busy:
+        body = [BUSY, msg.tid, msg.sender_id]
     elif t is Stored:
         body = [STORED, msg.tid, msg.sender_id, _proof_out(msg.proof), msg.challenge, msg.stored]
     else:
@@ -291,8 +314,9 @@ def contact_ip(v: object) -> str:
     return v
 
 
-_ARITY = {PING: 4, FIND_NODE: 5, FIND_VALUE: 6, STORE: 7, LEAVE: 3, PROOF: 4, PONG: 5, NODES: 7, VALUES: 11,
-          STORED: 6}
+_ARITY = {PING: 4, FIND_NODE: 5, FIND_VALUE: 6, STORE: 7, LEAVE: 5, PROOF: 4, PONG: 5, NODES: 7, VALUES: 11,
+          STORED: 6, BUSY: 3}
+_UNSIGNED_LEAVE_ARITY = 3  # the first version's LEAVE, still read
 
 
 def decode(data: bytes, max_datagram: int = MAX_DATAGRAM) -> Message:
@@ -309,7 +333,8 @@ def decode(data: bytes, max_datagram: int = MAX_DATAGRAM) -> Message:
     if type(body) is not list or len(body) < 3:
         raise WireError("datagram must be an array [kind, tid, id, ...]")
     kind = body[0]
-    if type(kind) is not int or _ARITY.get(kind) != len(body):
+    if type(kind) is not int or (_ARITY.get(kind) != len(body)
+                                 and not (kind == LEAVE and len(body) == _UNSIGNED_LEAVE_ARITY)):
         raise WireError("unknown kind or wrong field count")
     tid = _int(body[1], "tid", 0, 0xFFFFFFFF)
     sender = _bytes(body[2], "sender id", ID_BYTES, ID_BYTES)
@@ -326,8 +351,12 @@ def decode(data: bytes, max_datagram: int = MAX_DATAGRAM) -> Message:
             raise WireError("STORE needs at least one value")
         return Store(tid, sender, _opt_nonce(body[3]), _bytes(body[4], "address", ID_BYTES, ID_BYTES),
                      _bytes(body[5], "token", 1, MAX_TOKEN_BYTES), values)
+    if kind == BUSY:
+        return Busy(tid, sender)
     if kind == LEAVE:
-        return Leave(tid, sender)
+        if len(body) == _UNSIGNED_LEAVE_ARITY:
+            return Leave(tid, sender)
+        return Leave(tid, sender, (_bytes(body[3], "public key", 32, 32), _bytes(body[4], "signature", 64, 64)))
     proof = _proof(body[3])
     if kind == PROOF:
         if proof is None:

@@ -45,7 +45,8 @@ MARK_MAX = 256
 class OutboxFlusher:
     def __init__(self, state: StateDB, swarm: Swarm, metrics: Metrics, settings: OutboxSettings | None = None, *,
                  max_in_flight: int = MAX_IN_FLIGHT,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_put: Callable[[bytes], None] | None = None) -> None:
         self.state = state
         self.swarm = swarm
         self.metrics = metrics
@@ -55,6 +56,7 @@ class OutboxFlusher:
         self.retry_max_s = settings.retry_max_s
         self.max_in_flight = max(1, max_in_flight)
         self.clock = clock
+        self.on_put = on_put  # called with the address whenever a put to it ends (the lookup cache forgets it)
         self._event = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -187,6 +189,8 @@ class OutboxFlusher:
             return
         finally:
             self._puts.pop(item.id, None)
+            if self.on_put is not None:
+                self.on_put(item.address)
         self._done.append(item)
         log.debug("stored outcome %s/%d level %d on %d replicas", item.device, item.seq, item.level, replicas)
 

@@ -73,8 +73,9 @@ def child_pid(pid: int) -> int:
     for _ in range(100):
         for task in Path("/proc/%d/task" % pid).iterdir():
             for kid in (task / "children").read_text().split():
-                try:
-                    if b"qis-gateway" in Path("/proc/%s/cmdline" % kid).read_bytes():
+                try:  # before its exec (and as the probe) a child still runs strace, with strace's argv
+                    if (Path("/proc/%s/comm" % kid).read_text().strip() != "strace"
+                            and b"qis-gateway" in Path("/proc/%s/cmdline" % kid).read_bytes()):
                         return int(kid)
                 except OSError:
                     continue  # gone meanwhile (the probe)

@@ -7,10 +7,6 @@ outbox's due rows (oldest first, skipping rows in flight), so one slow put never
 Due rows are grouped by address: one put carries up to `GROUP_MAX` packets of one address
 (`backend.put_many`: one lookup and a few paged STOREs per node instead of one lookup and one STORE per
 packet; an outcome makes a packet at each of up to 4 level addresses, and many outcomes share them).
-At most `PACKETS_IN_FLIGHT` packets are in puts at once: each holder verifies every packet it is sent,
-and with 64-packet puts 32 at a time its replies came so late that puts timed out (on a shared 2-core
-machine with 3 gateways: 10,500 failed packets in an 8 s mixed run against 2,800 with the cap, and the
-backlog stalled in retry delays).
 Each put first takes a token per packet from a bucket (`rate_per_s`, burst of one second's worth): a
 ceiling that keeps a backlog from flooding the swarm after an outage; the default is far above what the
 gateway admits, so it is not the limit in normal running. When a put ends, `on_put(address)` is called
@@ -50,7 +46,6 @@ MAX_IN_FLIGHT = 32
 MARK_EVERY_S = 0.1
 MARK_MAX = 256
 GROUP_MAX = 64  # packets of one address per put
-PACKETS_IN_FLIGHT = 256  # packets in all puts under way at most (each holder verifies every one it gets)
 FILL_MAX = 512  # due rows read per top-up of the window (besides those in flight)
 
 
@@ -165,17 +160,12 @@ class OutboxFlusher:
         free = self.max_in_flight - len(self._puts)
         if free <= 0 or self._stopping or self.blocked is not None or time.monotonic() < self._paused_until:
             return
-        room = PACKETS_IN_FLIGHT - len(self._flying)
-        if room <= 0:
-            return
         busy = self._flying | {i.id for i in self._done} | {i.id for i in self._failed}
         groups: dict[bytes, list[OutboxItem]] = {}
         starts: list[list[OutboxItem]] = []
-        for item in self.state.due(self.clock(), limit=min(room, FILL_MAX) + len(busy)):
+        for item in self.state.due(self.clock(), limit=min(free * GROUP_MAX, FILL_MAX) + len(busy)):
             if item.id in busy:
                 continue
-            if room == 0:
-                break
             group = groups.get(item.address)
             if group is None or len(group) >= GROUP_MAX:
                 if len(starts) == free:
@@ -183,7 +173,6 @@ class OutboxFlusher:
                 group = groups[item.address] = []
                 starts.append(group)
             group.append(item)
-            room -= 1
         for group in starts:
             self._flying.update(i.id for i in group)
             self._puts[group[0].id] = asyncio.ensure_future(self._put(group))

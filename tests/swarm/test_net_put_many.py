@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,27 @@ def test_put_many_refuses_all_when_one_value_is_invalid(tmp_path: Path) -> None:
             assert (await node.get(key)).values == ()
             assert await node.put_many(key, [b"good", b"fine"]) == 0  # alone: kept here
             assert sorted((await node.get(key)).values) == [b"fine", b"good"]
+        finally:
+            await node.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_put_many_writes_its_values_in_one_commit_per_file(tmp_path: Path) -> None:
+    async def main() -> None:
+        node = UdpSwarm(("127.0.0.1", 0), tmp_path / "n")
+        await node.start()
+        try:
+            statements: list[str] = []
+            node.store._db.set_trace_callback(statements.append)
+            node.published.db.set_trace_callback(statements.append)
+            key, batch = addr_of("one-commit"), values("commit", 20)
+            await node.put_many(key, batch)
+            assert sum(1 for s in statements if s.strip().upper() == "COMMIT") == 2  # before: none, one implicit each
+            for name in ("values.sqlite3", "published.sqlite3"):  # durable: another connection sees them
+                with sqlite3.connect(str(tmp_path / "n" / name)) as db:
+                    table = "value_rows" if name == "values.sqlite3" else "published"
+                    assert db.execute("SELECT COUNT(*) FROM %s" % table).fetchone()[0] == 20
         finally:
             await node.stop()
 

@@ -255,7 +255,8 @@ class UdpSwarm:
         the first page. Alone / unavailable / invalid as ``put``; one invalid value refuses them all."""
         driver = self._require_running()
         alone = self._alone()
-        op = self.node.start_put_many(bytes(address), [bytes(v) for v in values], driver.now_s)
+        with self.store.batch(), self.published.batch():  # one commit each for the lot, not one per value
+            op = self.node.start_put_many(bytes(address), [bytes(v) for v in values], driver.now_s)
         done: PutDone = await self._await_op(op, driver)
         replicas = int(done.replicas)
         if replicas <= 0:

@@ -42,10 +42,12 @@ operator's problem, never a peer's input).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 from .core.store import AddressHeat
@@ -168,6 +170,25 @@ class SqliteValueStore:
         self._heat.keep_only(self._counts)
 
     # -- ValueStore protocol -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several writes in one transaction: one commit at the end, made also when a write fails (what
+        was written stays, as with a commit per write). Nested calls join the outer transaction."""
+        if self._db.in_transaction:
+            yield
+            return
+        try:
+            self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise StoreError("cannot write %s: %s" % (self.path, exc)) from exc
+        try:
+            yield
+        finally:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError("cannot write %s: %s" % (self.path, exc)) from exc
+
     def add(self, address: bytes, value: bytes, now_s: float, expires_s: float) -> bool:
         """Store ``value`` under ``address``; False (and the expiry refreshed) if it was already held."""
         off = self.clock_offset_s

@@ -17,9 +17,10 @@ How it works:
   now_s`` (the driver passes wall time there, so the column reads as unix time until a clock jump).
   Without ``now_s`` the fixed ``clock_offset_s`` is used (default 0: the core's times stored unchanged,
   as tests and the simulator want).
-- WAL journal with ``synchronous=NORMAL``: every ``add`` is committed before it returns, so a value a peer
-  was told is stored survives SIGKILL of the process (it may be lost only on power loss before the next
-  checkpoint; pass ``synchronous="FULL"`` to trade write speed for that too).
+- WAL journal with ``synchronous=NORMAL``: every ``add`` is committed before it returns (inside
+  ``batch()``, which the node's own multi-value put uses, when the batch ends: before its STOREs are
+  sent), so a value a peer was told is stored survives SIGKILL of the process (it may be lost only on
+  power loss before the next checkpoint; pass ``synchronous="FULL"`` to trade write speed for that too).
 - Checkpoints (copying the WAL into the database, with fsync) run in a background thread every
   ``checkpoint_interval_s`` on its own connection (PASSIVE: never blocks the writer), not inside ``add``,
   so the fsync never runs on the node's event loop (sqlite3 releases the GIL while it works). With SQLite's

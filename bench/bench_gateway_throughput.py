@@ -68,14 +68,19 @@ def cpu_s(pid: int) -> float:
 
 
 def child_pid(pid: int) -> int:
-    """The traced gateway under strace (strace's first child)."""
+    """The traced gateway under strace: its child running qis-gateway (strace may first fork a short-lived
+    probe of its own, which its first child then is)."""
     for _ in range(100):
         for task in Path("/proc/%d/task" % pid).iterdir():
-            kids = (task / "children").read_text().split()
-            if kids:
-                return int(kids[0])
+            for kid in (task / "children").read_text().split():
+                try:  # before its exec (and as the probe) a child still runs strace, with strace's argv
+                    if (Path("/proc/%s/comm" % kid).read_text().strip() != "strace"
+                            and b"qis-gateway" in Path("/proc/%s/cmdline" % kid).read_bytes()):
+                        return int(kid)
+                except OSError:
+                    continue  # gone meanwhile (the probe)
         time.sleep(0.1)
-    raise RuntimeError("strace started no child")
+    raise RuntimeError("strace started no qis-gateway child")
 
 
 def nodelay(client: mqtt.Client) -> None:

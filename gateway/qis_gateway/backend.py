@@ -1,7 +1,11 @@
 """The swarm as the bridge sees it: a `Swarm` protocol, so another DHT (issue 9: OpenDHT) can stand in.
 
-How it works: the bridge only calls the five methods below. `put` returns the replica count; `get`
-returns a `LookupResult` (values, hops, messages, elapsed_ms, first_ms). Every backend raises the swarm
+How it works: the bridge only calls the six methods below. `put` returns the replica count; `put_many`
+stores several values at one address with one operation where the backend can (our Kademlia: one
+lookup, STOREs paged to each closest node; OpenDHT: its puts run side by side) and returns the fewest
+replicas any of them got; `get` returns a `LookupResult` (values, hops, messages, elapsed_ms, first_ms).
+`put_many(swarm, address, values)` here calls the backend's own, or puts one value at a time, side by
+side, for a backend without it. Every backend raises the swarm
 package's exceptions (`qis_gateway.swarm.errors`), and callers sort them by type:
 
 - `is_unavailable(exc)`: `SwarmUnavailable` (no peer answered) or `SwarmStopped` (not running): an
@@ -17,6 +21,7 @@ default) or OpenDHT (`qis_gateway.swarm_opendht.OpenDhtSwarm`, an optional extra
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,7 +32,7 @@ from qis_gateway.packets import value_signer
 from qis_gateway.swarm import SwarmConfig, SwarmStopped, SwarmUnavailable
 from qis_gateway.swarm.api import LookupResult, UdpSwarm
 
-__all__ = ["LookupResult", "Swarm", "is_unavailable", "make_swarm", "make_udp_swarm"]
+__all__ = ["LookupResult", "Swarm", "is_unavailable", "make_swarm", "make_udp_swarm", "put_many"]
 
 
 @runtime_checkable
@@ -38,9 +43,24 @@ class Swarm(Protocol):
 
     async def put(self, address: bytes, value: bytes) -> int: ...
 
+    async def put_many(self, address: bytes, values: list[bytes]) -> int: ...
+
     async def get(self, address: bytes, limit: int = 200) -> LookupResult: ...
 
     def status(self) -> dict[str, Any]: ...
+
+
+async def put_many(swarm: Any, address: bytes, values: list[bytes]) -> int:
+    """`swarm.put_many`, or for a backend without one its puts side by side (the fewest replicas; the
+    first error raised once all have ended: a retry puts them all again, which replicas take as no-ops)."""
+    own = getattr(swarm, "put_many", None)
+    if own is not None:
+        return int(await own(address, values))
+    results = await asyncio.gather(*(swarm.put(address, v) for v in values), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return min((int(r) for r in results), default=0)  # type: ignore[arg-type]
 
 
 def is_unavailable(exc: BaseException) -> bool:

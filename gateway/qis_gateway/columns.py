@@ -18,6 +18,12 @@ and the sign of a similarity is never a rounding artefact.
 Only verified packets (those carrying a packet id, i.e. returned by `packets.verify`) are accepted,
 so an unsigned or forged packet cannot be counted; duplicates (same packet id) are ignored; a packet
 for another address or with another vector length is refused with PacketError.
+
+`PacketColumns.reusing(packets, address, previous)` builds the store for a new selection of an address
+whose previous store is at hand (the gateway looks the same addresses up again and again): rows of
+packets already in `previous` are copied from its arrays, only the new packets are converted, and the
+rows are in `packets` order, so the arrays (and every sum synthesis takes over them) are bit for bit those
+of `from_packets(packets)`; when the selection did not change at all, `previous` itself is returned.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ class PacketColumns:
         self.dims = dims
         self.labels: list[str] = []
         self._label_codes: dict[str, int] = {}
-        self._ids: set[bytes] = set()
+        self._ids: dict[bytes, int] = {}  # packet id -> row
         self._n = 0
         self._capacity = 0
         self._allocate(max(1, capacity), dims or 0)
@@ -124,7 +130,7 @@ class PacketColumns:
         self.weights_all[i] = packet.weight
         self.times_all[i] = packet.created_s
         self.values_all[i] = np.nan if packet.value is None else packet.value
-        self._ids.add(packet_id)
+        self._ids[packet_id] = i
         self._n = i + 1
         return True
 
@@ -170,7 +176,8 @@ class PacketColumns:
         self.weights_all[n : n + k] = np.fromiter((p.weight for p in fresh), np.float64, k)
         self.times_all[n : n + k] = np.fromiter((p.created_s for p in fresh), np.float64, k)
         self.values_all[n : n + k] = np.fromiter((np.nan if p.value is None else p.value for p in fresh), np.float64, k)
-        self._ids.update(seen)
+        for row, p in enumerate(fresh, n):
+            self._ids[p.packet_id] = row
         self._n = n + k
         return k
 
@@ -178,9 +185,67 @@ class PacketColumns:
     def packet_ids(self) -> frozenset[bytes]:
         return frozenset(self._ids)
 
+    def row_ids(self) -> list[bytes]:
+        """The packet ids in row order."""
+        ids: list[bytes] = [b""] * self._n
+        for packet_id, row in self._ids.items():
+            ids[row] = packet_id
+        return ids
+
     @classmethod
     def from_packets(cls, packets: Iterable[OutcomePacket], address: bytes | None = None) -> PacketColumns:
         packets = list(packets)
         columns = cls(address, capacity=max(1, len(packets)))
         columns.extend(packets)
         return columns
+
+    @classmethod
+    def reusing(cls, packets: Iterable[OutcomePacket], address: bytes | None,
+                previous: PacketColumns | None) -> PacketColumns:
+        """`from_packets(packets, address)`, reusing the rows `previous` holds (module docstring)."""
+        packets = list(packets)
+        ids = [p.verified_id for p in packets]
+        if (not packets or previous is None or previous.address != address or previous.dims is None or None in ids
+                or len(set(ids)) != len(ids)):
+            return cls.from_packets(packets, address)  # refusals and duplicates: the plain path's rules
+        old = previous._ids
+        if len(ids) == previous._n and all(old.get(i) == row for row, i in enumerate(ids)):
+            return previous  # the same packets in the same order
+        positions = [row for row, i in enumerate(ids) if i not in old]
+        fresh = cls.from_packets([packets[row] for row in positions], address) if positions else None
+        if fresh is not None and fresh.dims != previous.dims:
+            raise PacketError("field", "packet vectors must all have %d dimensions at this address" % previous.dims)
+        columns = cls(address, previous.dims, capacity=max(1, len(packets)))
+        columns._take_rows(packets, ids, previous, fresh, positions)
+        return columns
+
+    def _take_rows(self, packets: list[OutcomePacket], ids: list[bytes], previous: PacketColumns,
+                   fresh: PacketColumns | None, positions: list[int]) -> None:
+        """Fill this empty store: rows `positions` from `fresh` (in order), the others from `previous`."""
+        k, old = len(packets), previous._ids
+        if fresh is None:
+            take = np.fromiter((old[i] for i in ids), np.intp, k)
+            at: slice | np.ndarray = slice(0, k)
+        else:
+            kept = [row for row, i in enumerate(ids) if i in old]
+            take = np.fromiter((old[ids[row]] for row in kept), np.intp, len(kept))
+            at = np.array(kept, dtype=np.intp)
+            where = np.array(positions, dtype=np.intp)
+            self.vectors_all[where] = fresh.vectors
+            self.inv_norm_all[where] = fresh.inv_norm
+            self.weights_all[where] = fresh.weights
+            self.times_all[where] = fresh.times
+            self.values_all[where] = fresh.values
+        self.vectors_all[at] = previous.vectors_all[take]
+        self.inv_norm_all[at] = previous.inv_norm_all[take]
+        self.weights_all[at] = previous.weights_all[take]
+        self.times_all[at] = previous.times_all[take]
+        self.values_all[at] = previous.values_all[take]
+        codes = self._label_codes
+        for p in packets:  # label codes in order of first appearance, as extend() gives them
+            if p.label not in codes:
+                codes[p.label] = len(self.labels)
+                self.labels.append(p.label)
+        self.codes_all[:k] = np.fromiter((codes[p.label] for p in packets), np.int32, k)
+        self._ids = {i: row for row, i in enumerate(ids)}
+        self._n = k

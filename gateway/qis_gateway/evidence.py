@@ -24,14 +24,28 @@ How it works, for one fp (`Evidence.summarise`):
 4. The result becomes one `BoardSummary` (shares and confidence in permille, level, hops, ms), the
    value the bridge hands to the summary frame encoder and to Home Assistant.
 
-Caching of lookups or column stores between readings belongs in `Evidence.select` / `Evidence.columns`,
-so every reading keeps going through this one path.
+Caching between readings (`Evidence.select` / `Evidence.columns`, so every reading still takes this path):
+
+- Lookups: a selection is kept per address for `lookup_cache_s` (the service passes `swarm.lookup_cache_s`,
+  1 s by default; 0, the constructor's default, looks up per reading) and the
+  readings of that second answer from it, so at hundreds of readings/s one address costs one swarm get
+  and one verification pass a second instead of one per reading. Readings that arrive while a lookup of
+  their address is under way wait for that lookup instead of starting their own. The gateway's own puts
+  drop the address's entry (`forget`, called by the outbox flusher when a put to it ends), so an outcome
+  stored here counts from the next reading on; another gateway's new packets count at most
+  `lookup_cache_s` later. An unreachable swarm is never cached. At most `LOOKUP_CACHE_ADDRESSES`
+  addresses are kept (least recently used dropped).
+- Column stores: the last store of each address (same bound) is reused when the next selection of the
+  address holds the same packets, and otherwise only the new packets are converted
+  (`PacketColumns.reusing`); the arrays equal a fresh build bit for bit, so the summary does too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -44,6 +58,8 @@ from qis_gateway.packets import OutcomePacket, PacketError, VerifiedPacketCache
 from qis_gateway.synthesis import Summary, not_enough, synthesise_columns
 
 log = logging.getLogger(__name__)
+
+LOOKUP_CACHE_ADDRESSES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +153,8 @@ class Evidence:
 
     def __init__(self, swarm: Swarm, cache: VerifiedPacketCache, metrics: Metrics, settings: SynthesisSettings,
                  *, lookup_limit: int, trusted_keys: Collection[bytes] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, lookup_cache_s: float = 0.0,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.swarm = swarm
         self.cache = cache
         self.metrics = metrics
@@ -145,6 +162,25 @@ class Evidence:
         self.lookup_limit = lookup_limit
         self.trusted_keys = frozenset(trusted_keys) if trusted_keys else None
         self.clock = clock
+        self.lookup_cache_s = lookup_cache_s
+        self.monotonic = monotonic
+        self._lookups: OrderedDict[bytes, tuple[float, Selection, int]] = OrderedDict()  # -> (until, sel, hops)
+        self._flights: dict[bytes, asyncio.Future[tuple[Selection, int] | None]] = {}
+        self._epoch = 0  # counts forget() calls: a lookup that started before its address's last one is not kept
+        self._forgot_at: dict[bytes, int] = {}
+        self._pruned_at = 0
+        self._columns: OrderedDict[bytes, PacketColumns] = OrderedDict()
+        self.lookups = 0  # swarm gets started
+        self.cache_hits = 0  # selections answered from the cache or from another reading's lookup
+
+    def forget(self, address: bytes) -> None:
+        """This gateway put a packet at `address`: the next reading looks it up again."""
+        self._lookups.pop(address, None)
+        self._epoch += 1
+        self._forgot_at[address] = self._epoch
+        if len(self._forgot_at) > 4 * LOOKUP_CACHE_ADDRESSES:  # bounded: then no lookup under way is kept
+            self._forgot_at.clear()
+            self._pruned_at = self._epoch
 
     async def summarise(self, query_vector: Sequence[int], addresses: Sequence[bytes]) -> BoardSummary:
         """The fallback walk over `addresses` (exact first); see the module docstring."""
@@ -175,7 +211,39 @@ class Evidence:
         return BoardSummary.of(summary, level, hops, ms)
 
     async def select(self, address: bytes) -> tuple[Selection, int] | None:
-        """The packets of `address` synthesis may count, and the lookup's hops; None when unreachable."""
+        """The packets of `address` synthesis may count, and the lookup's hops; None when unreachable.
+        Served from the lookup cache, or from a lookup of the address already under way (module docstring)."""
+        if self.lookup_cache_s <= 0:
+            return await self._select(address)
+        cached = self._lookups.get(address)
+        if cached is not None:
+            if cached[0] > self.monotonic():
+                self._lookups.move_to_end(address)
+                self.cache_hits += 1
+                return cached[1], cached[2]
+            del self._lookups[address]
+        flight = self._flights.get(address)
+        if flight is not None:
+            self.cache_hits += 1
+            return await asyncio.shield(flight)
+        flight = asyncio.ensure_future(self._select(address))
+        self._flights[address] = flight
+        started = self._epoch
+        try:
+            found = await asyncio.shield(flight)
+        finally:
+            if self._flights.get(address) is flight:
+                del self._flights[address]
+        if found is not None and self._forgot_at.get(address, 0) <= started and self._pruned_at <= started:
+            self._lookups[address] = (self.monotonic() + self.lookup_cache_s, found[0], found[1])
+            self._lookups.move_to_end(address)
+            while len(self._lookups) > LOOKUP_CACHE_ADDRESSES:
+                self._lookups.popitem(last=False)
+        return found
+
+    async def _select(self, address: bytes) -> tuple[Selection, int] | None:
+        """One swarm lookup of `address` and the selection of its values."""
+        self.lookups += 1
         try:
             result = await self.swarm.get(address, self.lookup_limit)
         except Exception as exc:
@@ -191,8 +259,13 @@ class Evidence:
         return selection, result.hops
 
     def columns(self, address: bytes, packets: Sequence[OutcomePacket]) -> PacketColumns:
-        """The column store synthesis reads (built per lookup)."""
-        return PacketColumns.from_packets(packets, address)
+        """The column store synthesis reads: the address's last store, reused or rebuilt from what changed."""
+        columns = PacketColumns.reusing(packets, address, self._columns.get(address))
+        self._columns[address] = columns
+        self._columns.move_to_end(address)
+        while len(self._columns) > LOOKUP_CACHE_ADDRESSES:
+            self._columns.popitem(last=False)
+        return columns
 
     def synthesise(self, query_vector: Sequence[int], columns: PacketColumns) -> Summary:
         if len(columns) == 0:

@@ -4,13 +4,18 @@ How it works: one asyncio task keeps up to `max_in_flight` puts running (a put i
 address's closest nodes plus a STORE to each, mostly waiting on the network, so one at a time capped the
 gateway near 125 packets/s whatever its CPU). Whenever a put finishes it tops the window up from the
 outbox's due rows (oldest first, skipping rows in flight), so one slow put never holds the others back.
-Each put first takes a token from a bucket (`rate_per_s`, burst of one second's worth): a ceiling that
-keeps a backlog from flooding the swarm after an outage; the default is far above what the gateway
-admits, so it is not the limit in normal running. Results are written in groups (every `MARK_EVERY_S`,
-or `MARK_MAX` results, in one transaction, so one fsync per group): rows the swarm took (at least one
-replica) are marked done, the others get a retry with doubling delay (`retry_min_s` .. `retry_max_s`).
-When the swarm is unavailable no new put starts for `retry_min_s`. With nothing due it sleeps until the
-next retry time or until `wake()` (a new outcome was queued). Stopping never loses anything: undone rows
+Due rows are grouped by address: one put carries up to `GROUP_MAX` packets of one address
+(`backend.put_many`: one lookup and a few paged STOREs per node instead of one lookup and one STORE per
+packet; an outcome makes a packet at each of up to 4 level addresses, and many outcomes share them).
+Each put first takes a token per packet from a bucket (`rate_per_s`, burst of one second's worth): a
+ceiling that keeps a backlog from flooding the swarm after an outage; the default is far above what the
+gateway admits, so it is not the limit in normal running. When a put ends, `on_put(address)` is called
+(the service passes `Evidence.forget`, so the next reading looks the address up again).
+Results are written in groups (every `MARK_EVERY_S`, or `MARK_MAX` results, in one transaction, so one
+fsync per group): the rows of a put the swarm took (at least one replica) are marked done, the others
+get a retry with doubling delay (`retry_min_s` .. `retry_max_s`). When the swarm is unavailable no new
+put starts for `retry_min_s`. With nothing due it sleeps until the next retry time or until `wake()` (a
+new outcome was queued). Stopping never loses anything: undone rows
 stay in SQLite and the next run picks them up; a crash before a group's marks are committed only means
 those packets are put again (a node keeps one copy of identical bytes).
 
@@ -28,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from qis_gateway.backend import Swarm, is_unavailable
+from qis_gateway.backend import Swarm, is_unavailable, put_many
 from qis_gateway.config import OutboxSettings
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import OutboxItem, StateDB
@@ -40,12 +45,15 @@ log = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 32
 MARK_EVERY_S = 0.1
 MARK_MAX = 256
+GROUP_MAX = 64  # packets of one address per put
+FILL_MAX = 512  # due rows read per top-up of the window (besides those in flight)
 
 
 class OutboxFlusher:
     def __init__(self, state: StateDB, swarm: Swarm, metrics: Metrics, settings: OutboxSettings | None = None, *,
                  max_in_flight: int = MAX_IN_FLIGHT,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_put: Callable[[bytes], None] | None = None) -> None:
         self.state = state
         self.swarm = swarm
         self.metrics = metrics
@@ -55,12 +63,14 @@ class OutboxFlusher:
         self.retry_max_s = settings.retry_max_s
         self.max_in_flight = max(1, max_in_flight)
         self.clock = clock
+        self.on_put = on_put  # called with the address whenever a put to it ends (the lookup cache forgets it)
         self._event = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._tokens = max(1.0, self.rate_per_s)
         self._last_refill = time.monotonic()
-        self._puts: dict[int, asyncio.Task[None]] = {}  # outbox row id -> its put
+        self._puts: dict[int, asyncio.Task[None]] = {}  # first outbox row id of a group -> its put
+        self._flying: set[int] = set()  # every outbox row id in a put
         self._done: list[OutboxItem] = []  # results not yet written
         self._failed: list[OutboxItem] = []
         self._last_mark = time.monotonic()
@@ -146,29 +156,42 @@ class OutboxFlusher:
                 await self._sleep(5.0 if nxt is None else min(5.0, max(0.01, nxt - self.clock())))
 
     def _fill(self) -> None:
-        """Start puts for due rows not in flight, up to the window."""
+        """Start puts for due rows not in flight, grouped by address, up to the window."""
         free = self.max_in_flight - len(self._puts)
         if free <= 0 or self._stopping or self.blocked is not None or time.monotonic() < self._paused_until:
             return
-        busy = set(self._puts) | {i.id for i in self._done} | {i.id for i in self._failed}
-        for item in self.state.due(self.clock(), limit=free + len(busy)):
+        busy = self._flying | {i.id for i in self._done} | {i.id for i in self._failed}
+        groups: dict[bytes, list[OutboxItem]] = {}
+        starts: list[list[OutboxItem]] = []
+        for item in self.state.due(self.clock(), limit=min(free * GROUP_MAX, FILL_MAX) + len(busy)):
             if item.id in busy:
                 continue
-            self._puts[item.id] = asyncio.ensure_future(self._put(item))
-            free -= 1
-            if free == 0:
-                break
+            group = groups.get(item.address)
+            if group is None or len(group) >= GROUP_MAX:
+                if len(starts) == free:
+                    continue  # the window is full: only rows joining a started group still fit
+                group = groups[item.address] = []
+                starts.append(group)
+            group.append(item)
+        for group in starts:
+            self._flying.update(i.id for i in group)
+            self._puts[group[0].id] = asyncio.ensure_future(self._put(group))
 
-    async def _put(self, item: OutboxItem) -> None:
-        try:
+    async def _take_tokens(self, count: int) -> None:
+        for _ in range(min(count, int(max(1.0, self.rate_per_s)))):
             await self._take_token()
+
+    async def _put(self, group: list[OutboxItem]) -> None:
+        address = group[0].address
+        try:
+            await self._take_tokens(len(group))
             if self._stopping:
                 return
-            replicas = await self.swarm.put(item.address, item.packet)
+            replicas = await put_many(self.swarm, address, [i.packet for i in group])
         except asyncio.CancelledError:
             raise
         except SwarmUsageError as exc:
-            self.metrics.put_failures.inc()
+            self.metrics.put_failures.inc(len(group))
             if self.blocked is None:
                 log.error("outbox stopped: the swarm refuses outcome packets as a usage error (%s); %d packet(s)"
                           " stay queued and are stored after the configuration is fixed and the gateway restarted"
@@ -178,17 +201,20 @@ class OutboxFlusher:
             self._event.set()
             return
         except Exception as exc:
-            self._failed.append(item)
+            self._failed.extend(group)
             if is_unavailable(exc):
                 self._paused_until = time.monotonic() + self.retry_min_s
                 log.debug("swarm unavailable; %d packet(s) queued", self.state.pending())
             else:
-                log.error("put of outbox row %d failed: %r", item.id, exc)
+                log.error("put of outbox rows %s failed: %r", ",".join(str(i.id) for i in group), exc)
             return
         finally:
-            self._puts.pop(item.id, None)
-        self._done.append(item)
-        log.debug("stored outcome %s/%d level %d on %d replicas", item.device, item.seq, item.level, replicas)
+            self._puts.pop(group[0].id, None)
+            self._flying.difference_update(i.id for i in group)
+            if self.on_put is not None:
+                self.on_put(address)
+        self._done.extend(group)
+        log.debug("stored %d outcome packet(s) at %s on %d replicas", len(group), address.hex()[:16], replicas)
 
     def _mark(self) -> None:
         """Write the results gathered so far in one transaction."""

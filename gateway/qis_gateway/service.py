@@ -168,11 +168,11 @@ class Gateway:
         self.mqtt = MqttClient(c.mqtt, tuple(subs), on_connect=self._on_connect,
                                will=self.ha.will() if self.ha else None, on_drop=self.metrics.incoming_dropped.inc)
         evidence = Evidence(self.swarm, self.cache, self.metrics, c.synthesis, lookup_limit=c.swarm.lookup_limit,
-                            trusted_keys=trusted)
+                            trusted_keys=trusted, lookup_cache_s=c.swarm.lookup_cache_s)
         self.bridge = Bridge(self.registry, self.state, self.schemas, self.signing_key, evidence, self._publish,
                              self.metrics, reject_log_interval_s=c.log.reject_interval_s,
                              on_summary=self.ha.on_summary if self.ha else None)
-        self.flusher = OutboxFlusher(self.state, self.swarm, self.metrics, c.outbox)
+        self.flusher = OutboxFlusher(self.state, self.swarm, self.metrics, c.outbox, on_put=evidence.forget)
         self.bridge.outbox_wakeup = self.flusher.wake
         self.metrics.outcomes_held.set(self.state.held_count())
         self.bridge.sign_held()

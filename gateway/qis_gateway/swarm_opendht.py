@@ -185,6 +185,15 @@ class OpenDhtSwarm:
             raise SwarmUnavailable("no OpenDHT node stored the value (kept for republishing; retry)")
         return replicas
 
+    async def put_many(self, address: bytes, values: list[bytes]) -> int:
+        """OpenDHT has no multi-value put: one `put` per value, side by side; the fewest replicas, or the
+        first error once all have ended (a retry puts them all again; a node keeps one copy of each)."""
+        results = await asyncio.gather(*(self.put(address, v) for v in values), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return min((int(r) for r in results), default=0)  # type: ignore[arg-type]
+
     async def get(self, address: bytes, limit: int = 200) -> LookupResult:
         runner = self._require_running()
         key = self.dht.InfoHash(dht_key(address).hex().encode())

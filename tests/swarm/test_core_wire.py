@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -113,3 +115,12 @@ def test_decoder_fuzz_structured(kind: int, tid: int, rest: list) -> None:
     except WireError:
         return
     assert len(wire.encode(msg)) <= wire.MAX_DATAGRAM  # whatever decodes re-encodes
+
+
+def test_value_hashes_are_computed_once_per_value() -> None:
+    values = [hashlib.sha256(b"hash once %d" % i).digest() * 8 for i in range(50)]
+    first = wire.set_digest(values)
+    before = wire.value_hash.cache_info().hits
+    again = wire.set_digest([bytes(bytearray(v)) for v in values])  # equal values, new objects (as from SQLite)
+    assert again == first and wire.value_hash.cache_info().hits - before == 50
+    assert wire.value_hash(values[0]) == int.from_bytes(hashlib.sha256(values[0]).digest()[:8], "big")

@@ -9,7 +9,7 @@ How it works:
   It waits up to ``join_timeout_s`` for the join; a node that found nobody still starts.
 - ``signer_of(value)`` (optional; the gateway passes ``packets.value_signer``) tells the core's storage
   policy who signed a value, for per-signer quotas and new-signer pacing (``core/storage_policy.py``).
-- ``put``/``get`` start an operation in the core and await the matching ``PutDone``/``GetDone`` event,
+- ``put``/``put_many``/``get`` start an operation in the core and await the matching ``PutDone``/``GetDone`` event,
   which the driver hands to :meth:`UdpSwarm._on_event` (futures keyed by op id). The core finishes every
   operation by its own deadline (``SwarmConfig.op_deadline_s``, 5 s: with the values or replicas it has
   then, sending nothing more), so the driver cancels nothing: it waits for the event. ``op_timeout_s``
@@ -252,6 +252,22 @@ class UdpSwarm:
             if alone:
                 return 0
             raise SwarmUnavailable("no peer stored the value (kept locally; queue it and retry)")
+        return replicas
+
+    async def put_many(self, address: bytes, values: list[bytes]) -> int:
+        """Store several values at one ``address`` with one put (one lookup; the STOREs to each of the k
+        closest nodes carry as many values as fit in a datagram, in pages); returns how many peers took
+        the first page. Alone / unavailable / invalid as ``put``; one invalid value refuses them all."""
+        driver = self._require_running()
+        alone = self._alone()
+        with self.store.batch(), self.published.batch():  # one commit each for the lot, not one per value
+            op = self.node.start_put_many(bytes(address), [bytes(v) for v in values], driver.now_s)
+        done: PutDone = await self._await_op(op, driver)
+        replicas = int(done.replicas)
+        if replicas <= 0:
+            if alone:
+                return 0
+            raise SwarmUnavailable("no peer stored the values (kept locally; queue them and retry)")
         return replicas
 
     async def get(self, address: bytes, limit: int = 200) -> LookupResult:

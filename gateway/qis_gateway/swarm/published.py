@@ -17,8 +17,10 @@ first; `published_age` index). `added_s` is wall time: the core's time plus `clo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 from .store_sqlite import StoreError
@@ -53,6 +55,25 @@ class PublishedValues:
             raise StoreError("cannot open the published-values file %s: %s (check the data directory)"
                              % (self.path, exc)) from exc
         self._addresses: int | None = None  # distinct addresses, counted again after a change
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several writes in one transaction: one commit at the end, made also when a write fails (what
+        was written stays, as with a commit per write). Nested calls join the outer transaction."""
+        if self.db.in_transaction:
+            yield
+            return
+        try:
+            self.db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise StoreError("cannot write %s: %s" % (self.path, exc)) from exc
+        try:
+            yield
+        finally:
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError("cannot write %s: %s" % (self.path, exc)) from exc
 
     def add(self, address: bytes, value: bytes, now_s: float) -> None:
         key = hashlib.sha256(address + value).digest()

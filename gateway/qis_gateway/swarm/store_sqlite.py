@@ -17,9 +17,10 @@ How it works:
   now_s`` (the driver passes wall time there, so the column reads as unix time until a clock jump).
   Without ``now_s`` the fixed ``clock_offset_s`` is used (default 0: the core's times stored unchanged,
   as tests and the simulator want).
-- WAL journal with ``synchronous=NORMAL``: every ``add`` is committed before it returns, so a value a peer
-  was told is stored survives SIGKILL of the process (it may be lost only on power loss before the next
-  checkpoint; pass ``synchronous="FULL"`` to trade write speed for that too).
+- WAL journal with ``synchronous=NORMAL``: every ``add`` is committed before it returns (inside
+  ``batch()``, which the node's own multi-value put uses, when the batch ends: before its STOREs are
+  sent), so a value a peer was told is stored survives SIGKILL of the process (it may be lost only on
+  power loss before the next checkpoint; pass ``synchronous="FULL"`` to trade write speed for that too).
 - Checkpoints (copying the WAL into the database, with fsync) run in a background thread every
   ``checkpoint_interval_s`` on its own connection (PASSIVE: never blocks the writer), not inside ``add``,
   so the fsync never runs on the node's event loop (sqlite3 releases the GIL while it works). With SQLite's
@@ -42,10 +43,12 @@ operator's problem, never a peer's input).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 from .core.store import AddressHeat
@@ -168,6 +171,25 @@ class SqliteValueStore:
         self._heat.keep_only(self._counts)
 
     # -- ValueStore protocol -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several writes in one transaction: one commit at the end, made also when a write fails (what
+        was written stays, as with a commit per write). Nested calls join the outer transaction."""
+        if self._db.in_transaction:
+            yield
+            return
+        try:
+            self._db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise StoreError("cannot write %s: %s" % (self.path, exc)) from exc
+        try:
+            yield
+        finally:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError("cannot write %s: %s" % (self.path, exc)) from exc
+
     def add(self, address: bytes, value: bytes, now_s: float, expires_s: float) -> bool:
         """Store ``value`` under ``address``; False (and the expiry refreshed) if it was already held."""
         off = self.clock_offset_s

@@ -2,7 +2,7 @@
 
 How it works:
 - Inputs: ``receive_datagram(data, addr, now_s)``, ``handle_timer(now_s)`` and the API calls
-  (``bootstrap``, ``start_get``, ``start_put``, ``leave``). Outputs: ``datagrams_to_send()``,
+  (``bootstrap``, ``start_get``, ``start_put``, ``start_put_many``, ``leave``). Outputs: ``datagrams_to_send()``,
   ``next_event()``, ``get_timer()``. The node never reads a clock, opens a socket or uses global random.
 - The node is the composition root of the core and owns the datagram entry (per-source rate limit, then
   ``wire.decode``; anything malformed is counted in ``counters`` and dropped), the outgoing queue, the
@@ -163,13 +163,23 @@ class SwarmNode:
         return op_id
 
     def start_put(self, address: bytes, value: bytes, now_s: float) -> int:
+        return self.start_put_many(address, [value], now_s)
+
+    def start_put_many(self, address: bytes, values: list[bytes], now_s: float) -> int:
+        """One put of several values at one address: one lookup, then STOREs paged to each closest node
+        (``PutOp``). All or nothing: one invalid value refuses the lot (SwarmUsageError) before any is kept."""
         self._start(now_s)
-        self._check_own_value(address, value)
-        self.housekeeping.published.add(address, value, now_s)  # first: if the set fails (disk), nothing happened
-        self.store_value(address, value, now_s)
+        if not values:
+            raise SwarmUsageError("a put needs at least one value")
+        for value in values:
+            self._check_own_value(address, value)
+        for value in values:  # first: if the set fails (disk), nothing happened
+            self.housekeeping.published.add(address, value, now_s)
+        for value in values:
+            self.store_value(address, value, now_s)
         self.housekeeping.note_if_alone(address)
         op_id = self._op_id()
-        PutOp(self, op_id, address, [value], now_s)
+        PutOp(self, op_id, address, list(values), now_s)
         return op_id
 
     def adopt_published(self, address: bytes, value: bytes, now_s: float = 0.0) -> None:

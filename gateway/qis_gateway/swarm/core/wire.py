@@ -43,6 +43,7 @@ How it works:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass
@@ -87,7 +88,14 @@ def value_size(value: bytes) -> int:
     return len(value) + 3
 
 
+VALUE_HASH_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=VALUE_HASH_CACHE)
 def value_hash(value: bytes) -> int:
+    """A value's truncated SHA-256, computed once per value: the last ``VALUE_HASH_CACHE`` distinct values
+    are remembered (a get hashes every value it collects, a holder its whole set for every lookup of the
+    address, so a gateway looking the same address up hashed the same 256 values again each time)."""
     return int.from_bytes(hashlib.sha256(value).digest()[:8], "big")
 
 

@@ -1,0 +1,196 @@
+"""The per-address lookup cache and the reused column stores (evidence.py, columns.py): one swarm get per
+address per `lookup_cache_s`, readings during a lookup share it, the gateway's own puts refresh it, and
+every summary equals the slow path's (no cache, a fresh column store) bit for bit."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from pathlib import Path
+
+import nacl.signing
+import numpy as np
+import pytest
+from qis_gateway.columns import PacketColumns
+from qis_gateway.config import SynthesisSettings
+from qis_gateway.evidence import Evidence
+from qis_gateway.flusher import OutboxFlusher
+from qis_gateway.metrics import Metrics
+from qis_gateway.packets import OutcomePacket, PacketError, VerifiedPacketCache, encode, verify
+
+from .helpers import MemorySwarm, make_rig
+
+KEYS = [nacl.signing.SigningKey(hashlib.sha256(b"cache signer %d" % i).digest()) for i in range(6)]
+ADDRESS = hashlib.sha256(b"the address").digest()
+NOW = 1_790_000_000
+VECTOR = (3, -1, 4, 1, -5, 9, 2, -6)
+
+
+def packet(i: int, address: bytes = ADDRESS, vector: tuple[int, ...] = VECTOR) -> bytes:
+    rnd = random.Random(i)
+    vec = tuple(max(-127, min(127, v + rnd.randint(-3, 3))) for v in vector)
+    label = ("normal", "bearing_wear", "misalignment")[i % 3]
+    p = OutcomePacket(address, "s" * 16, NOW - 60 * i, vec, label, value=None if i % 4 else float(i) / 7)
+    return encode(p, KEYS[i % len(KEYS)])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(swarm: MemorySwarm, cache_s: float, clock: Clock | None = None) -> Evidence:
+    return Evidence(swarm, VerifiedPacketCache(1000), Metrics(), SynthesisSettings(min_n=1), lookup_limit=256,
+                    clock=lambda: float(NOW), lookup_cache_s=cache_s, monotonic=clock or Clock())
+
+
+def test_one_get_per_address_while_fresh_then_again_after_expiry() -> None:
+    swarm = MemorySwarm({ADDRESS: [packet(i) for i in range(20)]})
+    clock = Clock()
+    evidence = make(swarm, 1.0, clock)
+
+    async def run() -> None:
+        for _ in range(5):
+            await evidence.summarise(VECTOR, [ADDRESS])
+        assert swarm.gets == 1
+        clock.t += 1.01
+        await evidence.summarise(VECTOR, [ADDRESS])
+        assert swarm.gets == 2
+
+    asyncio.run(run())
+
+
+def test_without_the_cache_every_reading_looks_up() -> None:
+    swarm = MemorySwarm({ADDRESS: [packet(i) for i in range(20)]})
+    evidence = make(swarm, 0.0)
+    for _ in range(3):
+        asyncio.run(evidence.summarise(VECTOR, [ADDRESS]))
+    assert swarm.gets == 3
+
+
+class SlowSwarm(MemorySwarm):
+    async def get(self, address: bytes, limit: int = 200):  # noqa: ANN201
+        await asyncio.sleep(0.05)
+        return await super().get(address, limit)
+
+
+def test_readings_during_a_lookup_share_it() -> None:
+    swarm = SlowSwarm({ADDRESS: [packet(i) for i in range(20)]})
+    evidence = make(swarm, 1.0)
+
+    async def run() -> list:
+        return await asyncio.gather(*(evidence.summarise(VECTOR, [ADDRESS]) for _ in range(10)))
+
+    answers = asyncio.run(run())
+    assert swarm.gets == 1 and evidence.cache_hits == 9
+    assert len({(a.n, a.top, a.conf) for a in answers}) == 1
+
+
+def test_an_own_put_refreshes_the_address_at_once() -> None:
+    shared = {ADDRESS: [packet(i) for i in range(5)]}
+    swarm = MemorySwarm(shared)
+    evidence = make(swarm, 60.0)
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5
+    shared[ADDRESS].append(packet(5))
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5  # cached: another gateway's put waits
+    evidence.forget(ADDRESS)
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 6
+    assert swarm.gets == 2
+
+
+def test_a_put_during_a_lookup_keeps_its_result_out_of_the_cache() -> None:
+    shared = {ADDRESS: [packet(i) for i in range(5)]}
+    swarm = SlowSwarm(shared)
+    evidence = make(swarm, 60.0)
+
+    async def run() -> None:
+        reading = asyncio.ensure_future(evidence.summarise(VECTOR, [ADDRESS]))
+        await asyncio.sleep(0.01)
+        shared[ADDRESS].append(packet(5))
+        evidence.forget(ADDRESS)  # the put ended while the lookup was under way
+        assert (await reading).n in (5, 6)
+        assert (await evidence.summarise(VECTOR, [ADDRESS])).n == 6
+
+    asyncio.run(run())
+    assert swarm.gets == 2
+
+
+def test_an_unreachable_swarm_is_not_cached() -> None:
+    swarm = MemorySwarm({ADDRESS: [packet(i) for i in range(5)]})
+    evidence = make(swarm, 60.0)
+    swarm.available = False
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 0
+    swarm.available = True
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5
+
+
+def test_the_flusher_tells_the_cache_about_its_puts(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    board = rig.board()
+    t, frame, seq = board.fp()
+    rig.bridge.admit(t, frame)
+    t, frame, _ = board.outcome(seq, "x")
+    rig.bridge.admit(t, frame)
+    addresses = {item.address for item in rig.state.due(NOW * 2.0, limit=100)}
+    assert len(addresses) >= 2
+    seen: list[bytes] = []
+    flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, on_put=seen.append)
+    asyncio.run(flusher._flush_once())
+    assert set(seen) == addresses and rig.state.pending() == 0
+    rig.close()
+
+
+# -- summaries equal to the slow path's ---------------------------------------------------------------------
+def columns_equal(a: PacketColumns, b: PacketColumns) -> bool:
+    return (a.labels == b.labels and a.row_ids() == b.row_ids() and a.dims == b.dims
+            and all(np.array_equal(x, y, equal_nan=True) for x, y in (
+                (a.vectors, b.vectors), (a.inv_norm, b.inv_norm), (a.codes, b.codes), (a.weights, b.weights),
+                (a.times, b.times), (a.values, b.values))))
+
+
+def test_reused_column_stores_equal_a_fresh_build_bit_for_bit() -> None:
+    pool = [verify(packet(i), None, ADDRESS) for i in range(120)]
+    rnd = random.Random(7)
+    previous: PacketColumns | None = None
+    chosen: list[OutcomePacket] = []
+    for step in range(40):
+        if step % 5:  # a new selection, mostly overlapping the last in another order
+            chosen = rnd.sample(pool, rnd.randint(1, 100))
+        rebuilt = PacketColumns.reusing(chosen, ADDRESS, previous)
+        assert columns_equal(rebuilt, PacketColumns.from_packets(chosen, ADDRESS))
+        if step % 5 == 0 and previous is not None:
+            assert rebuilt is previous  # nothing changed: the same store
+        previous = rebuilt
+
+
+def test_reusing_refuses_what_a_fresh_build_refuses() -> None:
+    good = [verify(packet(i), None, ADDRESS) for i in range(5)]
+    previous = PacketColumns.from_packets(good, ADDRESS)
+    other = verify(packet(9, address=ADDRESS[::-1]), None, ADDRESS[::-1])
+    with pytest.raises(PacketError):
+        PacketColumns.reusing([*good, other], ADDRESS, previous)
+    longer = verify(packet(10, vector=VECTOR + (1,)), None, ADDRESS)
+    with pytest.raises(PacketError):
+        PacketColumns.reusing([*good, longer], ADDRESS, previous)
+
+
+def test_cached_summaries_equal_the_slow_paths() -> None:
+    shared: dict[bytes, list[bytes]] = {ADDRESS: []}
+    fast = make(MemorySwarm(shared), 60.0)
+    slow = make(MemorySwarm(shared), 0.0)
+    rnd = random.Random(3)
+    for i in range(60):
+        shared[ADDRESS].append(packet(i))
+        if rnd.random() < 0.2 and len(shared[ADDRESS]) > 3:
+            shared[ADDRESS].pop(rnd.randrange(len(shared[ADDRESS])))
+        fast.forget(ADDRESS)  # as after an own put: the change is seen at once
+        query = tuple(rnd.randint(-9, 9) for _ in VECTOR)
+        for _ in range(2):
+            a = asyncio.run(fast.summarise(query, [ADDRESS]))
+            b = asyncio.run(slow.summarise(query, [ADDRESS]))
+            assert (a.enough, a.n, a.top, a.conf, a.mean, a.level, a.hops) == (
+                b.enough, b.n, b.top, b.conf, b.mean, b.level, b.hops)

@@ -1,7 +1,7 @@
 """The repository is self-contained: code and docs cite only files it holds.
 
-Users get this repository, not the team's notes beside it, so a comment or a doc that points at
-`DESIGN.md`, `contracts.md`, `research/*.md` or a `../shared/` folder outside the checkout sends them
+Users get this repository, not the team's notes beside it, so a comment or a doc that points at the
+team's design notes, contract or research files, or at a shared folder outside the checkout, sends them
 nowhere. Every `docs/<name>.md` a file names must exist too.
 """
 

@@ -28,6 +28,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from qis_gateway.sqlite_tx import Transaction
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
     device TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, digest BLOB NOT NULL,
@@ -206,40 +208,13 @@ class StateDB:
                 removed += self._db.execute(sql, (cutoff,)).rowcount
         return removed
 
-    def batch(self) -> _Tx:
+    def batch(self) -> Transaction:
         """One transaction around many calls: committed (durable) on leaving, rolled back on an exception."""
-        return _Tx(self._db)
+        return Transaction(self._db)
 
-    def _tx(self) -> _Tx:
-        return _Tx(self._db)
+    def _tx(self) -> Transaction:
+        return Transaction(self._db)
 
 
 def _vector(blob: bytes) -> tuple[int, ...]:
     return tuple(b - 256 if b > 127 else b for b in bytes(blob))
-
-
-class _Tx:
-    """BEGIN IMMEDIATE .. COMMIT; inside an open transaction a savepoint (so calls nest in a batch)."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._nested = False
-
-    def __enter__(self) -> None:
-        self._nested = self._db.in_transaction
-        self._db.execute("SAVEPOINT tx" if self._nested else "BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if self._nested:
-            if exc_type is not None:
-                self._db.execute("ROLLBACK TO tx")
-            self._db.execute("RELEASE tx")
-        elif exc_type is None:
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error:  # e.g. the disk failed: leave no half-open transaction behind
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        elif self._db.in_transaction:
-            self._db.execute("ROLLBACK")

@@ -30,6 +30,8 @@ from qis.errors import TopicError
 from qis.hmac256 import hmac_sha256
 from qis.topics import check_id
 
+from qis_gateway.sqlite_tx import Transaction
+
 SECRET_BYTES = 32
 NO_SEQ = -1
 
@@ -156,10 +158,10 @@ class Registry:
             raise RuntimeError("device %r vanished after rekey" % device_id)
         return record
 
-    def batch(self) -> _Batch:
+    def batch(self) -> Transaction:
         """One transaction (BEGIN IMMEDIATE .. COMMIT, ROLLBACK on an exception) around many calls, e.g.
         the `accept_seq` of a batch of frames: one fsync instead of one per frame (intake.py)."""
-        return _Batch(self._db)
+        return Transaction(self._db)
 
     def accept_seq(self, device_id: str, seq: int) -> bool:
         """Atomically record `seq` if it is newer than the last one; False means a replay (or unknown)."""
@@ -167,25 +169,6 @@ class Registry:
             "UPDATE devices SET last_seq = ? WHERE device_id = ? AND last_seq < ? AND revoked = 0",
             (seq, device_id, seq))
         return cur.rowcount == 1
-
-
-class _Batch:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error:  # e.g. the disk failed: leave no half-open transaction behind
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-        elif self._db.in_transaction:
-            self._db.execute("ROLLBACK")
 
 
 def _refuse_foreign_root(db_path: Path) -> None:

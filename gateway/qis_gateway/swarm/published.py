@@ -20,10 +20,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
-from .store_sqlite import StoreError
+from .store_sqlite import StoreError, write_batch
 
 FILE = "published.sqlite3"
 
@@ -56,24 +55,9 @@ class PublishedValues:
                              % (self.path, exc)) from exc
         self._addresses: int | None = None  # distinct addresses, counted again after a change
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Several writes in one transaction: one commit at the end, made also when a write fails (what
-        was written stays, as with a commit per write). Nested calls join the outer transaction."""
-        if self.db.in_transaction:
-            yield
-            return
-        try:
-            self.db.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise StoreError("cannot write %s: %s" % (self.path, exc)) from exc
-        try:
-            yield
-        finally:
-            try:
-                self.db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StoreError("cannot write %s: %s" % (self.path, exc)) from exc
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Several writes in one transaction (``store_sqlite.write_batch``)."""
+        return write_batch(self.db, self.path)
 
     def add(self, address: bytes, value: bytes, now_s: float) -> None:
         key = hashlib.sha256(address + value).digest()

@@ -70,6 +70,27 @@ CREATE TABLE IF NOT EXISTS store_meta (name TEXT PRIMARY KEY, number REAL NOT NU
 _SYNC_MODES = ("OFF", "NORMAL", "FULL")
 
 
+
+@contextlib.contextmanager
+def write_batch(db: sqlite3.Connection, path: Path) -> Iterator[None]:
+    """Several writes in one transaction: one commit at the end, made also when a write fails (what was
+    written stays, as with a commit per write). Nested calls join the outer transaction. Used by this
+    store and by the published-values file."""
+    if db.in_transaction:
+        yield
+        return
+    try:
+        db.execute("BEGIN")
+    except sqlite3.Error as exc:
+        raise StoreError("cannot write %s: %s" % (path, exc)) from exc
+    try:
+        yield
+    finally:
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError("cannot write %s: %s" % (path, exc)) from exc
+
 class StoreError(Exception):
     """The SQLite value store could not be opened, read or written (message says which file and why)."""
 
@@ -171,24 +192,9 @@ class SqliteValueStore:
         self._heat.keep_only(self._counts)
 
     # -- ValueStore protocol -------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Several writes in one transaction: one commit at the end, made also when a write fails (what
-        was written stays, as with a commit per write). Nested calls join the outer transaction."""
-        if self._db.in_transaction:
-            yield
-            return
-        try:
-            self._db.execute("BEGIN")
-        except sqlite3.Error as exc:
-            raise StoreError("cannot write %s: %s" % (self.path, exc)) from exc
-        try:
-            yield
-        finally:
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise StoreError("cannot write %s: %s" % (self.path, exc)) from exc
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """Several writes in one transaction (``write_batch``)."""
+        return write_batch(self._db, self.path)
 
     def add(self, address: bytes, value: bytes, now_s: float, expires_s: float) -> bool:
         """Store ``value`` under ``address``; False (and the expiry refreshed) if it was already held."""

@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qis_gateway import cliopts
+
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
@@ -353,36 +355,17 @@ def run_comparison(impls: list[str], **kw: Any) -> dict[str, Any]:
 
 
 # -- command line -------------------------------------------------------------------------------------
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError("%r must be in [0, 1)" % text)
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("%r must be >= 1" % text)
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     b = argparse.ArgumentParser(prog="bench_udp.py",
                                 description="real UDP nodes on 127.0.0.1, ours vs OpenDHT and kademlia")
-    b.add_argument("--nodes", type=_positive, required=True)
-    b.add_argument("--values", type=_positive, required=True, help="addresses stored")
-    b.add_argument("--lookups", type=_positive, required=True)
-    b.add_argument("--crash", type=_fraction, default=0.0, help="fraction SIGKILLed before the lookups")
-    b.add_argument("--procs", type=_positive, default=4, help="worker processes (same layout for every impl)")
-    b.add_argument("--packets", type=_positive, default=3, help="values per address")
-    b.add_argument("--value-bytes", type=_positive, default=300)
+    b.add_argument("--nodes", type=cliopts.positive_int, required=True)
+    b.add_argument("--values", type=cliopts.positive_int, required=True, help="addresses stored")
+    b.add_argument("--lookups", type=cliopts.positive_int, required=True)
+    b.add_argument("--crash", type=cliopts.fraction, default=0.0, help="fraction SIGKILLed before the lookups")
+    b.add_argument("--procs", type=cliopts.positive_int, default=4,
+                   help="worker processes (same layout for every impl)")
+    b.add_argument("--packets", type=cliopts.positive_int, default=3, help="values per address")
+    b.add_argument("--value-bytes", type=cliopts.positive_int, default=300)
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--peers", default="opendht,kademlia", help="comma list of opendht,kademlia or 'none'")
     b.add_argument("--backend", default=None, help="measure one engine alone: ours (Kademlia), opendht or kademlia")

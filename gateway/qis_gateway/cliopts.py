@@ -97,3 +97,26 @@ def configure_logging(parser: argparse.ArgumentParser, args: argparse.Namespace,
     logging.basicConfig(level=level, format=fmt)
     logging.getLogger().setLevel(level)  # also when a handler existed already (basicConfig then does nothing)
     return level
+
+
+# Argument types the commands share (argparse turns ArgumentTypeError into a one-line usage error, exit 2).
+def fraction(text: str) -> float:
+    """A number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError("%r must be in [0, 1)" % text)
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("%r must be >= 1" % text)
+    return value

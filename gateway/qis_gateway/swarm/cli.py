@@ -43,26 +43,6 @@ def _hostport(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a number" % text) from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError("%r must be in [0, 1)" % text)
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not an integer" % text) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("%r must be >= 1" % text)
-    return value
-
-
 # -- node ------------------------------------------------------------------------------------------------
 async def _run_node(args: argparse.Namespace) -> int:
     from .api import UdpSwarm
@@ -127,16 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--rate-limit-per-s", type=float, default=None, help="per-source datagrams/s (0 = off)")
     n.add_argument("--rate-limit-key", choices=["ip", "addr"], default=None,
                    help="limit per IP (deployments) or per IP:port (many nodes on one host)")
-    n.add_argument("--k", type=_positive, default=None, help="bucket size / replication (default 20)")
+    n.add_argument("--k", type=cliopts.positive_int, default=None, help="bucket size / replication (default 20)")
     n.set_defaults(func=cmd_node)
 
     s = sub.add_parser("simulate", help="in-process simulator with virtual time")
-    s.add_argument("--nodes", type=_positive, required=True)
-    s.add_argument("--lookups", type=_positive, required=True)
+    s.add_argument("--nodes", type=cliopts.positive_int, required=True)
+    s.add_argument("--lookups", type=cliopts.positive_int, required=True)
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--churn", type=_fraction, default=0.0, help="churn fraction (see sim.run_simulation)")
-    s.add_argument("--loss", type=_fraction, default=0.0, help="message loss probability")
-    s.add_argument("--kill-after-store", type=_fraction, default=0.0,
+    s.add_argument("--churn", type=cliopts.fraction, default=0.0, help="churn fraction (see sim.run_simulation)")
+    s.add_argument("--loss", type=cliopts.fraction, default=0.0, help="message loss probability")
+    s.add_argument("--kill-after-store", type=cliopts.fraction, default=0.0,
                    help="fraction of nodes killed after storing, with no repair")
     s.add_argument("--tables", choices=["join", "ideal"], default="join",
                    help="routing tables built by joining (default) or pre-filled ideally (baseline)")

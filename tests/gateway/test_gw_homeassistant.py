@@ -52,7 +52,8 @@ def test_boards_come_and_go_without_a_restart(tmp_path) -> None:  # noqa: ANN001
         reg.remove("gone-09")
 
     async def scenario() -> None:
-        gw, task = await started(site.config(homeassistant={"enabled": True}), MemorySwarm())
+        # The observer subscribes before the gateway starts: a config the gateway clears at once is then
+        # seen being cleared (subscribing later would find nothing retained, and no empty payload either).
         ha = BoardClient(Board("site-a", "qis-gateway", b"k" * 32), "127.0.0.1", site.broker.port, "gw-pass")
         site.clients.append(ha)
         seen: list[tuple[str, bytes, bool]] = []
@@ -65,6 +66,8 @@ def test_boards_come_and_go_without_a_restart(tmp_path) -> None:  # noqa: ANN001
             return got[-1] if got else None
 
         cfg = "homeassistant/sensor/qis_site-a_%s/config"
+        await wait_for(lambda: last(cfg % "old-07") is not None, what="observer subscribed (the stale config)")
+        gw, task = await started(site.config(homeassistant={"enabled": True}), MemorySwarm())
         try:
             await wait_for(lambda: last(cfg % "pump-01") is not None, what="discovery")
             assert check_sensor_discovery(json.loads(last(cfg % "pump-01") or b"{}")) == []

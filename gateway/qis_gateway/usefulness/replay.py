@@ -38,13 +38,12 @@ SUMMARY_TIMEOUT_S = 60.0  # a board waits this long for a summary before reporti
 
 
 def gateway_settings(min_n: int, half_life_s: float, min_per_signer: int, lookup_limit: int,
-                     flush_rate_per_s: float, level_policy: str) -> dict[str, dict[str, Any]]:
+                     level_policy: str) -> dict[str, dict[str, Any]]:
     return {
         "gateway": {"schemas": [str(schema_path())]},
         "synthesis": {"min_n": min_n, "half_life_s": half_life_s, "min_per_signer": min_per_signer, "top": 10,
                       "level_policy": level_policy},
         "swarm": {"lookup_limit": lookup_limit},
-        "outbox": {"flush_rate_per_s": flush_rate_per_s},
     }
 
 

@@ -30,7 +30,6 @@ HALF_LIFE_S = 30 * 86400.0  # the packaged default: recency did not help on this
 MIN_PER_SIGNER = 50  # every site's gateway may contribute its newest 50 per address (the share cap beyond)
 LEVEL_POLICY = "max"  # every level (the schema's views) with enough evidence answers: levelmix.py
 LOOKUP_LIMIT = 256  # = the swarm's per-address cap: a lookup sees all an address holds
-FLUSH_RATE_PER_S = 1000.0  # the packaged default (20/s) is for one site's trickle, not a 40 rows/s replay
 
 
 def synthesis_settings() -> SynthesisSettings:
@@ -39,7 +38,7 @@ def synthesis_settings() -> SynthesisSettings:
 
 
 def replay_gateway_settings() -> dict[str, dict[str, Any]]:
-    return gateway_settings(MIN_N, HALF_LIFE_S, MIN_PER_SIGNER, LOOKUP_LIMIT, FLUSH_RATE_PER_S, LEVEL_POLICY)
+    return gateway_settings(MIN_N, HALF_LIFE_S, MIN_PER_SIGNER, LOOKUP_LIMIT, LEVEL_POLICY)
 
 
 def _ordered(preds: list[evaluate.Prediction]) -> list[tuple[Row, int, dict[str, Any]]]:
@@ -62,7 +61,7 @@ def usefulness(rows: list[Row] | None = None, sites: int = 8, seed: int = 4, *, 
     out: dict[str, Any] = {"dataset": "ai4i2020", "rows": len(rows), "sites": sites, "seed": seed,
                            "scored_rows": [first, len(rows) - 1],
                            "settings": {"min_n": MIN_N, "half_life_s": HALF_LIFE_S, "min_per_signer": MIN_PER_SIGNER,
-                                        "lookup_limit": LOOKUP_LIMIT, "flush_rate_per_s": FLUSH_RATE_PER_S,
+                                        "lookup_limit": LOOKUP_LIMIT,
                                         "level_policy": LEVEL_POLICY}}
     if real:
         with tempfile.TemporaryDirectory(prefix="qis-ai4i-") as tmp:

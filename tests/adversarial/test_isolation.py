@@ -73,7 +73,7 @@ def test_a_node_that_lost_every_peer_rejoins_through_them() -> None:
     gw = nodes[4]
     for n in nodes[:4]:
         gw.table.remove(int.from_bytes(n.node_id, "big"))
-        gw.rpc.lost_contact(n.test_addr)  # as if evicted after real failures
+        gw.rpc.isolation.lost_contact(n.test_addr)  # as if evicted after real failures
     assert len(gw.table) == 0
     net.run(until=net.now + 10.0 + gw.config.maintenance_interval_s)
     assert len(gw.table) >= 2

@@ -330,17 +330,17 @@ def test_adaptive_timeout_follows_rtt_within_floor_and_cap(memnet: MemNet) -> No
     cfg = replace(TEST_CONFIG, rpc_timeout_floor_s=0.02, rpc_timeout_cap_s=1.0, rpc_timeout_initial_s=0.25)
     node = memnet.add(cfg)
     peer = b"\x09" * 32
-    assert node.rpc.timeout_for(peer) == pytest.approx(0.25)  # nothing measured yet
+    assert node.rpc.rtt.timeout_for(peer) == pytest.approx(0.25)  # nothing measured yet
     for _ in range(20):
-        node.rpc.rtt_sample(peer, 0.001)  # loopback-fast peer: the floor applies
-    assert node.rpc.timeout_for(peer) == pytest.approx(0.02)
+        node.rpc.rtt.sample(peer, 0.001)  # loopback-fast peer: the floor applies
+    assert node.rpc.rtt.timeout_for(peer) == pytest.approx(0.02)
     slow = b"\x0a" * 32
     for _ in range(20):
-        node.rpc.rtt_sample(slow, 0.1)
-    assert 0.3 <= node.rpc.timeout_for(slow) <= 0.35  # ~3 x srtt
+        node.rpc.rtt.sample(slow, 0.1)
+    assert 0.3 <= node.rpc.rtt.timeout_for(slow) <= 0.35  # ~3 x srtt
     for _ in range(20):
-        node.rpc.rtt_sample(slow, 5.0)
-    assert node.rpc.timeout_for(slow) == 1.0  # cap
+        node.rpc.rtt.sample(slow, 5.0)
+    assert node.rpc.rtt.timeout_for(slow) == 1.0  # cap
 
 
 def test_requester_is_added_only_after_answering_the_challenge_from_its_own_address(memnet: MemNet) -> None:

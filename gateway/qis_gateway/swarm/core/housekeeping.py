@@ -117,13 +117,13 @@ class Housekeeping:
         """After request timeouts (cheap): a table that fell below ``rejoin_below`` gets its rejoin
         scheduled now rather than at the next maintenance tick."""
         if (self._rejoin_s == math.inf and len(self.req.table) < self.config.rejoin_below
-                and (self._seeds or self.rpc.lost)):
+                and (self._seeds or self.rpc.isolation.lost)):
             self._rejoin_s = now_s + self.config.rejoin_interval_s
             self.next_tick_s = min(self.next_tick_s, self._rejoin_s)
 
     def _check_isolation(self, now_s: float) -> None:
         cfg = self.config
-        if len(self.req.table) >= cfg.rejoin_below or not (self._seeds or self.rpc.lost):
+        if len(self.req.table) >= cfg.rejoin_below or not (self._seeds or self.rpc.isolation.lost):
             self._rejoin_s = math.inf  # (nothing to rejoin through: no tick; evictions add seeds)
             return
         if self._rejoin_s == math.inf:
@@ -131,7 +131,7 @@ class Housekeeping:
             return
         if now_s < self._rejoin_s:
             return
-        seeds = dict.fromkeys(list(self._seeds) + list(self.rpc.lost))
+        seeds = dict.fromkeys(list(self._seeds) + list(self.rpc.isolation.lost))
         for c in self.req.table.contacts():
             seeds.pop(c.addr, None)
         self._rejoin_s = now_s + cfg.rejoin_interval_s

@@ -49,12 +49,13 @@ def test_a_burst_keeps_the_gateway_in_the_swarm(tmp_path: Path) -> None:
             done.set()
             await watcher
             c = gw.node.counters
-            print("burst: %d timeouts, %d rate-limited at the first peer, %d BUSY in, %d evictions withheld, "
-                  "%d evicted, lowest %d peers" % (c["timeouts"], first.node.counters["drop_rate_limited"],
-                                                   c["busy_in"], c["evictions_withheld"], c["contacts_evicted"],
-                                                   lowest))
+            print("burst: %d sent, %d timeouts, %d rate-limited at the first peer, %d BUSY in, %d requests paced, "
+                  "%d retries held, %d evictions withheld, %d evicted, lowest %d peers"
+                  % (c["sent"], c["timeouts"], first.node.counters["drop_rate_limited"], c["busy_in"], c["paced"],
+                     c["retries_held"], c["evictions_withheld"], c["contacts_evicted"], lowest))
             assert c["timeouts"] > 100  # the burst really overloaded the peers
             assert lowest >= 2
+            assert c["paced"] > 0  # the gateway paced itself on the peers' BUSY answers
             await asyncio.sleep(2.0)  # the peers' buckets refill
             replicas = await asyncio.wait_for(gw.put(b"\x55" * 32, b"after the burst"), 5.0)
             assert replicas >= 1

@@ -42,6 +42,7 @@ def _burst(paced: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, int]
     """2,000 gets in 4 s (a reading burst) from a gateway to 3 peers that each admit 50 requests/s from it."""
     if not paced:
         monkeypatch.setattr(pacing.Pacing, "room", lambda self, addr, inflight: True)
+        monkeypatch.setattr(pacing.Pacing, "window", lambda self, addr: None)
     net = MemNet(seed=11)
     strict = replace(TEST_CONFIG, rate_limit_per_s=50.0, rate_limit_burst=100.0)
     peers = [net.add(strict) for _ in range(3)]
@@ -70,9 +71,9 @@ def test_a_shedding_peer_gets_fewer_requests(monkeypatch: pytest.MonkeyPatch) ->
     unpaced, refused_unpaced, _ = _burst(False, monkeypatch)
     monkeypatch.undo()
     paced, refused_paced, lowest = _burst(True, monkeypatch)
-    print("unpaced: sent %d, refused %d, busy %d; paced: sent %d, refused %d, busy %d, queued %d, lowest %d"
-          % (unpaced["sent"], refused_unpaced, unpaced["busy_in"], paced["sent"], refused_paced, paced["busy_in"],
-             paced["paced"], lowest))
+    print("unpaced: sent %d, refused %d, busy %d; paced: sent %d, refused %d, busy %d, queued %d, retries held %d, "
+          "lowest %d" % (unpaced["sent"], refused_unpaced, unpaced["busy_in"], paced["sent"], refused_paced,
+                         paced["busy_in"], paced["paced"], paced["retries_held"], lowest))
     assert paced["paced"] > 0 and paced["pacing_decreases"] > 0
     assert refused_paced * 2 < refused_unpaced  # the peers shed far less: we sent them less
     assert paced["sent"] < unpaced["sent"]

@@ -11,6 +11,9 @@ counting requests instead of bytes:
   decrease do not decrease it again (RFC 9002 §7.3.2).
 - Additive increase: every answer adds 1/window (one request per window's worth of answers), and the
   state is dropped once the window is back at ``OPEN_WINDOW`` with nothing queued.
+- A retry due while the peer has more requests in flight than its window is not sent (the request
+  waits out its doubled timeout, then fails as usual): a peer that sheds load gets no second copy of
+  what it refused, as a TCP sender retransmits only within its window (``Rpc._expired``).
 - Requests beyond the window wait in a per-peer queue, in order, and go out as answers or timeouts free
   room (self-clocking). A queued request of an operation that finished meanwhile is never sent. The
   queues hold at most ``MAX_QUEUED`` requests in all; beyond that a request goes out unpaced rather

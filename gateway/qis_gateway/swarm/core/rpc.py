@@ -170,11 +170,15 @@ class Rpc:
             p.timeout_s = min(cfg.rpc_timeout_cap_s, p.timeout_s * 2)
             p.deadline_s = now_s + p.timeout_s
             heapq.heappush(self._timers, (p.deadline_s, p.tid))
-            self.counters["retries"] += 1
-            p.op.messages += 1
-            if p.proof_msg is not None:
-                self.send(p.proof_msg, p.addr)  # the PROOF the peer waits for may be what was lost
-            self.send(p.msg, p.addr)
+            window = self.pacing.window(p.addr)
+            if window is not None and self._inflight_addr[p.addr] > window:
+                self.counters["retries_held"] += 1  # the peer sheds load: no second copy, only the wait
+            else:
+                self.counters["retries"] += 1
+                p.op.messages += 1
+                if p.proof_msg is not None:
+                    self.send(p.proof_msg, p.addr)  # the PROOF the peer waits for may be what was lost
+                self.send(p.msg, p.addr)
             if p.attempts == 2:
                 on_stall = getattr(p.op, "on_stall", None)
                 if on_stall is not None:

@@ -18,11 +18,11 @@ PEER = ("10.0.0.1", 1)
 def test_window_halves_once_per_recovery_period_and_grows_back() -> None:
     p = pacing.Pacing(dict.fromkeys(COUNTER_NAMES, 0))
     assert p.room(PEER, 10_000)  # never pushed back: not paced
-    p.congested(PEER, sent_s=1.0, inflight=40, now_s=2.0)
+    p.congested(PEER, sent_s=1.0, inflight=40, now_s=2.0, busy=True)
     assert p.window(PEER) == 20.0  # half the flight
-    p.congested(PEER, sent_s=1.5, inflight=40, now_s=2.1)  # sent before the decrease: same episode
+    p.congested(PEER, sent_s=1.5, inflight=40, now_s=2.1, busy=True)  # sent before the decrease: same episode
     assert p.window(PEER) == 20.0
-    p.congested(PEER, sent_s=2.05, inflight=20, now_s=2.2)
+    p.congested(PEER, sent_s=2.05, inflight=20, now_s=2.2, busy=False)
     assert p.window(PEER) == 10.0
     assert not p.room(PEER, 10) and p.room(PEER, 9)
     p.hold(PEER, "a")
@@ -34,8 +34,11 @@ def test_window_halves_once_per_recovery_period_and_grows_back() -> None:
         p.answered(PEER)
     assert p.window(PEER) == pytest.approx(11.0, abs=0.05)
     for _ in range(2):
-        p.congested(PEER, sent_s=10.0 + _, inflight=0, now_s=10.5 + _)
+        p.congested(PEER, sent_s=10.0 + _, inflight=0, now_s=10.5 + _, busy=True)
     assert p.window(PEER) == pytest.approx(pacing.MIN_WINDOW, abs=0.8)
+    other = ("10.0.0.2", 1)
+    p.congested(other, sent_s=1.0, inflight=1, now_s=2.0, busy=False)  # one lost PING: a gentle start
+    assert p.window(other) == pacing.INITIAL_WINDOW
 
 
 def _burst(paced: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, int], int, int]:

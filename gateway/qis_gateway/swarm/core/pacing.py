@@ -5,10 +5,12 @@ The model is TCP/QUIC NewReno congestion control (RFC 5681, RFC 9002 §7) applie
 counting requests instead of bytes:
 - No window until the peer pushes back: a peer that never did is not paced (no state, no cost; the
   simulator's thousands of nodes keep none).
-- Congestion signal: a BUSY answer, or a request that needed a retry (a loss). The window becomes half
-  the requests then in flight to that peer (its first signal) or half the window (later ones), at least
-  ``MIN_WINDOW``, and at most once per recovery period: signals about requests sent before the last
-  decrease do not decrease it again (RFC 9002 §7.3.2).
+- Congestion signal: a BUSY answer, or a request that needed a retry (a loss). At the first signal the
+  window becomes half the requests then in flight to that peer, at least ``MIN_WINDOW`` after a BUSY
+  (the peer said it is overloaded) and ``INITIAL_WINDOW`` after a loss (QUIC's initial window: one lost
+  PING does not throttle a healthy peer); later signals halve it, down to ``MIN_WINDOW``; at most once
+  per recovery period: signals about requests sent before the last decrease do not decrease it again
+  (RFC 9002 §7.3.2).
 - Additive increase: every answer adds 1/window (one request per window's worth of answers), and the
   state is dropped once the window is back at ``OPEN_WINDOW`` with nothing queued.
 - A retry due while the peer has more requests in flight than its window is not sent (the request
@@ -28,6 +30,7 @@ from typing import Any
 from .requester import Address
 
 MIN_WINDOW = 2.0
+INITIAL_WINDOW = 10.0
 OPEN_WINDOW = 64.0
 PEERS_KEPT = 256
 MAX_QUEUED = 4096
@@ -76,11 +79,11 @@ class Pacing:
             del self._queues[addr]
         return item
 
-    def congested(self, addr: Address, sent_s: float, inflight: int, now_s: float) -> None:
+    def congested(self, addr: Address, sent_s: float, inflight: int, now_s: float, busy: bool) -> None:
         """A BUSY or a loss for a request sent at ``sent_s``: multiplicative decrease (module docstring)."""
         w = self._window.get(addr)
         if w is None:
-            w = self._window[addr] = [max(MIN_WINDOW, inflight / 2.0), now_s]
+            w = self._window[addr] = [max(MIN_WINDOW if busy else INITIAL_WINDOW, inflight / 2.0), now_s]
             if len(self._window) > PEERS_KEPT:
                 self._drop_oldest()
         elif sent_s > w[1]:

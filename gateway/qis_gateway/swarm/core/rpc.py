@@ -165,7 +165,7 @@ class Rpc:
             return
         if p.attempts <= cfg.rpc_retries:
             if p.attempts == 1:  # a loss: the peer's window shrinks
-                self.pacing.congested(p.addr, p.sent_s, self._inflight_addr[p.addr], now_s)
+                self.pacing.congested(p.addr, p.sent_s, self._inflight_addr[p.addr], now_s, False)
             p.attempts += 1
             p.timeout_s = min(cfg.rpc_timeout_cap_s, p.timeout_s * 2)
             p.deadline_s = now_s + p.timeout_s
@@ -348,7 +348,7 @@ class Rpc:
             p.busy = True
             self.counters["busy_in"] += 1
             self.isolation.busy(addr, now_s)
-            self.pacing.congested(addr, p.sent_s, self._inflight_addr[addr], now_s)
+            self.pacing.congested(addr, p.sent_s, self._inflight_addr[addr], now_s, True)
             return
         val = self.validation
         if p.nonce is not None and not (p.validations and val.cached_id(addr) == msg.sender_id):

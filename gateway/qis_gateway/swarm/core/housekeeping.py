@@ -16,7 +16,7 @@ How it works (``run`` every ``maintenance_interval_s``, from ``SwarmNode.handle_
   when the set already held values at start or some were adopted (a restart).
 - Isolation: below ``rejoin_below`` contacts (every peer evicted, or a start that reached nobody) the
   node joins again (``JoinOp`` without refreshes) through the seeds: the addresses ``bootstrap`` was
-  given and the contacts it lost lately (``Rpc.lost``), every ``rejoin_interval_s`` while the table
+  given and the contacts it lost lately (``Isolation.lost``), every ``rejoin_interval_s`` while the table
   stays that low. These ticks are separate from maintenance, whose pace they do not change.
 - A swarm of one: own values put while the routing table was empty (``note_if_alone``) are handed to
   peers as soon as the table holds one: ``handover_per_tick`` addresses per tick, each address's locally

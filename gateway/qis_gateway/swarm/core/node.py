@@ -7,10 +7,11 @@ How it works:
 - The node is the composition root of the core and owns the datagram entry (per-source rate limit, then
   ``wire.decode``; anything malformed is counted in ``counters`` and dropped), the outgoing queue, the
   events, the counters and the validator. Each other piece of state has one owner:
-  ``routing.RoutingTable`` the contacts; ``rpc.Rpc`` the requests in flight, their timers, RTT
-  estimates, challenges, proofs and STORE tokens; ``housekeeping.Housekeeping`` the maintenance and
-  republishing deadlines, the republish cursor, the node's own values and the addresses awaiting a
-  hand-over; each operation (ops.py, refresh.py, membership.py) its own lookup state.
+  ``routing.RoutingTable`` the contacts; ``rpc.Rpc`` the requests in flight and their timers (with
+  its parts: validation.py proofs and tokens, isolation.py eviction guards, pacing.py windows, rtt.py);
+  ``housekeeping.Housekeeping`` the maintenance and republishing deadlines, the republish cursor, the
+  node's own values and the addresses awaiting a hand-over; each operation (ops.py, refresh.py,
+  membership.py) its own lookup state.
 - Operations see the node as a ``requester.Requester`` (send a request, send one-way, emit an event,
   validate a value, read table / store / config): the node implements it with public methods.
 - STORE values pass the size cap and the validator, then the storage policy (``storage_policy.py``: caps,

@@ -6,7 +6,7 @@ They get a ``Requester``: read access to the node's id, config, random source, r
 store and counters, and five actions: send a request (``request``; the reply or the timeout comes back
 to the op's ``on_reply`` / ``on_timeout``, with the ``Pending`` record), send a one-way message, emit
 an event, validate a value, set the op's own deadline (``add_deadline``, deadlines.py). ``SwarmNode``
-implements it; the RPC layer (rpc.py) owns the requests in flight, their timers and the proofs;
+implements it; the RPC layer (rpc.py) owns the requests in flight and their timers;
 housekeeping (housekeeping.py) owns the maintenance deadlines.
 """
 

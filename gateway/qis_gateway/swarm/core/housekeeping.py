@@ -14,10 +14,9 @@ How it works (``run`` every ``maintenance_interval_s``, from ``SwarmNode.handle_
   the cursor waits for the next pass). Values the validator now rejects (a changed trust list) are
   skipped, not deleted. The first pass starts ``republish_interval_s`` after start, or at the first tick
   when the set already held values at start or some were adopted (a restart).
-- Isolation: below ``rejoin_below`` contacts (every peer evicted, or a start that reached nobody) the
-  node joins again (``JoinOp`` without refreshes) through the seeds: the addresses ``bootstrap`` was
-  given and the contacts it lost lately (``Isolation.lost``), every ``rejoin_interval_s`` while the table
-  stays that low. These ticks are separate from maintenance, whose pace they do not change.
+- Isolation: the rejoin checks of ``rejoin.Rejoin`` (below ``rejoin_below`` contacts, a join through the
+  bootstrap addresses and the contacts lost lately) run on the same timer; they are separate from
+  maintenance, whose pace they do not change.
 - A swarm of one: own values put while the routing table was empty (``note_if_alone``) are handed to
   peers as soon as the table holds one: ``handover_per_tick`` addresses per tick, each address's locally
   held values in one put; an address whose put reached nobody is kept for a later tick.
@@ -29,14 +28,12 @@ import itertools
 import math
 
 from .config import SwarmConfig
-from .membership import JoinOp
 from .ops import PutOp
 from .refresh import RefreshOp
+from .rejoin import Rejoin
 from .requester import Address, Requester
 from .rpc import Rpc
 from .store import MemoryPublishedSet, PublishedSet
-
-MAX_SEEDS = 64
 
 
 class Housekeeping:
@@ -51,8 +48,7 @@ class Housekeeping:
         self._republish_after: bytes | None = None  # cursor: the last address republished
         self._unreplicated: dict[bytes, None] = {}  # own addresses put while alone, oldest first
         self._maintain_s = 0.0  # next maintenance tick (next_tick_s may be an earlier rejoin check)
-        self._seeds: dict[Address, None] = {}  # bootstrap addresses, for rejoins
-        self._rejoin_s = math.inf
+        self.rejoin = Rejoin(req, rpc.isolation)
 
     @property
     def published(self) -> PublishedSet:
@@ -69,8 +65,8 @@ class Housekeeping:
         cfg = self.config
         self.started_s = now_s
         self._maintain_s = now_s + cfg.maintenance_interval_s
-        self._rejoin_s = now_s + cfg.rejoin_interval_s if self._seeds else math.inf
-        self.next_tick_s = min(self._maintain_s, self._rejoin_s)
+        self.rejoin.start(now_s)
+        self.next_tick_s = min(self._maintain_s, self.rejoin.due_s)
         self.rpc.rotate_tokens(now_s)
         self._republish_s = now_s + cfg.republish_interval_s
         if self._published is not None and self._published.count_addresses():
@@ -101,43 +97,20 @@ class Housekeeping:
             del unreplicated[next(iter(unreplicated))]  # the republishing pass still covers it
 
     def remember_seeds(self, addrs: list[Address]) -> None:
-        for a in addrs:
-            self._seeds[a] = None
-        while len(self._seeds) > MAX_SEEDS:
-            del self._seeds[next(iter(self._seeds))]
+        self.rejoin.remember_seeds(addrs)
 
     def run(self, now_s: float) -> None:
         if now_s >= self._maintain_s:
             self._maintain_s = now_s + self.config.maintenance_interval_s
             self.maintain(now_s)
-        self._check_isolation(now_s)
-        self.next_tick_s = min(self._maintain_s, self._rejoin_s)
+        self.rejoin.check(now_s)
+        self.next_tick_s = min(self._maintain_s, self.rejoin.due_s)
 
     def watch_isolation(self, now_s: float) -> None:
         """After request timeouts (cheap): a table that fell below ``rejoin_below`` gets its rejoin
         scheduled now rather than at the next maintenance tick."""
-        if (self._rejoin_s == math.inf and len(self.req.table) < self.config.rejoin_below
-                and (self._seeds or self.rpc.isolation.lost)):
-            self._rejoin_s = now_s + self.config.rejoin_interval_s
-            self.next_tick_s = min(self.next_tick_s, self._rejoin_s)
-
-    def _check_isolation(self, now_s: float) -> None:
-        cfg = self.config
-        if len(self.req.table) >= cfg.rejoin_below or not (self._seeds or self.rpc.isolation.lost):
-            self._rejoin_s = math.inf  # (nothing to rejoin through: no tick; evictions add seeds)
-            return
-        if self._rejoin_s == math.inf:
-            self._rejoin_s = now_s + cfg.rejoin_interval_s
-            return
-        if now_s < self._rejoin_s:
-            return
-        seeds = dict.fromkeys(list(self._seeds) + list(self.rpc.isolation.lost))
-        for c in self.req.table.contacts():
-            seeds.pop(c.addr, None)
-        self._rejoin_s = now_s + cfg.rejoin_interval_s
-        if seeds:
-            self.req.counters["rejoins"] += 1
-            JoinOp(self.req, list(seeds), now_s, rejoin=True)
+        self.rejoin.watch(now_s)
+        self.next_tick_s = min(self.next_tick_s, self.rejoin.due_s)
 
     def maintain(self, now_s: float) -> None:
         req = self.req

@@ -44,8 +44,7 @@ def test_window_halves_once_per_recovery_period_and_grows_back() -> None:
 def _burst(paced: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, int], int, int]:
     """2,000 gets in 4 s (a reading burst) from a gateway to 3 peers that each admit 50 requests/s from it."""
     if not paced:
-        monkeypatch.setattr(pacing.Pacing, "room", lambda self, addr, inflight: True)
-        monkeypatch.setattr(pacing.Pacing, "window", lambda self, addr: None)
+        monkeypatch.setattr(pacing.Pacing, "congested", lambda self, addr, sent_s, inflight, now_s, busy: None)
     net = MemNet(seed=11)
     strict = replace(TEST_CONFIG, rate_limit_per_s=50.0, rate_limit_burst=100.0)
     peers = [net.add(strict) for _ in range(3)]

@@ -37,54 +37,55 @@ MAX_QUEUED = 4096
 
 
 class Pacing:
-    __slots__ = ("counters", "_window", "_queues", "queued")
+    __slots__ = ("counters", "windows", "queues", "queued")
 
     def __init__(self, counters: dict[str, int]) -> None:
         self.counters = counters
-        self._window: dict[Address, list[float]] = {}  # addr -> [window, start of its recovery period]
-        self._queues: dict[Address, deque[Any]] = {}
+        # Public so that the RPC layer's hot path tests membership inline (only these methods change them).
+        self.windows: dict[Address, list[float]] = {}  # addr -> [window, start of its recovery period]
+        self.queues: dict[Address, deque[Any]] = {}
         self.queued = 0
 
     def window(self, addr: Address) -> float | None:
         """The peer's window (requests in flight), or None when it is not paced."""
-        w = self._window.get(addr)
+        w = self.windows.get(addr)
         return None if w is None else w[0]
 
     def room(self, addr: Address, inflight: int) -> bool:
         """A request to ``addr`` may go out now (nothing queued before it, and in-flight below its window)."""
-        w = self._window.get(addr)
+        w = self.windows.get(addr)
         if w is None or self.queued >= MAX_QUEUED:
             return True
-        return inflight < w[0] and addr not in self._queues
+        return inflight < w[0] and addr not in self.queues
 
     def hold(self, addr: Address, item: Any) -> None:
-        q = self._queues.get(addr)
+        q = self.queues.get(addr)
         if q is None:
-            q = self._queues[addr] = deque()
+            q = self.queues[addr] = deque()
         q.append(item)
         self.queued += 1
         self.counters["paced"] += 1
 
     def release(self, addr: Address, inflight: int) -> Any:
         """The next queued request to ``addr`` when the window has room for it, else None."""
-        q = self._queues.get(addr)
+        q = self.queues.get(addr)
         if q is None:
             return None
-        w = self._window.get(addr)
+        w = self.windows.get(addr)
         if w is not None and inflight >= w[0]:
             return None
         item = q.popleft()
         self.queued -= 1
         if not q:
-            del self._queues[addr]
+            del self.queues[addr]
         return item
 
     def congested(self, addr: Address, sent_s: float, inflight: int, now_s: float, busy: bool) -> None:
         """A BUSY or a loss for a request sent at ``sent_s``: multiplicative decrease (module docstring)."""
-        w = self._window.get(addr)
+        w = self.windows.get(addr)
         if w is None:
-            w = self._window[addr] = [max(MIN_WINDOW if busy else INITIAL_WINDOW, inflight / 2.0), now_s]
-            if len(self._window) > PEERS_KEPT:
+            w = self.windows[addr] = [max(MIN_WINDOW if busy else INITIAL_WINDOW, inflight / 2.0), now_s]
+            if len(self.windows) > PEERS_KEPT:
                 self._drop_oldest()
         elif sent_s > w[1]:
             w[0] = max(MIN_WINDOW, w[0] / 2.0)
@@ -95,15 +96,15 @@ class Pacing:
 
     def answered(self, addr: Address) -> None:
         """An answer from a paced peer: additive increase."""
-        w = self._window.get(addr)
+        w = self.windows.get(addr)
         if w is None:
             return
         w[0] += 1.0 / w[0]
-        if w[0] >= OPEN_WINDOW and addr not in self._queues:
-            del self._window[addr]
+        if w[0] >= OPEN_WINDOW and addr not in self.queues:
+            del self.windows[addr]
 
     def _drop_oldest(self) -> None:
-        for addr in self._window:
-            if addr not in self._queues:
-                del self._window[addr]
+        for addr in self.windows:
+            if addr not in self.queues:
+                del self.windows[addr]
                 return

@@ -101,15 +101,13 @@ class Rpc:
 
     def request(self, make: MakeRequest, addr: Address, expected_id: bytes | None, now_s: float, op: Op, *,
                 cand: Candidate | None = None, target: int | None = None, page_offset: int = 0,
-                counts_replica: bool = False) -> None:
-        item = (make, addr, expected_id, op, cand, target, page_offset, counts_replica)
-        if self.pacing.room(addr, self._inflight_addr.get(addr, 0)):
-            self._send_request(item, now_s)
-        else:
-            self.pacing.hold(addr, item)  # the peer pushed back: wait for room in its window
-
-    def _send_request(self, item: tuple[Any, ...], now_s: float) -> None:
-        make, addr, expected_id, op, cand, target, page_offset, counts_replica = item
+                counts_replica: bool = False, released: bool = False) -> None:
+        pacing = self.pacing
+        if (not released and addr in pacing.windows
+                and not pacing.room(addr, self._inflight_addr.get(addr, 0))):
+            # the peer pushed back: wait for room in its window (_release sends it)
+            pacing.hold(addr, (make, addr, expected_id, op, cand, target, page_offset, counts_replica))
+            return
         tid = self.new_tid()
         nonce = None
         if expected_id is None or not self.validation.proven(expected_id, addr):
@@ -127,12 +125,14 @@ class Rpc:
     def _release(self, addr: Address, now_s: float) -> None:
         """Send the requests queued for ``addr`` that its window now has room for (not those of finished ops)."""
         pacing = self.pacing
-        while True:
+        while addr in pacing.queues:
             item = pacing.release(addr, self._inflight_addr.get(addr, 0))
             if item is None:
                 return
-            if not getattr(item[3], "done", False):
-                self._send_request(item, now_s)
+            make, addr, expected_id, op, cand, target, page_offset, counts_replica = item
+            if not getattr(op, "done", False):
+                self.request(make, addr, expected_id, now_s, op, cand=cand, target=target, page_offset=page_offset,
+                             counts_replica=counts_replica, released=True)
 
     def inflight_to(self, addr: Address) -> bool:
         return addr in self._inflight_addr
@@ -170,8 +170,8 @@ class Rpc:
             p.timeout_s = min(cfg.rpc_timeout_cap_s, p.timeout_s * 2)
             p.deadline_s = now_s + p.timeout_s
             heapq.heappush(self._timers, (p.deadline_s, p.tid))
-            window = self.pacing.window(p.addr)
-            if window is not None and self._inflight_addr[p.addr] > window:
+            window = self.pacing.windows.get(p.addr)
+            if window is not None and self._inflight_addr[p.addr] > window[0]:
                 self.counters["retries_held"] += 1  # the peer sheds load: no second copy, only the wait
             else:
                 self.counters["retries"] += 1
@@ -359,10 +359,13 @@ class Rpc:
             val.remember(addr, msg.sender_id)
         validate = (type(msg) is wire.Pong and msg.challenge is not None and p.validations < MAX_VALIDATIONS
                     and type(p.msg) in _VALIDATED_REQUESTS)
-        self.pacing.answered(addr)
+        pacing = self.pacing
+        if addr in pacing.windows:
+            pacing.answered(addr)
         if not validate:
             self._forget(p)
-            self._release(addr, now_s)
+            if addr in pacing.queues:
+                self._release(addr, now_s)
         self.isolation.answered(now_s)
         if p.attempts == 1 and not p.validations:  # (the answer after our PROOF took two round trips)
             self.rtt.sample(msg.sender_id, now_s - p.sent_s)

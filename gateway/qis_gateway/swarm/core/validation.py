@@ -30,6 +30,9 @@ CHALLENGE_LIFETIME_S = 30.0
 
 
 class Validation:
+    __slots__ = ("identity", "config", "rng", "table", "counters", "on_proven", "_challenges", "_proof_cache",
+                 "_tokens", "_validated")
+
     def __init__(self, identity: NodeIdentity, config: SwarmConfig, rng: random.Random, table: RoutingTable,
                  counters: dict[str, int], on_proven: Callable[[Address], None] | None = None) -> None:
         self.identity = identity

@@ -3,8 +3,7 @@ us, not the same flood.
 
 The model is TCP/QUIC NewReno congestion control (RFC 5681, RFC 9002 §7) applied per contact address,
 counting requests instead of bytes:
-- No window until the peer pushes back: a peer that never did is not paced (no state, no cost; the
-  simulator's thousands of nodes keep none).
+- No window until the peer pushes back: a peer that never did is not paced and costs no state.
 - Congestion signal: a BUSY answer, or a request that needed a retry (a loss). At the first signal the
   window becomes half the requests then in flight to that peer, at least ``MIN_WINDOW`` after a BUSY
   (the peer said it is overloaded) and ``INITIAL_WINDOW`` after a loss (QUIC's initial window: one lost
@@ -13,9 +12,10 @@ counting requests instead of bytes:
   (RFC 9002 §7.3.2).
 - Additive increase: every answer adds 1/window (one request per window's worth of answers), and the
   state is dropped once the window is back at ``OPEN_WINDOW`` with nothing queued.
-- A retry due while the peer has more requests in flight than its window is not sent (the request
-  waits out its doubled timeout, then fails as usual): a peer that sheds load gets no second copy of
-  what it refused, as a TCP sender retransmits only within its window (``Rpc._expired``).
+- A retry due while the peer has more requests in flight than its window is skipped (the request waits
+  out its doubled timeout, then fails as usual; its operation already moved on at the first timeout):
+  a peer that sheds load gets no second copy of what it refused, since TCP too sends nothing beyond
+  its window (``Rpc._expired``).
 - Requests beyond the window wait in a per-peer queue, in order, and go out as answers or timeouts free
   room (self-clocking). A queued request of an operation that finished meanwhile is never sent. The
   queues hold at most ``MAX_QUEUED`` requests in all; beyond that a request goes out unpaced rather

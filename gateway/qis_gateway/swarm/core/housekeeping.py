@@ -30,7 +30,7 @@ import math
 
 from .config import SwarmConfig
 from .membership import JoinOp
-from .ops import PutOp
+from .put import PutOp
 from .refresh import RefreshOp
 from .requester import Address, Requester
 from .rpc import Rpc

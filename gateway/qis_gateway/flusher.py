@@ -47,6 +47,7 @@ MARK_EVERY_S = 0.1
 MARK_MAX = 256
 GROUP_MAX = 64  # packets of one address per put
 FILL_MAX = 512  # due rows read per top-up of the window (besides those in flight)
+CURSOR_RESET_S = 1.0  # a top-up reads from the oldest due row again at least this often
 
 
 class OutboxFlusher:
@@ -75,6 +76,8 @@ class OutboxFlusher:
         self._failed: list[OutboxItem] = []
         self._last_mark = time.monotonic()
         self._paused_until = 0.0
+        self._cursor: tuple[float, int] | None = None  # (next_try_s, id) of the last row handed out in order
+        self._cursor_reset = 0.0
         self.stored = 0
         self.blocked: str | None = None  # why puts stopped (a usage error), None while flushing
 
@@ -160,19 +163,33 @@ class OutboxFlusher:
         free = self.max_in_flight - len(self._puts)
         if free <= 0 or self._stopping or self.blocked is not None or time.monotonic() < self._paused_until:
             return
+        now = time.monotonic()
+        if (not self._puts and not self._done and not self._failed) or now >= self._cursor_reset:
+            # Nothing handed out (or a periodic full look: a row queued behind the cursor by a wall clock
+            # that stepped back is found again).
+            self._cursor, self._cursor_reset = None, now + CURSOR_RESET_S
         busy = self._flying | {i.id for i in self._done} | {i.id for i in self._failed}
         groups: dict[bytes, list[OutboxItem]] = {}
         starts: list[list[OutboxItem]] = []
-        for item in self.state.due(self.clock(), limit=min(free * GROUP_MAX, FILL_MAX) + len(busy)):
+        cursor, skipped = self._cursor, False
+        # Rows before the cursor are in flight or awaiting their mark: read on from there, not from the
+        # oldest row (re-reading every row in flight on each top-up was 8% of the gateway's samples).
+        limit = min(free * GROUP_MAX, FILL_MAX) + (len(busy) if cursor is None else 0)
+        for item in self.state.due(self.clock(), limit=limit, after=cursor):
             if item.id in busy:
-                continue
-            group = groups.get(item.address)
-            if group is None or len(group) >= GROUP_MAX:
-                if len(starts) == free:
-                    continue  # the window is full: only rows joining a started group still fit
-                group = groups[item.address] = []
-                starts.append(group)
-            group.append(item)
+                pass
+            else:
+                group = groups.get(item.address)
+                if group is None or len(group) >= GROUP_MAX:
+                    if len(starts) == free:
+                        skipped = True  # the window is full: only rows joining a started group still fit
+                        continue
+                    group = groups[item.address] = []
+                    starts.append(group)
+                group.append(item)
+            if not skipped:  # the cursor stops before the first row left behind
+                cursor = (item.next_try_s, item.id)
+        self._cursor = cursor
         for group in starts:
             self._flying.update(i.id for i in group)
             self._puts[group[0].id] = asyncio.ensure_future(self._put(group))

@@ -81,6 +81,7 @@ class OutboxItem:
     address: bytes
     packet: bytes
     attempts: int
+    next_try_s: float = 0.0
 
 
 class StateDB:
@@ -170,11 +171,19 @@ class StateDB:
         return Reading(device, seq, row[0], json.loads(row[1]), _vector(row[2]), row[3])
 
     # -- outbox ---------------------------------------------------------------------------------------
-    def due(self, now_s: float, limit: int = 16) -> list[OutboxItem]:
-        rows = self._db.execute(
-            "SELECT id, device, seq, level, address, packet, attempts FROM outbox"
-            " WHERE done_s IS NULL AND next_try_s <= ? ORDER BY next_try_s, id LIMIT ?", (now_s, limit))
-        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6]) for r in rows]
+    def due(self, now_s: float, limit: int = 16, after: tuple[float, int] | None = None) -> list[OutboxItem]:
+        """Undone rows whose retry time has come, in (next_try_s, id) order; with `after`, only those past
+        that position (the flusher's cursor: the rows before it are in flight or handed out already)."""
+        if after is None:
+            rows = self._db.execute(
+                "SELECT id, device, seq, level, address, packet, attempts, next_try_s FROM outbox"
+                " WHERE done_s IS NULL AND next_try_s <= ? ORDER BY next_try_s, id LIMIT ?", (now_s, limit))
+        else:
+            rows = self._db.execute(
+                "SELECT id, device, seq, level, address, packet, attempts, next_try_s FROM outbox"
+                " WHERE done_s IS NULL AND next_try_s <= ? AND (next_try_s > ? OR (next_try_s = ? AND id > ?))"
+                " ORDER BY next_try_s, id LIMIT ?", (now_s, after[0], after[0], after[1], limit))
+        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6], r[7]) for r in rows]
 
     def next_due_s(self) -> float | None:
         row = self._db.execute("SELECT MIN(next_try_s) FROM outbox WHERE done_s IS NULL").fetchone()

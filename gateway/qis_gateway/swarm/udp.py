@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 
 RECV_BUFFER_BYTES = 1 << 20
+TIMER_READ_BATCHES = 16  # batches of queued datagrams read before the timer's timeouts are declared
 
 
 class SwarmDriver(asyncio.DatagramProtocol):
@@ -156,6 +157,14 @@ class SwarmDriver(asyncio.DatagramProtocol):
         self._timer_at = None
         if self._closed:
             return
+        # Answers already in the socket count before timeouts are declared: after the loop stalled (an
+        # fsync, another process on the core) a reader callback takes only one batch, and asyncio runs
+        # the due timer right after it, so the rest looked lost (spurious timeouts and re-sent STOREs).
+        read_pending = getattr(self._transport, "read_pending", None)
+        if read_pending is not None:
+            for _ in range(TIMER_READ_BATCHES):
+                if read_pending() < getattr(self._transport, "batch", 0):
+                    break
         try:
             self.node.handle_timer(self._loop.time())
         except Exception as exc:
@@ -193,13 +202,22 @@ class BatchDatagramTransport:
         self._protocol = protocol
         self._loop = loop
         self._batch = max(1, batch)
+        self.batch = self._batch
         self._closing = False
         self._sockname = sock.getsockname()
         loop.add_reader(sock.fileno(), self._read_ready)
 
     def _read_ready(self) -> None:
+        self.read_pending()
+        self._protocol.pump()
+
+    def read_pending(self) -> int:
+        """Hand up to ``batch`` queued datagrams to the protocol (no pump); returns how many."""
         proto = self._protocol
         sock = self._sock
+        got = 0
+        if self._closing:
+            return got
         try:
             with proto.writes():  # one commit for the batch, before pump() sends its answers
                 for _ in range(self._batch):
@@ -210,10 +228,11 @@ class BatchDatagramTransport:
                     except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error: counted, keep reading
                         proto.error_received(exc)
                         continue
+                    got += 1
                     proto.feed(data, addr)
         except Exception as exc:
             proto.writes_failed(exc)
-        proto.pump()
+        return got
 
     def sendto(self, data: bytes, addr: Address) -> None:
         try:

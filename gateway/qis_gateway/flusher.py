@@ -11,11 +11,11 @@ Each put first takes a token per packet from a bucket (`rate_per_s`, burst of on
 ceiling that keeps a backlog from flooding the swarm after an outage; the default is far above what the
 gateway admits, so it is not the limit in normal running. When a put ends, `on_put(address)` is called
 (the service passes `Evidence.forget`, so the next reading looks the address up again).
-Results are written in groups (every `MARK_EVERY_S`, or `MARK_MAX` results, in one transaction, so one
-fsync per group): the rows of a put the swarm took (at least one replica) are marked done, the others
-get a retry with doubling delay (`retry_min_s` .. `retry_max_s`). When the swarm is unavailable no new
-put starts for `retry_min_s`. With nothing due it sleeps until the next retry time or until `wake()` (a
-new outcome was queued). Stopping never loses anything: undone rows
+Results are written in groups (every `MARK_EVERY_S`, or `MARK_MAX` results, in one transaction without
+an fsync of its own: `StateDB.marks`): the rows of a put the swarm took (at least one replica kept every
+packet) are marked done, the others get a retry with doubling delay (`retry_min_s` .. `retry_max_s`).
+When the swarm is unavailable no new put starts for `retry_min_s`. With nothing due it sleeps until the
+next retry time or until `wake()` (a new outcome was queued). Stopping never loses anything: undone rows
 stay in SQLite and the next run picks them up; a crash before a group's marks are committed only means
 those packets are put again (a node keeps one copy of identical bytes).
 
@@ -241,7 +241,7 @@ class OutboxFlusher:
         self._done, self._failed = [], []
         self._last_mark = time.monotonic()
         now = self.clock()
-        with self.state.batch():
+        with self.state.marks():  # no fsync of its own: a lost mark only means a packet put again
             for item in done:
                 self.state.mark_done(item.id, now)
             for item in failed:

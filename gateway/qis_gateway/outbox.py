@@ -23,8 +23,10 @@ the WAL) makes the whole batch durable: the group commit of intake.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,6 +218,24 @@ class StateDB:
                         "DELETE FROM outbox WHERE done_s IS NOT NULL AND done_s < ?"):
                 removed += self._db.execute(sql, (cutoff,)).rowcount
         return removed
+
+    @contextlib.contextmanager
+    def marks(self) -> Iterator[None]:
+        """One transaction of put results (`mark_done` / `mark_retry`) committed without an fsync of its own
+        (synchronous=NORMAL for it): the flusher writes one ~10 times a second, each an fsync on the event
+        loop at FULL. A SIGKILL loses nothing (the WAL is written); a power cut before the next FULL commit
+        (the next batch of frames syncs the whole WAL) may lose the marks, and those packets are put again
+        (holders keep one copy of identical bytes). Nested in an open transaction it is part of that one."""
+        if self._db.in_transaction:
+            with self.batch():
+                yield
+            return
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self.batch():
+                yield
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
 
     def batch(self) -> Transaction:
         """One transaction around many calls: committed (durable) on leaving, rolled back on an exception."""

@@ -202,3 +202,22 @@ def test_rows_in_flight_are_not_read_again_on_every_top_up(tmp_path: Path) -> No
     assert rig.state.pending() == 0 and swarm.puts == 400
     assert sum(read) <= 2 * 400  # before: every top-up read every row in flight again (~8 x 400)
     rig.close()
+
+
+def test_marks_commit_without_their_own_fsync_and_leave_the_db_at_full(tmp_path: Path) -> None:
+    """Put results are one NORMAL commit (a lost mark only repeats a put); the connection is back at FULL for
+    the frames, and the marks are committed (a second connection sees them)."""
+    rig = make_rig(tmp_path)
+    queue_outcomes(rig, 5)
+    statements: list[str] = []
+    rig.state._db.set_trace_callback(statements.append)
+    asyncio.run(OutboxFlusher(rig.state, BatchSwarm(rig.swarm.shared), rig.metrics)._flush_once())
+    normal = statements.index("PRAGMA synchronous=NORMAL")
+    assert statements[normal + 1] == "BEGIN IMMEDIATE" and "PRAGMA synchronous=FULL" in statements[normal:]
+    assert rig.state._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    from qis_gateway.outbox import StateDB
+
+    other = StateDB(rig.state.path)
+    assert other.pending() == 0 and other.stored() == 20
+    other.close()
+    rig.close()

@@ -47,6 +47,7 @@ MARK_EVERY_S = 0.1
 MARK_MAX = 256
 GROUP_MAX = 64  # packets of one address per put
 FILL_MAX = 512  # due rows read per top-up of the window (besides those in flight)
+DEPTH_EVERY_S = 0.5  # the outbox depth gauge is counted at most this often while puts run
 CURSOR_RESET_S = 1.0  # a top-up reads from the oldest due row again at least this often
 
 
@@ -78,6 +79,7 @@ class OutboxFlusher:
         self._paused_until = 0.0
         self._cursor: tuple[float, int] | None = None  # (next_try_s, id) of the last row handed out in order
         self._cursor_reset = 0.0
+        self._depth_at = -DEPTH_EVERY_S  # when the outbox depth gauge was last counted
         self.stored = 0
         self.blocked: str | None = None  # why puts stopped (a usage error), None while flushing
 
@@ -249,4 +251,8 @@ class OutboxFlusher:
         self.stored += len(done)
         self.metrics.packets_stored.inc(len(done))
         self.metrics.put_failures.inc(len(failed))
-        self.metrics.queue_depth.set(self.state.pending())
+        if not self._puts or self._last_mark - self._depth_at >= DEPTH_EVERY_S:
+            # COUNT(*) of the undone rows walks them all: 8% of the gateway's samples with a backlog of
+            # 10,000 when it ran on every mark (10 a second)
+            self._depth_at = self._last_mark
+            self.metrics.queue_depth.set(self.state.pending())

@@ -137,9 +137,12 @@ class PutOp:
 
     def on_reply(self, req: Requester, p: Pending, msg: Any, now_s: float) -> None:
         h = self.holders.get(p.cand)  # type: ignore[arg-type]
-        if self.done or h is None or h.failed:
+        if self.done or h is None:
             return
         h.inflight -= 1
+        if h.failed:  # no replica any more: its answers only let the put finish
+            self._check(req, now_s)
+            return
         page = self.pages[p.page_offset]
         if type(msg) is wire.Stored and msg.stored >= len(page):
             h.kept += 1
@@ -152,9 +155,12 @@ class PutOp:
 
     def on_timeout(self, req: Requester, p: Pending, now_s: float) -> None:
         h = self.holders.get(p.cand)  # type: ignore[arg-type]
-        if self.done or h is None or h.failed:
+        if self.done or h is None:
             return
         h.inflight -= 1
+        if h.failed:
+            self._check(req, now_s)
+            return
         page = p.page_offset
         tries = h.resends.get(page, 0)
         h.shedding = h.shedding or p.busy

@@ -52,6 +52,7 @@ READING = {"machine_class": "pump", "temperature_c": 55.0, "vibration_mm_s": 2.0
            "current_a": 10.0}
 ECHO_PREFIX = "bench"  # echo topics: bench/<site>/<device>/fp -> bench/<site>/<device>/summary
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+FILL_IP = "127.0.0.2"  # the fill stands for other gateways: another source address
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -336,7 +337,10 @@ class Rig:
         fp = SCHEMA.fingerprint(READING)
         address = SCHEMA.level_addresses(fp.fields)[0]
         with tempfile.TemporaryDirectory(prefix="qis-fill-") as tmp:
-            swarm = make_udp_swarm(("127.0.0.1", 0), Path(tmp), [("127.0.0.1", self.gw.udp_port)], None)
+            # From another loopback IP: holders pace new signers per source IP (storage_policy.py), and the
+            # fill's many keys from 127.0.0.1 used up gateway 0's own admission at this address, so every put
+            # of its outcomes there was refused (a quarter of the outbox retried for ever).
+            swarm = make_udp_swarm((FILL_IP, 0), Path(tmp), [("127.0.0.1", self.gw.udp_port)], None)
             await swarm.start()
             keys = [SigningKey.generate() for _ in range((end + 9) // 10)]
             slots = asyncio.Semaphore(16)

@@ -23,8 +23,10 @@ the WAL) makes the whole batch durable: the group commit of intake.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +83,7 @@ class OutboxItem:
     address: bytes
     packet: bytes
     attempts: int
+    next_try_s: float = 0.0
 
 
 class StateDB:
@@ -170,11 +173,19 @@ class StateDB:
         return Reading(device, seq, row[0], json.loads(row[1]), _vector(row[2]), row[3])
 
     # -- outbox ---------------------------------------------------------------------------------------
-    def due(self, now_s: float, limit: int = 16) -> list[OutboxItem]:
-        rows = self._db.execute(
-            "SELECT id, device, seq, level, address, packet, attempts FROM outbox"
-            " WHERE done_s IS NULL AND next_try_s <= ? ORDER BY next_try_s, id LIMIT ?", (now_s, limit))
-        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6]) for r in rows]
+    def due(self, now_s: float, limit: int = 16, after: tuple[float, int] | None = None) -> list[OutboxItem]:
+        """Undone rows whose retry time has come, in (next_try_s, id) order; with `after`, only those past
+        that position (the flusher's cursor: the rows before it are in flight or handed out already)."""
+        if after is None:
+            rows = self._db.execute(
+                "SELECT id, device, seq, level, address, packet, attempts, next_try_s FROM outbox"
+                " WHERE done_s IS NULL AND next_try_s <= ? ORDER BY next_try_s, id LIMIT ?", (now_s, limit))
+        else:
+            rows = self._db.execute(
+                "SELECT id, device, seq, level, address, packet, attempts, next_try_s FROM outbox"
+                " WHERE done_s IS NULL AND next_try_s <= ? AND (next_try_s > ? OR (next_try_s = ? AND id > ?))"
+                " ORDER BY next_try_s, id LIMIT ?", (now_s, after[0], after[0], after[1], limit))
+        return [OutboxItem(r[0], r[1], r[2], r[3], bytes(r[4]), bytes(r[5]), r[6], r[7]) for r in rows]
 
     def next_due_s(self) -> float | None:
         row = self._db.execute("SELECT MIN(next_try_s) FROM outbox WHERE done_s IS NULL").fetchone()
@@ -207,6 +218,24 @@ class StateDB:
                         "DELETE FROM outbox WHERE done_s IS NOT NULL AND done_s < ?"):
                 removed += self._db.execute(sql, (cutoff,)).rowcount
         return removed
+
+    @contextlib.contextmanager
+    def marks(self) -> Iterator[None]:
+        """One transaction of put results (`mark_done` / `mark_retry`) committed without an fsync of its own
+        (synchronous=NORMAL for it): the flusher writes one ~10 times a second, each an fsync on the event
+        loop at FULL. A SIGKILL loses nothing (the WAL is written); a power cut before the next FULL commit
+        (the next batch of frames syncs the whole WAL) may lose the marks, and those packets are put again
+        (holders keep one copy of identical bytes). Nested in an open transaction it is part of that one."""
+        if self._db.in_transaction:
+            with self.batch():
+                yield
+            return
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self.batch():
+                yield
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
 
     def batch(self) -> Transaction:
         """One transaction around many calls: committed (durable) on leaving, rolled back on an exception."""

@@ -146,3 +146,78 @@ def test_a_backend_without_put_many_gets_one_put_per_packet(tmp_path: Path) -> N
     asyncio.run(OutboxFlusher(rig.state, swarm, rig.metrics)._flush_once())
     assert rig.state.pending() == 0 and swarm.puts == 40 and swarm.max_in_flight >= 10
     rig.close()
+
+
+class SlowBatchSwarm(BatchSwarm):
+    """Puts end one after the other (each 20 ms after the previous one started)."""
+
+    async def put_many(self, address: bytes, values: list[bytes]) -> int:
+        self.started = getattr(self, "started", 0) + 1
+        await asyncio.sleep(0.02 * self.started)
+        return await super().put_many(address, values)
+
+
+def _flush_counting_reads(rig: Rig, swarm: MemorySwarm, max_in_flight: int) -> list[int]:
+    read: list[int] = []
+    due = rig.state.due
+
+    def counting_due(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        rows = due(*args, **kwargs)
+        read.append(len(rows))
+        return rows
+
+    rig.state.due = counting_due  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        flusher = OutboxFlusher(rig.state, swarm, rig.metrics, OutboxSettings(retry_min_s=0.05),
+                                max_in_flight=max_in_flight)
+        flusher.start()
+        for _ in range(500):
+            if not rig.state.pending():
+                break
+            await asyncio.sleep(0.01)
+        await flusher.stop()
+
+    asyncio.run(scenario())
+    return read
+
+
+def test_a_narrow_window_leaves_no_row_behind(tmp_path: Path) -> None:
+    """The flusher reads on from a cursor that stops before the first row it left behind: with one put at a
+    time, the rows of the other addresses that did not fit are read again and every row is put once."""
+    rig = make_rig(tmp_path)
+    queue_outcomes(rig, 30)  # 4 addresses, interleaved: 120 rows
+    swarm = BatchSwarm(rig.swarm.shared)
+    _flush_counting_reads(rig, swarm, 1)
+    assert rig.state.pending() == 0 and swarm.puts == 120
+    assert sum(n for _, n in swarm.calls) == 120
+    rig.close()
+
+
+def test_rows_in_flight_are_not_read_again_on_every_top_up(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    queue_outcomes(rig, 100)  # 400 rows, 4 addresses: 8 puts of up to 64, all in flight at once
+    swarm = SlowBatchSwarm(rig.swarm.shared)
+    read = _flush_counting_reads(rig, swarm, 32)
+    assert rig.state.pending() == 0 and swarm.puts == 400
+    assert sum(read) <= 2 * 400  # before: every top-up read every row in flight again (~8 x 400)
+    rig.close()
+
+
+def test_marks_commit_without_their_own_fsync_and_leave_the_db_at_full(tmp_path: Path) -> None:
+    """Put results are one NORMAL commit (a lost mark only repeats a put); the connection is back at FULL for
+    the frames, and the marks are committed (a second connection sees them)."""
+    rig = make_rig(tmp_path)
+    queue_outcomes(rig, 5)
+    statements: list[str] = []
+    rig.state._db.set_trace_callback(statements.append)
+    asyncio.run(OutboxFlusher(rig.state, BatchSwarm(rig.swarm.shared), rig.metrics)._flush_once())
+    normal = statements.index("PRAGMA synchronous=NORMAL")
+    assert statements[normal + 1] == "BEGIN IMMEDIATE" and "PRAGMA synchronous=FULL" in statements[normal:]
+    assert rig.state._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    from qis_gateway.outbox import StateDB
+
+    other = StateDB(rig.state.path)
+    assert other.pending() == 0 and other.stored() == 20
+    other.close()
+    rig.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nacl.signing
 import pytest
+from qis_gateway import packets
 from qis_gateway.packets import PacketError, VerifiedPacketCache
 
 from packets.helpers import ADDRESS, KEY_A, KEY_B, OTHER_ADDRESS, pub, signed
@@ -19,6 +20,8 @@ def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(nacl.signing.VerifyKey, "verify", counting)
+    # These packets are signed in this process; count them as coming from elsewhere (see the test below).
+    monkeypatch.setattr(packets, "_was_signed_here", lambda packet_id: False)
     return calls
 
 
@@ -71,3 +74,21 @@ def test_rejections_are_counted_not_cached(verify_calls: list[int]) -> None:
     assert cache.rejected["long"] == 1
     with pytest.raises(ValueError):
         VerifiedPacketCache(0)
+
+
+def test_a_packet_signed_in_this_process_skips_the_signature_check_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """encode() remembers the ids it signed: the first verify of those exact bytes needs no Ed25519 check
+    (the claims still run); altered bytes are verified in full and refused."""
+    calls: list[int] = []
+    real = nacl.signing.VerifyKey.verify
+    monkeypatch.setattr(nacl.signing.VerifyKey, "verify", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    cache = VerifiedPacketCache(max_entries=8)
+    data = signed()
+    packet = cache.verify(data, address=ADDRESS)
+    assert calls == [] and packet.origin_key == pub(KEY_A)
+    with pytest.raises(PacketError):
+        cache.verify(signed(), trusted_keys={pub(KEY_B)})  # the trust list still applies
+    forged = data[:-1] + bytes([data[-1] ^ 1])
+    with pytest.raises(PacketError) as err:
+        cache.verify(forged)
+    assert err.value.reason == "signature" and calls == [1]

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from qis_gateway.swarm.core import housekeeping, ops, wire
+from qis_gateway.swarm.core import housekeeping, put, wire
 from qis_gateway.swarm.core.events import GetDone, JoinDone, LeaveDone, PutDone
 from qis_gateway.swarm.core.identity import NodeIdentity
 from qis_gateway.swarm.errors import SwarmUsageError
@@ -390,7 +390,7 @@ def record_republishes(monkeypatch: pytest.MonkeyPatch, origin) -> list[tuple[fl
     from leave, not a user's put)."""
     started: list[tuple[float, bytes]] = []
 
-    class Recording(ops.PutOp):
+    class Recording(put.PutOp):
         __slots__ = ()
 
         def __init__(self, node, op_id, address, values, now_s, report=True, on_done=None) -> None:

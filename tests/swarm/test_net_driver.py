@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 from qis_gateway.swarm.udp import open_driver
@@ -178,5 +179,63 @@ def test_the_driver_is_also_a_plain_datagram_protocol() -> None:
             sock.close()
             driver.close()
         await asyncio.wait_for(driver.closed, 2)
+
+    asyncio.run(main())
+
+
+def test_a_batch_of_datagrams_is_one_write_batch_and_a_failed_commit_sends_nothing() -> None:
+    """With ``write_batch`` each readiness callback's datagrams are handled inside one batch, committed
+    before the answers go out; when the commit fails the answers of that batch are dropped (a STORED for
+    values that are not on disk would be a lie) and ``on_write_failed`` is called."""
+
+    class Batches:
+        def __init__(self) -> None:
+            self.opened = 0
+            self.fail = False
+            self.failed_calls = 0
+            self.seen: list[int] = []
+
+        def __call__(self):  # noqa: ANN204
+            batches = self
+
+            class Ctx:
+                def __enter__(self) -> None:
+                    batches.opened += 1
+
+                def __exit__(self, *exc: object) -> None:
+                    batches.seen.append(len(node.out))
+                    if batches.fail:
+                        raise OSError("disk full")
+
+            return Ctx()
+
+        def on_failed(self) -> None:
+            self.failed_calls += 1
+
+    node = ScriptedNode()
+    batches = Batches()
+
+    async def main() -> None:
+        driver, addr = await open_driver(node, ("127.0.0.1", 0), lambda e: None, write_batch=batches,
+                                         on_write_failed=batches.on_failed)
+        client, _ = await _client()
+        try:
+            for i in range(5):
+                client.sendto(b"a%d" % i, addr)
+            got = [await _recv(client) for _ in range(5)]
+            assert sorted(got) == [b"echo:a%d" % i for i in range(5)]
+            assert 1 <= batches.opened <= 5 and max(batches.seen) >= 1  # answers queued inside the batch
+            batches.fail = True
+            client.sendto(b"lost", addr)
+            with contextlib.suppress(TimeoutError):
+                extra = await _recv(client, 0.3)
+                raise AssertionError("an answer of a failed batch was sent: %r" % extra)
+            assert driver.counters["write_failed"] == 1 and batches.failed_calls == 1
+            batches.fail = False
+            client.sendto(b"again", addr)
+            assert await _recv(client) == b"echo:again"
+        finally:
+            client.close()
+            driver.close()
 
     asyncio.run(main())

@@ -153,7 +153,11 @@ class UdpSwarm:
             if len(self.published):
                 log.info("republishing %d value(s) this node stored before its restart, paced over %.0f s",
                          len(self.published), self.config.republish_interval_s)
-            self._driver, self._address = await open_driver(self.node, self.listen, self._on_event)
+            # Each batch of received datagrams in one store transaction (udp.py): a STORE's values cost one
+            # commit per batch, made before the STORED answers go out.
+            self._driver, self._address = await open_driver(self.node, self.listen, self._on_event,
+                                                            write_batch=self.store.batch,
+                                                            on_write_failed=self.store.resync)
         except BaseException:
             self.store.close()
             self.store = None
@@ -256,8 +260,9 @@ class UdpSwarm:
 
     async def put_many(self, address: bytes, values: list[bytes]) -> int:
         """Store several values at one ``address`` with one put (one lookup; the STOREs to each of the k
-        closest nodes carry as many values as fit in a datagram, in pages); returns how many peers took
-        the first page. Alone / unavailable / invalid as ``put``; one invalid value refuses them all."""
+        closest nodes carry as many values as fit in a datagram, in pages, a few in flight per node);
+        returns how many peers kept every value (core/put.py). Alone / unavailable / invalid as ``put``; one
+        invalid value refuses them all."""
         driver = self._require_running()
         alone = self._alone()
         with self.store.batch(), self.published.batch():  # one commit each for the lot, not one per value

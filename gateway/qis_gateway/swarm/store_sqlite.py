@@ -17,10 +17,13 @@ How it works:
   now_s`` (the driver passes wall time there, so the column reads as unix time until a clock jump).
   Without ``now_s`` the fixed ``clock_offset_s`` is used (default 0: the core's times stored unchanged,
   as tests and the simulator want).
-- WAL journal with ``synchronous=NORMAL``: every ``add`` is committed before it returns (inside
-  ``batch()``, which the node's own multi-value put uses, when the batch ends: before its STOREs are
-  sent), so a value a peer was told is stored survives SIGKILL of the process (it may be lost only on
-  power loss before the next checkpoint; pass ``synchronous="FULL"`` to trade write speed for that too).
+- WAL journal with ``synchronous=NORMAL``: every ``add`` is committed before it returns, or inside
+  ``batch()`` when the batch ends: the node's own multi-value put commits before its STOREs are sent, and
+  the UDP driver wraps each batch of received datagrams in one (udp.py: one commit for all the STOREs
+  read together, made before their STORED answers are sent; a commit per value was ~40% of a holder's
+  CPU under put load). So a value a peer was told is stored survives SIGKILL of the process (it may be
+  lost only on power loss before the next checkpoint; pass ``synchronous="FULL"`` to trade write speed
+  for that too).
 - Checkpoints (copying the WAL into the database, with fsync) run in a background thread every
   ``checkpoint_interval_s`` on its own connection (PASSIVE: never blocks the writer), not inside ``add``,
   so the fsync never runs on the node's event loop (sqlite3 releases the GIL while it works). With SQLite's
@@ -268,18 +271,26 @@ class SqliteValueStore:
         """Make room at ``address``: drop its value that expires first (no-op when it holds none)."""
         key = bytes(address)
         try:
-            cur = self._db.execute(
+            rows = self._db.execute(
                 "DELETE FROM value_rows WHERE rowid = (SELECT rowid FROM value_rows WHERE address = ? "
-                "ORDER BY expires_s, rowid LIMIT 1)",
+                "ORDER BY expires_s, rowid LIMIT 1) RETURNING value",
                 (key,),
-            )
+            ).fetchall()
         except sqlite3.Error as exc:
             raise StoreError("cannot evict from %s: %s" % (self.path, exc)) from exc
-        if cur.rowcount == 1:
-            self._removed(key)
+        if rows:
+            self._removed(key, bytes(rows[0][0]))
 
-    def _removed(self, key: bytes) -> None:
-        self._cache_drop(key)
+    def _removed(self, key: bytes, value: bytes) -> None:
+        # The cached list loses the value (not the whole list: a holder at its per-signer quota removes a
+        # value for every one it adds, and reading the address back each time was 10% of its CPU).
+        cached = self._cache.get(key)
+        if cached is not None:
+            try:
+                cached.remove(value)
+                self._cache_size -= len(value)
+            except ValueError:
+                self._cache_drop(key)
         self._total -= 1
         left = self._counts.get(key, 1) - 1
         if left > 0:
@@ -312,7 +323,7 @@ class SqliteValueStore:
             raise StoreError("cannot remove from %s: %s" % (self.path, exc)) from exc
         if cur.rowcount != 1:
             return False
-        self._removed(key)
+        self._removed(key, bytes(value))
         return True
 
     def coldest_address(self) -> bytes | None:
@@ -336,6 +347,17 @@ class SqliteValueStore:
             log.warning("closing value store %s failed: %s", self.path, exc)
 
     # -- extras (not part of the protocol) ------------------------------------------------------------
+    def resync(self) -> None:
+        """After a failed commit (disk full, I/O error): drop an open transaction and rebuild the in-memory
+        counts and cache from what the file really holds."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("rollback of value store %s failed: %s", self.path, exc)
+        self._cache_drop()
+        self._reload_counts()
+
     def expires_at(self, address: bytes, value: bytes) -> float | None:
         """The expiry of one held value in the core's clock, or None when it is not held."""
         rows = self._query(

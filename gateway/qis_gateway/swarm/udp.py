@@ -13,6 +13,10 @@ How it works (the aioquic pattern, design rule 2 in docs/design.md):
   the socket buffer waited behind the other nodes' work while their requests' timers fired (spurious
   timeouts and retries; measured in bench_udp's put phase). ``SwarmDriver`` is still a plain
   ``DatagramProtocol`` and works with ``loop.create_datagram_endpoint`` too.
+- ``write_batch`` (optional, the value store's ``batch``): each batch of datagrams is handled inside one
+  store transaction, committed before the pump sends the answers, so the STOREs read together cost one
+  commit instead of one per value. Should that commit fail, the answers queued meanwhile are dropped
+  (no STORED for values that are not on disk; peers retry) and the store re-reads its state.
 - Hostile or broken input never stops the driver: the core drops and counts malformed datagrams itself;
   should the core raise anyway (our bug, not the peer's), the driver logs it once per kind, counts it in
   ``driver_errors`` and keeps serving. Socket errors (ICMP port unreachable from a dead peer, EPERM, ...)
@@ -22,31 +26,39 @@ How it works (the aioquic pattern, design rule 2 in docs/design.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Callable
 from typing import Any
+
+WriteBatch = Callable[[], contextlib.AbstractContextManager[Any]]
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 
 RECV_BUFFER_BYTES = 1 << 20
+TIMER_READ_BATCHES = 16  # batches of queued datagrams read before the timer's timeouts are declared
 
 
 class SwarmDriver(asyncio.DatagramProtocol):
     """Feeds ``node`` from a datagram transport; hand ``on_event`` every event the node emits."""
 
-    def __init__(self, node: Any, on_event: Callable[[Any], None], loop: asyncio.AbstractEventLoop | None = None):
+    def __init__(self, node: Any, on_event: Callable[[Any], None], loop: asyncio.AbstractEventLoop | None = None,
+                 write_batch: WriteBatch | None = None, on_write_failed: Callable[[], None] | None = None):
         self.node = node
         self._on_event = on_event
+        self._write_batch = write_batch
+        self._on_write_failed = on_write_failed
         self._loop = loop or asyncio.get_running_loop()
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed = False
         self._logged_errors: set[str] = set()
-        self.counters: dict[str, int] = {"driver_errors": 0, "socket_errors": 0, "send_failed": 0}
+        self.counters: dict[str, int] = {"driver_errors": 0, "socket_errors": 0, "send_failed": 0,
+                                         "write_failed": 0}
         self.closed = self._loop.create_future()
 
     # -- asyncio.DatagramProtocol ----------------------------------------------------------------------
@@ -65,6 +77,21 @@ class SwarmDriver(asyncio.DatagramProtocol):
             self.node.receive_datagram(data, (addr[0], addr[1]), self._loop.time())
         except Exception as exc:  # the core must count bad input itself; anything escaping is our bug
             self._driver_error("receive_datagram", exc)
+
+    def writes(self) -> contextlib.AbstractContextManager[Any]:
+        """The store transaction a batch of datagrams is handled in (none without ``write_batch``)."""
+        return self._write_batch() if self._write_batch is not None else contextlib.nullcontext()
+
+    def writes_failed(self, exc: Exception) -> None:
+        """The batch's commit failed: nothing it answered may be sent (a STORED would be a lie)."""
+        self.counters["write_failed"] += 1
+        log.error("value store commit failed; the answers of this batch are dropped: %s", exc)
+        try:
+            self.node.datagrams_to_send()
+            if self._on_write_failed is not None:
+                self._on_write_failed()
+        except Exception as exc2:
+            self._driver_error("writes_failed", exc2)
 
     def error_received(self, exc: Exception) -> None:
         self.counters["socket_errors"] += 1
@@ -130,6 +157,14 @@ class SwarmDriver(asyncio.DatagramProtocol):
         self._timer_at = None
         if self._closed:
             return
+        # Answers already in the socket count before timeouts are declared: after the loop stalled (an
+        # fsync, another process on the core) a reader callback takes only one batch, and asyncio runs
+        # the due timer right after it, so the rest looked lost (spurious timeouts and re-sent STOREs).
+        read_pending = getattr(self._transport, "read_pending", None)
+        if read_pending is not None:
+            for _ in range(TIMER_READ_BATCHES):
+                if read_pending() < getattr(self._transport, "batch", 0):
+                    break
         try:
             self.node.handle_timer(self._loop.time())
         except Exception as exc:
@@ -167,23 +202,37 @@ class BatchDatagramTransport:
         self._protocol = protocol
         self._loop = loop
         self._batch = max(1, batch)
+        self.batch = self._batch
         self._closing = False
         self._sockname = sock.getsockname()
         loop.add_reader(sock.fileno(), self._read_ready)
 
     def _read_ready(self) -> None:
+        self.read_pending()
+        self._protocol.pump()
+
+    def read_pending(self) -> int:
+        """Hand up to ``batch`` queued datagrams to the protocol (no pump); returns how many."""
         proto = self._protocol
         sock = self._sock
-        for _ in range(self._batch):
-            try:
-                data, addr = sock.recvfrom(65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error: counted, keep reading
-                proto.error_received(exc)
-                continue
-            proto.feed(data, addr)
-        proto.pump()
+        got = 0
+        if self._closing:
+            return got
+        try:
+            with proto.writes():  # one commit for the batch, before pump() sends its answers
+                for _ in range(self._batch):
+                    try:
+                        data, addr = sock.recvfrom(65536)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as exc:  # e.g. ECONNREFUSED from an ICMP error: counted, keep reading
+                        proto.error_received(exc)
+                        continue
+                    got += 1
+                    proto.feed(data, addr)
+        except Exception as exc:
+            proto.writes_failed(exc)
+        return got
 
     def sendto(self, data: bytes, addr: Address) -> None:
         try:
@@ -209,7 +258,8 @@ class BatchDatagramTransport:
 
 
 async def open_driver(
-    node: Any, listen: Address, on_event: Callable[[Any], None], batch: int = 64
+    node: Any, listen: Address, on_event: Callable[[Any], None], batch: int = 64,
+    write_batch: WriteBatch | None = None, on_write_failed: Callable[[], None] | None = None,
 ) -> tuple[SwarmDriver, Address]:
     """Bind a UDP socket on ``listen`` (port 0 = any free port) and return the driver and the bound address.
     OSError (address in use, cannot resolve) propagates with the socket closed."""
@@ -229,7 +279,7 @@ async def open_driver(
     except BaseException:
         sock.close()
         raise
-    driver = SwarmDriver(node, on_event, loop)
+    driver = SwarmDriver(node, on_event, loop, write_batch, on_write_failed)
     transport = BatchDatagramTransport(sock, driver, loop, batch)
     driver.connection_made(transport)  # type: ignore[arg-type]
     sockname = sock.getsockname()

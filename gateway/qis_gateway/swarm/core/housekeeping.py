@@ -28,7 +28,7 @@ import itertools
 import math
 
 from .config import SwarmConfig
-from .ops import PutOp
+from .put import PutOp
 from .refresh import RefreshOp
 from .rejoin import Rejoin
 from .requester import Address, Requester

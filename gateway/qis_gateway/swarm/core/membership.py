@@ -15,7 +15,8 @@ from typing import Any
 
 from . import wire
 from .events import JoinDone, LeaveDone
-from .ops import FindNodeOp, PutOp
+from .ops import FindNodeOp
+from .put import PutOp
 from .refresh import RefreshOp
 from .requester import Pending, Requester
 

@@ -36,7 +36,8 @@ from .housekeeping import Housekeeping
 from .identity import NodeIdentity
 from .lookup import Candidate
 from .membership import JoinOp, LeaveOp
-from .ops import GetOp, PutOp
+from .ops import GetOp
+from .put import PutOp
 from .requester import Address, MakeRequest, Op
 from .routing import Contact, RoutingTable
 from .rpc import Rpc

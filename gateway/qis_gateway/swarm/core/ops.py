@@ -16,8 +16,9 @@ of our table: only the k closest non-failed are asked, the rest stand in for dea
   counts for at most ``max_values_per_address`` values (so at most that many pages per holder), and a
   peer whose answer holds an invalid value (checked until the first one) or the wrong offset is dropped
   from the lookup (no holder, its contacts unused) and demoted in the routing table (one failure).
-- ``PutOp``: FIND_NODE for the address (collecting each answer's STORE token), then STORE to the k
-  closest that answered; ``replicas`` = STORED acknowledgements with a non-zero count (one per node).
+- ``PutOp`` (put.py): FIND_NODE for the address (collecting each answer's STORE token), then STOREs in
+  pages to the k closest that answered, a few in flight per holder; ``replicas`` = nodes that kept every
+  value.
 
 Every operation has a deadline of its own (``op_deadline_s`` after it started; a put's node lookup gets
 the first half): at the deadline it finishes with what it has (``expire``; the values or replicas so
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import wire
-from .events import GetDone, PutDone
+from .events import GetDone
 from .lookup import ANSWERED, Candidate, Lookup
 from .requester import Pending, Requester
 
@@ -278,111 +279,3 @@ class GetOp:
         if not self.done and p.page_offset == 0:
             self.lookup.stalled(p.cand)
             self.step(req, now_s)
-
-
-def _chunks(values: list[bytes], budget: int) -> list[tuple[bytes, ...]]:
-    out: list[tuple[bytes, ...]] = []
-    cur: list[bytes] = []
-    used = 0
-    for v in values:
-        size = wire.value_size(v)
-        if cur and used + size > budget:
-            out.append(tuple(cur))
-            cur, used = [], 0
-        cur.append(v)
-        used += size
-    if cur:
-        out.append(tuple(cur))
-    return out
-
-
-class PutOp:
-    __slots__ = ("op_id", "address", "values", "started_s", "report", "find", "stores_inflight", "replicas",
-                 "done", "messages", "on_done", "hops", "resent")
-
-    def __init__(self, req: Requester, op_id: int, address: bytes, values: list[bytes], now_s: float,
-                 report: bool = True, on_done: Callable[..., None] | None = None) -> None:
-        self.op_id = op_id
-        self.address = address
-        self.values = values
-        self.started_s = now_s
-        self.report = report
-        self.on_done = on_done
-        self.stores_inflight = 0
-        self.replicas = 0
-        self.done = False
-        self.messages = 0
-        self.hops = 0
-        self.resent: set[int] = set()  # transaction ids of STOREs sent a second time
-        # The node lookup gets the first half of the put's time; STOREs go out when it ends (or at its
-        # deadline, to the closest that answered by then). At the put's own deadline it reports what
-        # was acknowledged.
-        deadline_s = now_s + req.config.op_deadline_s
-        req.add_deadline(deadline_s, self)
-        # With an empty routing table the lookup ends inside its constructor and calls _found at once.
-        self.find: FindNodeOp | None = None
-        self.find = FindNodeOp(req, address, self._found, now_s, now_s + req.config.op_deadline_s / 2, reask=1)
-
-    def _found(self, req: Requester, find: FindNodeOp, now_s: float) -> None:
-        if self.done:
-            return
-        self.messages += find.messages
-        self.hops = find.hops()
-        budget = req.config.max_datagram - wire.REPLY_OVERHEAD
-        chunks = _chunks(self.values, budget)
-        for cand in find.lookup.closest_answered(req.config.k):
-            token = cand.token
-            if not token:
-                continue
-            counted = False
-            for chunk in chunks:
-                self.stores_inflight += 1
-                req.request(lambda tid, nonce, t=token, ch=chunk: wire.Store(tid, req.node_id, nonce,
-                                                                           self.address, t, ch),
-                            cand.contact.addr, cand.contact.node_id, now_s, self, cand=cand,
-                            counts_replica=not counted)
-                counted = True
-        self._check(req, now_s)
-
-    def expire(self, req: Requester, now_s: float) -> None:
-        """The deadline passed: report the replicas acknowledged so far; the lookup stops too."""
-        if self.find is not None and not self.find.done:
-            self.find.cancel()  # ends without calling back: no STORE after the deadline
-            self.messages += self.find.messages
-        self.stores_inflight = 0
-        self._check(req, now_s)
-
-    def _check(self, req: Requester, now_s: float) -> None:
-        if self.stores_inflight == 0 and not self.done and (self.find is None or self.find.done):
-            self.done = True
-            if self.report:
-                req.emit(PutDone(self.op_id, self.address, self.replicas, self.hops, self.messages,
-                                   now_s - self.started_s))
-            if self.on_done is not None:
-                self.on_done(req, self, now_s)
-
-    def on_reply(self, req: Requester, p: Pending, msg: Any, now_s: float) -> None:
-        if self.done:
-            return
-        self.stores_inflight -= 1
-        if type(msg) is wire.Stored and msg.stored > 0 and p.counts_replica:
-            self.replicas += 1
-        self._check(req, now_s)
-
-    def on_timeout(self, req: Requester, p: Pending, now_s: float) -> None:
-        if self.done:
-            return
-        if p.tid not in self.resent and type(p.msg) is wire.Store:
-            # Send the STORE once more (a new request with its own retry): under loss a holder that missed
-            # it would lack the value until the next republish.
-            store = p.msg
-            resent = self.resent
-
-            def make(tid: int, nonce: bytes | None) -> wire.Store:
-                resent.add(tid)
-                return wire.Store(tid, store.sender_id, nonce, store.address, store.token, store.values)
-
-            req.request(make, p.addr, p.expected_id, now_s, self, cand=p.cand, counts_replica=p.counts_replica)
-            return
-        self.stores_inflight -= 1
-        self._check(req, now_s)

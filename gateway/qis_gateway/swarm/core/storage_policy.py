@@ -42,6 +42,8 @@ from .store import ValueStore
 Address = tuple[str, int]
 SignerOf = Callable[[bytes], "bytes | None"]
 COUNTER_NAMES = ("evicted_signer_quota", "refused_new_signer", "refused_address_full")
+SIGNER_MEMO = 8192  # values whose signer is remembered (the keys are the held values themselves)
+_UNKNOWN = object()
 
 
 class _Buckets:
@@ -83,6 +85,7 @@ class StoragePolicy:
         per_address_rate = 1.0 / cfg.new_signer_interval_s if cfg.new_signer_interval_s > 0 else 0.0
         self._per_address = _Buckets(per_address_rate, cfg.new_signer_burst, size)
         self._per_source = _Buckets(cfg.new_signers_per_source_per_s, cfg.new_signers_per_source_burst, size)
+        self._memo: dict[bytes, object] = {}  # value -> its signer (``_signers``)
 
     def store(self, store: ValueStore, address: bytes, value: bytes, now_s: float, counters: dict[str, int],
               source: Address | None = None) -> bool:
@@ -96,7 +99,7 @@ class StoragePolicy:
             store.add(address, value, now_s, now_s + cfg.value_ttl_s)  # raises its expiry only
             return True
         signer = _signer(signer_of, value)
-        signers = [_signer(signer_of, v) for v in held]
+        signers = self._signers(held)
         counts: dict[bytes | None, int] = {}
         for s in signers:  # insertion order: the first key seen first
             counts[s] = counts.get(s, 0) + 1
@@ -122,6 +125,21 @@ class StoragePolicy:
         if store.add(address, value, now_s, now_s + cfg.value_ttl_s):
             counters["stored"] += 1
         return True
+
+    def _signers(self, held: list[bytes]) -> list[bytes | None]:
+        """The signer of each held value, remembered per value: every STORE looks at all the values of
+        its address (up to 256), and reading each signer again was a third of a holder's policy time."""
+        memo = self._memo
+        out: list[bytes | None] = []
+        for v in held:
+            s = memo.get(v, _UNKNOWN)
+            if s is _UNKNOWN:
+                s = _signer(self.signer_of, v)  # type: ignore[arg-type]
+                if len(memo) >= SIGNER_MEMO:
+                    memo.clear()  # bounded; refilled from the next STOREs
+                memo[v] = s
+            out.append(s)  # type: ignore[arg-type]
+        return out
 
     def _quota(self, counts: dict[bytes | None, int], signer: bytes) -> int:
         """How many values ``signer`` may hold here: the first signer seen, ``max_values_per_signer``; a later

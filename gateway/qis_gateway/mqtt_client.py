@@ -13,8 +13,10 @@ heals too.
 Every socket paho opens gets TCP_NODELAY (on_socket_open, before CONNECT): without it Nagle holds a
 summary or PUBACK back until the previous segment is acknowledged, tens of ms per answer at low load.
 
-paho's callbacks run on paho's thread; each incoming message is handed to the event loop with
-`call_soon_threadsafe` and read with `await next_message()` / `next_batch()`. That backlog is bounded
+paho's callbacks run on paho's thread; an incoming message is appended to a list shared with the event
+loop, and the loop is woken (`call_soon_threadsafe`) only when that list was empty: one wake-up per
+batch, not per message (each wake-up is a Handle, a self-pipe write and a GIL hand-over). The loop reads
+them with `await next_message()` / `next_batch()`. That backlog is bounded
 (`max_queued` messages, `max_queued_bytes`): a QoS 0 message beyond it is dropped and counted (`dropped`,
 `on_drop`), so a flood cannot grow the process; QoS 1 messages are never dropped here, they are bounded by
 the broker's in-flight window because none is PUBACKed before it was handled. `publish` and `ack` are
@@ -91,7 +93,8 @@ class MqttClient:
         self._client.on_message = self._on_message
         self._client.on_socket_open = self._on_socket_open
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[Incoming] | None = None
+        self._incoming: list[Incoming] = []  # handed over, not yet taken (under _backlog_lock)
+        self._arrived: asyncio.Event | None = None  # set by the loop when _incoming became non-empty
         self._connected = threading.Event()
         self._pending: list[paho.MQTTMessageInfo] = []
         self._backlog_lock = threading.Lock()
@@ -106,7 +109,7 @@ class MqttClient:
     def start(self) -> None:
         """Connect in the background (and keep reconnecting); call from the running event loop."""
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
+        self._arrived = asyncio.Event()
         s = self.settings
         props = None
         kwargs = {}
@@ -156,29 +159,25 @@ class MqttClient:
 
     # -- messages -------------------------------------------------------------------------------------
     async def next_message(self) -> Incoming:
-        if self._queue is None:
-            raise MqttError("start() was not called")
-        msg = await self._queue.get()
-        self._taken([msg])
-        return msg
+        return (await self.next_batch(1))[0]
 
     async def next_batch(self, max_n: int) -> list[Incoming]:
         """The next message and every other one already waiting, up to max_n, in arrival order."""
-        if self._queue is None:
+        arrived = self._arrived
+        if arrived is None:
             raise MqttError("start() was not called")
-        batch = [await self._queue.get()]
-        while len(batch) < max_n:
-            try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        self._taken(batch)
-        return batch
-
-    def _taken(self, msgs: list[Incoming]) -> None:
-        with self._backlog_lock:
-            self._backlog -= len(msgs)
-            self._backlog_bytes -= sum(len(m.payload) for m in msgs)
+        while True:
+            with self._backlog_lock:
+                if self._incoming:
+                    batch = self._incoming[:max_n]
+                    del self._incoming[:max_n]
+                    self._backlog -= len(batch)
+                    self._backlog_bytes -= sum(len(m.payload) for m in batch)
+                    if not self._incoming:
+                        arrived.clear()  # under the lock: paho sets it again for the next arrival
+                    return batch
+                arrived.clear()
+            await arrived.wait()
 
     @property
     def backlog(self) -> int:
@@ -242,8 +241,8 @@ class MqttClient:
             topic = message.topic
         except UnicodeDecodeError:
             topic = "<invalid utf-8>"
-        loop, queue = self._loop, self._queue
-        if loop is None or queue is None:
+        loop = self._loop
+        if loop is None:
             return
         size = len(message.payload)
         s = self.settings
@@ -261,7 +260,15 @@ class MqttClient:
             return
         item = Incoming(topic, bytes(message.payload), message.qos, message.mid, bool(message.retain),
                         bool(message.dup), time.perf_counter())
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # loop closed during shutdown: the broker redelivers (not acked)
-            pass
+        with self._backlog_lock:
+            self._incoming.append(item)
+            wake = len(self._incoming) == 1  # the loop was told already if others are waiting
+        if wake:
+            try:
+                loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:  # loop closed during shutdown: the broker redelivers (not acked)
+                pass
+
+    def _wake(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()

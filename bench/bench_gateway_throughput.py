@@ -46,6 +46,9 @@ from qis.topics import topic
 from qis_gateway.harness.system import BIN, LocalSystem, SystemSpec
 from qis_gateway.registry import Registry
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_gateway import Sampler, available  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 SCHEMA = load_schema(str(HERE.parent / "shared" / "qis" / "schemas" / "machine_health.json"))
 READING = {"machine_class": "pump", "temperature_c": 55.0, "vibration_mm_s": 2.0, "load_pct": 50,
@@ -355,11 +358,18 @@ class Rig:
             await asyncio.gather(*(put(i) for i in range(start, end)))
             await swarm.stop(graceful=False)
 
-    def point(self, fn: Any, *args: Any) -> dict[str, Any]:
-        """Run fn(*args) and add gateway CPU ms and fsyncs per answered reading / admitted outcome."""
+    def point(self, fn: Any, *args: Any, profile_s: float = 0.0) -> dict[str, Any]:
+        """Run fn(*args) and add gateway CPU ms and fsyncs per answered reading / admitted outcome (and,
+        with profile_s, a py-spy profile by component of its first profile_s seconds)."""
         before = self.counters()
+        sampler = None
+        if profile_s:
+            sampler = Sampler(self.pid, profile_s, self.system.workdir / "profile.txt")
+            sampler.start()
         out = fn(*args)
         after = self.counters()
+        if sampler is not None:
+            out["profile"] = sampler.result()
         readings = max(1, out.get("answered", 0) + int(after["outcomes"] - before["outcomes"]))
         out["cpu_ms_per_reading"] = round((after["cpu_s"] - before["cpu_s"]) * 1000 / readings, 3)
         out["fsyncs_per_reading"] = round((after["fsyncs"] - before["fsyncs"]) / readings, 2) if self.strace else None
@@ -462,7 +472,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             rig.fill(packets)
             time.sleep(0.5)
             for r in range(repeats if packets == 100 else 1):
-                p = rig.point(closed_loop, load, seconds)
+                p = rig.point(closed_loop, load, seconds, profile_s=seconds - 1 if args.profile and r == 0 else 0.0)
                 p.update({"packets": packets, "repeat": r, "fill_refused": rig.fill_refused})
                 print("closed loop: %s" % json.dumps(p), file=sys.stderr, flush=True)
                 doc["closed_loop"].append(p)
@@ -506,6 +516,8 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one closed-loop point at 100 packets per address")
     ap.add_argument("--outcomes", action="store_true", help="with --quick: the mixed and outcome-only runs too")
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy profile by component of the first closed-loop run per packet count")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object on stdout")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "gateway_throughput.json")
     ap.add_argument("--echo-server", choices=["paho", "client"], help=argparse.SUPPRESS)
@@ -515,6 +527,8 @@ def main(argv: list[str]) -> int:
     if args.echo_server:
         echo_server(args.echo_server, args.host, args.port)
         return 0
+    if args.profile and not available():
+        ap.error("--profile needs py-spy (pip install py-spy into the venv)")
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="qis-bench-gwtp-") as tmp:
         doc = run(args, Path(tmp))

@@ -267,7 +267,7 @@ def echo_run(kind: str, host: str, port: int, devices: list[tuple[str, bytes]], 
 class Rig:
     """The system under test, with gateway 0 under strace and its counters at hand."""
 
-    def __init__(self, workdir: Path, gateways: int, devices: int) -> None:
+    def __init__(self, workdir: Path, gateways: int, devices: int, protocol: str = "5") -> None:
         self.system = LocalSystem(SystemSpec(gateways=gateways, sites=1, boards=0, min_n=5), workdir)
         self.system.prepare()
         gw = self.system.gateways[0]
@@ -275,8 +275,10 @@ class Rig:
         self.devices = [(r.device_id, r.secret) for r in (registry.add("load-%d" % i, gw.site) for i in range(devices))]
         registry.close()
         config = gw.dir / "gateway.toml"  # the harness paces the flusher; measure the gateway's default
-        config.write_text("\n".join(line for line in config.read_text().splitlines()
-                                     if not line.startswith("flush_rate_per_s")) + "\n")
+        lines = [line for line in config.read_text().splitlines() if not line.startswith("flush_rate_per_s")]
+        if protocol != "3.1.1":  # MQTT 5 lets the gateway open its receive window (mqtt_client.py)
+            lines = [line + ("\nprotocol = \"%s\"" % protocol if line.strip() == "[mqtt]" else "") for line in lines]
+        config.write_text("\n".join(lines) + "\n")
         self.fsync_log = workdir / "fsync.log"
         argv = [str(BIN / "qis-gateway"), "run", "--config", str(gw.dir / "gateway.toml")]
         self.strace = shutil.which("strace") is not None  # Debian package strace; without it no fsync counts
@@ -429,6 +431,12 @@ def outcome_run(rig: Rig, load: Load, mode: str, seconds: float) -> dict[str, An
     return out
 
 
+def offered_point(rig: Rig, load: Load, rate: int, seconds: float) -> dict[str, Any]:
+    p = rig.point(open_loop, load, float(rate), seconds)
+    print("offered %d/s: %s" % (rate, json.dumps(p)), file=sys.stderr, flush=True)
+    return p
+
+
 def plot(doc: dict[str, Any], path: Path) -> None:
     try:
         import matplotlib
@@ -460,8 +468,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     quick = args.quick
-    rig = Rig(workdir, 3 if quick else 6, 32 if quick else 64)
-    doc: dict[str, Any] = {"gateways": len(rig.system.gateways), "devices": len(rig.devices)}
+    rig = Rig(workdir, 3 if quick else 6, 32 if quick else 64, args.mqtt_protocol)
+    doc: dict[str, Any] = {"gateways": len(rig.system.gateways), "devices": len(rig.devices),
+                           "gateway_mqtt_protocol": args.mqtt_protocol}
     host, port = rig.gw.broker.host, rig.gw.broker.port
     try:
         load = Load(host, port, rig.devices, rig.gw.site)
@@ -486,6 +495,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             doc["outcomes"] = [outcome_run(rig, load, mode, seconds) for mode in ("mixed", "outcome_only")]
             for p in doc["outcomes"]:
                 print("outcomes %s: %s" % (p["mode"], json.dumps(p)), file=sys.stderr, flush=True)
+        if quick and args.offered:
+            doc["packets_offered"] = 100
+            doc["offered"] = [offered_point(rig, load, rate, seconds) for rate in args.offered]
         if not quick:  # outcomes first: the overload points leave a backlog behind
             doc["outcomes"] = []
             for mode in ("mixed", "outcome_only"):
@@ -496,9 +508,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             doc["packets_offered"] = 100
             doc["offered"] = []
             for rate in (100, 300, 1000, 3000):
-                p = rig.point(open_loop, load, float(rate), seconds)
-                print("offered %d/s: %s" % (rate, json.dumps(p)), file=sys.stderr, flush=True)
-                doc["offered"].append(p)
+                doc["offered"].append(offered_point(rig, load, rate, seconds))
         load.close()
     finally:
         rig.close()
@@ -518,6 +528,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--outcomes", action="store_true", help="with --quick: the mixed and outcome-only runs too")
     ap.add_argument("--profile", action="store_true",
                     help="py-spy profile by component of the first closed-loop run per packet count")
+    ap.add_argument("--offered", type=lambda t: [int(r) for r in t.split(",")], default=[],
+                    help="with --quick: also these offered rates (comma-separated readings/s)")
+    ap.add_argument("--mqtt-protocol", choices=["3.1.1", "5"], default="5",
+                    help="the gateway's MQTT version (5: it sets its own receive window; 3.1.1: the broker's 20)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object on stdout")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "gateway_throughput.json")
     ap.add_argument("--echo-server", choices=["paho", "client"], help=argparse.SUPPRESS)

@@ -19,7 +19,8 @@ batch, not per message (each wake-up is a Handle, a self-pipe write and a GIL ha
 them with `await next_message()` / `next_batch()`. That backlog is bounded
 (`max_queued` messages, `max_queued_bytes`): a QoS 0 message beyond it is dropped and counted (`dropped`,
 `on_drop`), so a flood cannot grow the process; QoS 1 messages are never dropped here, they are bounded by
-the broker's in-flight window because none is PUBACKed before it was handled. `publish` and `ack` are
+the broker's in-flight window because none is PUBACKed before it was handled (MQTT 5: our Receive
+Maximum, `max_queued`; 3.1.1: the broker's max_inflight_messages). `publish` and `ack` are
 thread-safe in paho and are called from the loop. paho's errors are translated to MqttError here.
 
 Exceptions::
@@ -116,6 +117,11 @@ class MqttClient:
         if self._v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = s.session_expiry_s
+            # Mosquitto sends a 3.1.1 client at most max_inflight_messages (20 in our broker config)
+            # unacknowledged QoS 1 messages and queues the rest, unseen and unmeasured. A v5 client
+            # names its own window: as many as our backlog may hold, so under overload the wait
+            # happens here, where AnswerQueue measures it and sheds, not at the broker.
+            props.ReceiveMaximum = max(1, min(65535, s.max_queued))
             kwargs = {"clean_start": False, "properties": props}
         self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, **kwargs)
         self._client.loop_start()

@@ -431,8 +431,8 @@ def outcome_run(rig: Rig, load: Load, mode: str, seconds: float) -> dict[str, An
     return out
 
 
-def offered_point(rig: Rig, load: Load, rate: int, seconds: float) -> dict[str, Any]:
-    p = rig.point(open_loop, load, float(rate), seconds)
+def offered_point(rig: Rig, load: Load, rate: int, seconds: float, profile: bool = False) -> dict[str, Any]:
+    p = rig.point(open_loop, load, float(rate), seconds, profile_s=seconds if profile else 0.0)
     print("offered %d/s: %s" % (rate, json.dumps(p)), file=sys.stderr, flush=True)
     return p
 
@@ -497,7 +497,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 print("outcomes %s: %s" % (p["mode"], json.dumps(p)), file=sys.stderr, flush=True)
         if quick and args.offered:
             doc["packets_offered"] = 100
-            doc["offered"] = [offered_point(rig, load, rate, seconds) for rate in args.offered]
+            doc["offered"] = [offered_point(rig, load, rate, seconds, args.profile) for rate in args.offered]
         if not quick:  # outcomes first: the overload points leave a backlog behind
             doc["outcomes"] = []
             for mode in ("mixed", "outcome_only"):

@@ -322,7 +322,8 @@ class Rig:
                 "stored": m.get("qis_gateway_packets_stored_total", 0.0),
                 "depth": m.get("qis_gateway_outbox_depth", 0.0),
                 "shed": sum(v for k, v in m.items() if k.startswith("qis_gateway_shed_total")),
-                "dropped": m.get("qis_gateway_incoming_dropped_total", 0.0)}
+                "dropped": m.get("qis_gateway_incoming_dropped_total", 0.0),
+                "fp_le": {k.split('"')[1]: v for k, v in m.items() if k.startswith("qis_gateway_fp_seconds_bucket")}}
         self._last = out
         return out
 
@@ -376,12 +377,26 @@ class Rig:
         out["cpu_ms_per_reading"] = round((after["cpu_s"] - before["cpu_s"]) * 1000 / readings, 3)
         out["fsyncs_per_reading"] = round((after["fsyncs"] - before["fsyncs"]) / readings, 2) if self.strace else None
         out["shed"] = int(after["shed"] - before["shed"])
+        out["gateway_p99_le_s"] = gateway_p99(before.get("fp_le", {}), after.get("fp_le", {}))
         out["incoming_dropped"] = int(after["dropped"] - before["dropped"])
         out["metrics_timeouts"] = self.unreachable
         return out
 
     def close(self) -> None:
         self.system.close()
+
+
+def gateway_p99(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """The gateway's own p99 (fp arrival at the gateway -> summary published) as the upper bound of its
+    histogram bucket, over the counts added between two reads: tells waits inside the gateway from
+    waits before it (broker, sockets, the load generator)."""
+    total = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
+    if total <= 0:
+        return None
+    for le in sorted((k for k in after if k != "+Inf"), key=float):
+        if after[le] - before.get(le, 0.0) >= 0.99 * total:
+            return float(le)
+    return float("inf")
 
 
 def outcome_run(rig: Rig, load: Load, mode: str, seconds: float) -> dict[str, Any]:

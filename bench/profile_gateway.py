@@ -48,7 +48,7 @@ class Sampler:
         self.out = out
         self.argv = [str(exe if exe.exists() else "py-spy"), "record", "--pid", str(pid), "--duration",
                      str(max(1, int(seconds))), "--rate", str(rate), "--format", "raw", "--nonblocking",
-                     "--threads", "--output", str(out)]
+                     "--threads", "--gil", "--output", str(out)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -110,6 +110,10 @@ class Load:
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self.ack_lock = threading.Lock()
+        self.published: dict[int, float] = {}  # mid -> publish() time, until the broker's PUBACK
+        self.broker_ack_ms: list[float] = []  # publish() -> the broker's PUBACK: the generator's own lag
         self.client.connect(host, port)
         nodelay(self.client)  # the generator must not be the Nagle-bound part
         self.client.subscribe([("%s/%s/+/summary" % (prefix, site), 1), ("%s/%s/+/error" % (prefix, site), 1)])
@@ -124,8 +128,22 @@ class Load:
             self.seq[device] += 1
             seq = self.seq[device]
             self.sent[(device, seq)] = time.perf_counter()
-        self.client.publish(self._topic(device, "fp"), messages.encode_fp(device, seq, self.fp_payload,
-                                                                          self.secret[device]), qos=1)
+            sent = self.sent[(device, seq)]
+        # outside self.lock: paho's thread holds its own locks while it calls _on_publish
+        info = self.client.publish(self._topic(device, "fp"), messages.encode_fp(
+            device, seq, self.fp_payload, self.secret[device]), qos=1)
+        with self.ack_lock:
+            if self.published.pop(-info.mid, None) is None:  # the PUBACK may come before this line
+                self.published[info.mid] = sent
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, props: object) -> None:
+        now = time.perf_counter()
+        with self.ack_lock:
+            t = self.published.pop(mid, None)
+            if t is None:
+                self.published[-mid] = now  # early: send_fp records nothing for it (mids are >= 1)
+            else:
+                self.broker_ack_ms.append((now - t) * 1000)
 
     def send_outcome(self, device: str, reading_seq: int) -> None:
         with self.lock:
@@ -167,7 +185,10 @@ class Load:
             lat = [(self.got[k] - s) * 1000 for k, s in self.sent.items() if t0 <= s < t1 and k in self.got]
             offered = sum(1 for s in self.sent.values() if t0 <= s < t1)
             busy = sum(1 for k, s in self.sent.items() if t0 <= s < t1 and k in self.busy)
-        return {"sent": offered, "answered": len(lat), "busy": busy, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
+        with self.ack_lock:
+            acks, self.broker_ack_ms = self.broker_ack_ms, []
+        return {"sent": offered, "answered": len(lat), "busy": busy, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+                "broker_ack_p99_ms": pct(acks, 99)}
 
 
 def closed_loop(load: Load, seconds: float, outcomes: bool = False) -> dict[str, Any]:

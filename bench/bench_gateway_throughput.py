@@ -165,7 +165,11 @@ class Load:
         if msg.topic.endswith("/error"):
             if body.get("code") == "busy":
                 with self.lock:
-                    self.busy.setdefault((device, body.get("seq")), now)
+                    if (device, body.get("seq")) in self.busy:
+                        return
+                    self.busy[(device, body.get("seq"))] = now
+                if self.on_answer is not None:  # closed loop: a board sends its next
+                    self.on_answer(device, body.get("seq"))  # reading after a "busy" too
             return
         with self.lock:
             if key in self.got:

@@ -46,6 +46,9 @@ from qis.topics import topic
 from qis_gateway.harness.system import BIN, LocalSystem, SystemSpec
 from qis_gateway.registry import Registry
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_gateway import Sampler, available  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 SCHEMA = load_schema(str(HERE.parent / "shared" / "qis" / "schemas" / "machine_health.json"))
 READING = {"machine_class": "pump", "temperature_c": 55.0, "vibration_mm_s": 2.0, "load_pct": 50,
@@ -108,6 +111,10 @@ class Load:
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self.ack_lock = threading.Lock()
+        self.published: dict[int, float] = {}  # mid -> publish() time, until the broker's PUBACK
+        self.broker_ack_ms: list[float] = []  # publish() -> the broker's PUBACK: the generator's own lag
         self.client.connect(host, port)
         nodelay(self.client)  # the generator must not be the Nagle-bound part
         self.client.subscribe([("%s/%s/+/summary" % (prefix, site), 1), ("%s/%s/+/error" % (prefix, site), 1)])
@@ -122,8 +129,22 @@ class Load:
             self.seq[device] += 1
             seq = self.seq[device]
             self.sent[(device, seq)] = time.perf_counter()
-        self.client.publish(self._topic(device, "fp"), messages.encode_fp(device, seq, self.fp_payload,
-                                                                          self.secret[device]), qos=1)
+            sent = self.sent[(device, seq)]
+        # outside self.lock: paho's thread holds its own locks while it calls _on_publish
+        info = self.client.publish(self._topic(device, "fp"), messages.encode_fp(
+            device, seq, self.fp_payload, self.secret[device]), qos=1)
+        with self.ack_lock:
+            if self.published.pop(-info.mid, None) is None:  # the PUBACK may come before this line
+                self.published[info.mid] = sent
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, props: object) -> None:
+        now = time.perf_counter()
+        with self.ack_lock:
+            t = self.published.pop(mid, None)
+            if t is None:
+                self.published[-mid] = now  # early: send_fp records nothing for it (mids are >= 1)
+            else:
+                self.broker_ack_ms.append((now - t) * 1000)
 
     def send_outcome(self, device: str, reading_seq: int) -> None:
         with self.lock:
@@ -145,7 +166,11 @@ class Load:
         if msg.topic.endswith("/error"):
             if body.get("code") == "busy":
                 with self.lock:
-                    self.busy.setdefault((device, body.get("seq")), now)
+                    if (device, body.get("seq")) in self.busy:
+                        return
+                    self.busy[(device, body.get("seq"))] = now
+                if self.on_answer is not None:  # closed loop: a board sends its next
+                    self.on_answer(device, body.get("seq"))  # reading after a "busy" too
             return
         with self.lock:
             if key in self.got:
@@ -165,7 +190,10 @@ class Load:
             lat = [(self.got[k] - s) * 1000 for k, s in self.sent.items() if t0 <= s < t1 and k in self.got]
             offered = sum(1 for s in self.sent.values() if t0 <= s < t1)
             busy = sum(1 for k, s in self.sent.items() if t0 <= s < t1 and k in self.busy)
-        return {"sent": offered, "answered": len(lat), "busy": busy, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99)}
+        with self.ack_lock:
+            acks, self.broker_ack_ms = self.broker_ack_ms, []
+        return {"sent": offered, "answered": len(lat), "busy": busy, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+                "broker_ack_p99_ms": pct(acks, 99)}
 
 
 def closed_loop(load: Load, seconds: float, outcomes: bool = False) -> dict[str, Any]:
@@ -265,7 +293,7 @@ def echo_run(kind: str, host: str, port: int, devices: list[tuple[str, bytes]], 
 class Rig:
     """The system under test, with gateway 0 under strace and its counters at hand."""
 
-    def __init__(self, workdir: Path, gateways: int, devices: int) -> None:
+    def __init__(self, workdir: Path, gateways: int, devices: int, protocol: str = "5") -> None:
         self.system = LocalSystem(SystemSpec(gateways=gateways, sites=1, boards=0, min_n=5), workdir)
         self.system.prepare()
         gw = self.system.gateways[0]
@@ -273,8 +301,10 @@ class Rig:
         self.devices = [(r.device_id, r.secret) for r in (registry.add("load-%d" % i, gw.site) for i in range(devices))]
         registry.close()
         config = gw.dir / "gateway.toml"  # the harness paces the flusher; measure the gateway's default
-        config.write_text("\n".join(line for line in config.read_text().splitlines()
-                                     if not line.startswith("flush_rate_per_s")) + "\n")
+        lines = [line for line in config.read_text().splitlines() if not line.startswith("flush_rate_per_s")]
+        if protocol != "3.1.1":  # MQTT 5 lets the gateway open its receive window (mqtt_client.py)
+            lines = [line + ("\nprotocol = \"%s\"" % protocol if line.strip() == "[mqtt]" else "") for line in lines]
+        config.write_text("\n".join(lines) + "\n")
         self.fsync_log = workdir / "fsync.log"
         argv = [str(BIN / "qis-gateway"), "run", "--config", str(gw.dir / "gateway.toml")]
         self.strace = shutil.which("strace") is not None  # Debian package strace; without it no fsync counts
@@ -318,7 +348,8 @@ class Rig:
                 "stored": m.get("qis_gateway_packets_stored_total", 0.0),
                 "depth": m.get("qis_gateway_outbox_depth", 0.0),
                 "shed": sum(v for k, v in m.items() if k.startswith("qis_gateway_shed_total")),
-                "dropped": m.get("qis_gateway_incoming_dropped_total", 0.0)}
+                "dropped": m.get("qis_gateway_incoming_dropped_total", 0.0),
+                "fp_le": {k.split('"')[1]: v for k, v in m.items() if k.startswith("qis_gateway_fp_seconds_bucket")}}
         self._last = out
         return out
 
@@ -359,21 +390,42 @@ class Rig:
             await asyncio.gather(*(put(i) for i in range(start, end)))
             await swarm.stop(graceful=False)
 
-    def point(self, fn: Any, *args: Any) -> dict[str, Any]:
-        """Run fn(*args) and add gateway CPU ms and fsyncs per answered reading / admitted outcome."""
+    def point(self, fn: Any, *args: Any, profile_s: float = 0.0) -> dict[str, Any]:
+        """Run fn(*args) and add gateway CPU ms and fsyncs per answered reading / admitted outcome (and,
+        with profile_s, a py-spy profile by component of its first profile_s seconds)."""
         before = self.counters()
+        sampler = None
+        if profile_s:
+            sampler = Sampler(self.pid, profile_s, self.system.workdir / "profile.txt")
+            sampler.start()
         out = fn(*args)
         after = self.counters()
+        if sampler is not None:
+            out["profile"] = sampler.result()
         readings = max(1, out.get("answered", 0) + int(after["outcomes"] - before["outcomes"]))
         out["cpu_ms_per_reading"] = round((after["cpu_s"] - before["cpu_s"]) * 1000 / readings, 3)
         out["fsyncs_per_reading"] = round((after["fsyncs"] - before["fsyncs"]) / readings, 2) if self.strace else None
         out["shed"] = int(after["shed"] - before["shed"])
+        out["gateway_p99_le_s"] = gateway_p99(before.get("fp_le", {}), after.get("fp_le", {}))
         out["incoming_dropped"] = int(after["dropped"] - before["dropped"])
         out["metrics_timeouts"] = self.unreachable
         return out
 
     def close(self) -> None:
         self.system.close()
+
+
+def gateway_p99(before: dict[str, float], after: dict[str, float]) -> float | None:
+    """The gateway's own p99 (fp arrival at the gateway -> summary published) as the upper bound of its
+    histogram bucket, over the counts added between two reads: tells waits inside the gateway from
+    waits before it (broker, sockets, the load generator)."""
+    total = after.get("+Inf", 0.0) - before.get("+Inf", 0.0)
+    if total <= 0:
+        return None
+    for le in sorted((k for k in after if k != "+Inf"), key=float):
+        if after[le] - before.get(le, 0.0) >= 0.99 * total:
+            return float(le)
+    return float("inf")
 
 
 def outcome_run(rig: Rig, load: Load, mode: str, seconds: float) -> dict[str, Any]:
@@ -423,6 +475,12 @@ def outcome_run(rig: Rig, load: Load, mode: str, seconds: float) -> dict[str, An
     return out
 
 
+def offered_point(rig: Rig, load: Load, rate: int, seconds: float, profile: bool = False) -> dict[str, Any]:
+    p = rig.point(open_loop, load, float(rate), seconds, profile_s=seconds if profile else 0.0)
+    print("offered %d/s: %s" % (rate, json.dumps(p)), file=sys.stderr, flush=True)
+    return p
+
+
 def plot(doc: dict[str, Any], path: Path) -> None:
     try:
         import matplotlib
@@ -454,8 +512,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     quick = args.quick
-    rig = Rig(workdir, 3 if quick else 6, 32 if quick else 64)
-    doc: dict[str, Any] = {"gateways": len(rig.system.gateways), "devices": len(rig.devices)}
+    rig = Rig(workdir, 3 if quick else 6, 32 if quick else 64, args.mqtt_protocol)
+    doc: dict[str, Any] = {"gateways": len(rig.system.gateways), "devices": len(rig.devices),
+                           "gateway_mqtt_protocol": args.mqtt_protocol}
     host, port = rig.gw.broker.host, rig.gw.broker.port
     try:
         load = Load(host, port, rig.devices, rig.gw.site)
@@ -466,7 +525,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             rig.fill(packets)
             time.sleep(0.5)
             for r in range(repeats if packets == 100 else 1):
-                p = rig.point(closed_loop, load, seconds)
+                p = rig.point(closed_loop, load, seconds, profile_s=seconds - 1 if args.profile and r == 0 else 0.0)
                 p.update({"packets": packets, "repeat": r, "fill_refused": rig.fill_refused})
                 print("closed loop: %s" % json.dumps(p), file=sys.stderr, flush=True)
                 doc["closed_loop"].append(p)
@@ -480,6 +539,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             doc["outcomes"] = [outcome_run(rig, load, mode, seconds) for mode in ("mixed", "outcome_only")]
             for p in doc["outcomes"]:
                 print("outcomes %s: %s" % (p["mode"], json.dumps(p)), file=sys.stderr, flush=True)
+        if quick and args.offered:
+            doc["packets_offered"] = 100
+            doc["offered"] = [offered_point(rig, load, rate, seconds, args.profile) for rate in args.offered]
         if not quick:  # outcomes first: the overload points leave a backlog behind
             doc["outcomes"] = []
             for mode in ("mixed", "outcome_only"):
@@ -490,9 +552,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             doc["packets_offered"] = 100
             doc["offered"] = []
             for rate in (100, 300, 1000, 3000):
-                p = rig.point(open_loop, load, float(rate), seconds)
-                print("offered %d/s: %s" % (rate, json.dumps(p)), file=sys.stderr, flush=True)
-                doc["offered"].append(p)
+                doc["offered"].append(offered_point(rig, load, rate, seconds))
         load.close()
     finally:
         rig.close()
@@ -510,6 +570,12 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="one closed-loop point at 100 packets per address")
     ap.add_argument("--outcomes", action="store_true", help="with --quick: the mixed and outcome-only runs too")
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy profile by component of the first closed-loop run per packet count")
+    ap.add_argument("--offered", type=lambda t: [int(r) for r in t.split(",")], default=[],
+                    help="with --quick: also these offered rates (comma-separated readings/s)")
+    ap.add_argument("--mqtt-protocol", choices=["3.1.1", "5"], default="5",
+                    help="the gateway's MQTT version (5: it sets its own receive window; 3.1.1: the broker's 20)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object on stdout")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "gateway_throughput.json")
     ap.add_argument("--echo-server", choices=["paho", "client"], help=argparse.SUPPRESS)
@@ -519,6 +585,8 @@ def main(argv: list[str]) -> int:
     if args.echo_server:
         echo_server(args.echo_server, args.host, args.port)
         return 0
+    if args.profile and not available():
+        ap.error("--profile needs py-spy (pip install py-spy into the venv)")
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="qis-bench-gwtp-") as tmp:
         doc = run(args, Path(tmp))

@@ -16,7 +16,6 @@ latency grow without bound.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +25,9 @@ from qis_gateway.bridge import Admitted
 log = logging.getLogger(__name__)
 
 WORKERS = 64
+# 0.5 s bounded the gateway's own p99 at 1 s under overload (bench, offered 1,000/s on a loaded box:
+# <= 2.5 s -> <= 1 s) but shed a board's burst of 100 readings after a restart when the machine was
+# busy (tests/gateway/test_gw_process.py, lookups up to ~0.4 s each): 1 s keeps bursts answered.
 MAX_WAIT_S = 1.0
 # Overload is what `max_wait_s` (time queued before a worker) measures; the deadline only ends answers
 # the loop itself can no longer finish. A lookup that is slow for swarm reasons (an OpenDHT get waits
@@ -44,8 +46,8 @@ class AnswerQueue:
         self._answer, self._shed = answer, shed
         self.workers, self.max_wait_s, self.max_pending = max(1, workers), max_wait_s, max_pending
         self.deadline_s = max(deadline_s, max_wait_s)
-        self._pending: collections.deque[tuple[Admitted, float]] = collections.deque()
-        self._ready = asyncio.Event()
+        # FIFO whose get() wakes one idle worker per item (an Event woke all 64 for every fp)
+        self._pending: asyncio.Queue[tuple[Admitted, float]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._busy = 0
         self._stopping = False
@@ -57,14 +59,14 @@ class AnswerQueue:
 
     def submit(self, admitted: Admitted, received_s: float) -> None:
         """Queue an fp for its answer (`received_s`: time.perf_counter() when it arrived)."""
-        if len(self._pending) >= self.max_pending:
-            self._drop(admitted, "queue_full", "%d readings already wait for an answer" % len(self._pending))
+        waiting = self._pending.qsize()
+        if waiting >= self.max_pending:
+            self._drop(admitted, "queue_full", "%d readings already wait for an answer" % waiting)
             return
-        self._pending.append((admitted, received_s))
-        self._ready.set()
+        self._pending.put_nowait((admitted, received_s))
 
     def __len__(self) -> int:
-        return len(self._pending) + self._busy
+        return self._pending.qsize() + self._busy
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Answer what is queued (bounded by timeout_s), then end the workers."""
@@ -86,11 +88,7 @@ class AnswerQueue:
 
     async def _work(self) -> None:
         while not self._stopping:
-            if not self._pending:
-                self._ready.clear()
-                await self._ready.wait()
-                continue
-            admitted, received_s = self._pending.popleft()
+            admitted, received_s = await self._pending.get()
             waited_s = time.perf_counter() - received_s
             if waited_s > self.max_wait_s:
                 self._drop(admitted, "waited", "waited %.1f s for an answer; try later" % waited_s)

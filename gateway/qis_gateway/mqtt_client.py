@@ -13,11 +13,14 @@ heals too.
 Every socket paho opens gets TCP_NODELAY (on_socket_open, before CONNECT): without it Nagle holds a
 summary or PUBACK back until the previous segment is acknowledged, tens of ms per answer at low load.
 
-paho's callbacks run on paho's thread; each incoming message is handed to the event loop with
-`call_soon_threadsafe` and read with `await next_message()` / `next_batch()`. That backlog is bounded
+paho's callbacks run on paho's thread; an incoming message is appended to a list shared with the event
+loop, and the loop is woken (`call_soon_threadsafe`) only when that list was empty: one wake-up per
+batch, not per message (each wake-up is a Handle, a self-pipe write and a GIL hand-over). The loop reads
+them with `await next_message()` / `next_batch()`. That backlog is bounded
 (`max_queued` messages, `max_queued_bytes`): a QoS 0 message beyond it is dropped and counted (`dropped`,
 `on_drop`), so a flood cannot grow the process; QoS 1 messages are never dropped here, they are bounded by
-the broker's in-flight window because none is PUBACKed before it was handled. `publish` and `ack` are
+the broker's in-flight window because none is PUBACKed before it was handled (MQTT 5: our Receive
+Maximum, `max_queued`; 3.1.1: the broker's max_inflight_messages). `publish` and `ack` are
 thread-safe in paho and are called from the loop. paho's errors are translated to MqttError here.
 
 Exceptions::
@@ -61,6 +64,43 @@ class Incoming:
     received_s: float  # time.perf_counter() on arrival
 
 
+class _ReadAhead:
+    """A TCP socket whose reads fetch up to 64 KiB at once and serve paho's small reads from that.
+
+    paho reads a packet in three or more recv calls (type byte, length bytes, body); each is a system
+    call that drops the GIL, and taking it back from a busy event loop costs up to the switch interval.
+    `pending()` is what paho asks of TLS sockets: while bytes are buffered it reads on without select."""
+
+    __slots__ = ("_sock", "_buf")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+
+    def recv(self, n: int) -> bytes:
+        if not self._buf:
+            data = self._sock.recv(max(n, 65536))
+            if len(data) <= n:
+                return data
+            self._buf += data
+        out = bytes(self._buf[:n])
+        del self._buf[:n]  # cheap: CPython moves a bytearray's start instead of copying
+        return out
+
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def __getattr__(self, name: str) -> object:  # send, setblocking, fileno, setsockopt, close ...
+        return getattr(self._sock, name)
+
+
+class _PahoClient(paho.Client):
+    def _create_socket(self) -> object:  # type: ignore[override]
+        sock = super()._create_socket()
+        # only a plain TCP socket: TLS and websocket wrappers buffer (or frame) on their own
+        return _ReadAhead(sock) if type(sock) is socket.socket else sock
+
+
 class MqttClient:
     def __init__(self, settings: MqttSettings, subscriptions: tuple[tuple[str, int], ...] = (),
                  on_connect: Callable[[bool], None] | None = None,
@@ -74,7 +114,7 @@ class MqttClient:
         self._on_drop = on_drop
         v5 = settings.protocol == "5"
         self._v5 = v5
-        self._client = paho.Client(
+        self._client = _PahoClient(
             CallbackAPIVersion.VERSION2, client_id=settings.client_id,
             clean_session=None if v5 else False,
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311, manual_ack=True, reconnect_on_failure=True)
@@ -91,9 +131,11 @@ class MqttClient:
         self._client.on_message = self._on_message
         self._client.on_socket_open = self._on_socket_open
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[Incoming] | None = None
+        self._incoming: list[Incoming] = []  # handed over, not yet taken (under _backlog_lock)
+        self._arrived: asyncio.Event | None = None  # set by the loop when _incoming became non-empty
         self._connected = threading.Event()
         self._pending: list[paho.MQTTMessageInfo] = []
+        self._prune_at = 1000
         self._backlog_lock = threading.Lock()
         self._backlog = 0  # messages handed to the loop and not yet taken, and their payload bytes
         self._backlog_bytes = 0
@@ -106,13 +148,18 @@ class MqttClient:
     def start(self) -> None:
         """Connect in the background (and keep reconnecting); call from the running event loop."""
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
+        self._arrived = asyncio.Event()
         s = self.settings
         props = None
         kwargs = {}
         if self._v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = s.session_expiry_s
+            # Mosquitto sends a 3.1.1 client at most max_inflight_messages (20 in our broker config)
+            # unacknowledged QoS 1 messages and queues the rest, unseen and unmeasured. A v5 client
+            # names its own window: as many as our backlog may hold, so under overload the wait
+            # happens here, where AnswerQueue measures it and sheds, not at the broker.
+            props.ReceiveMaximum = max(1, min(65535, s.max_queued))
             kwargs = {"clean_start": False, "properties": props}
         self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, **kwargs)
         self._client.loop_start()
@@ -131,6 +178,9 @@ class MqttClient:
 
     def _unpublished(self) -> int:
         self._pending = [m for m in self._pending if not self._published_or_failed(m)]
+        # next prune when the list has doubled: a scan per publish once >1,000 were unacknowledged
+        # (overload, boards slow to PUBACK) cost ~13% of the gateway's CPU
+        self._prune_at = max(1000, 2 * len(self._pending))
         return len(self._pending)
 
     @staticmethod
@@ -156,29 +206,25 @@ class MqttClient:
 
     # -- messages -------------------------------------------------------------------------------------
     async def next_message(self) -> Incoming:
-        if self._queue is None:
-            raise MqttError("start() was not called")
-        msg = await self._queue.get()
-        self._taken([msg])
-        return msg
+        return (await self.next_batch(1))[0]
 
     async def next_batch(self, max_n: int) -> list[Incoming]:
         """The next message and every other one already waiting, up to max_n, in arrival order."""
-        if self._queue is None:
+        arrived = self._arrived
+        if arrived is None:
             raise MqttError("start() was not called")
-        batch = [await self._queue.get()]
-        while len(batch) < max_n:
-            try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                break
-        self._taken(batch)
-        return batch
-
-    def _taken(self, msgs: list[Incoming]) -> None:
-        with self._backlog_lock:
-            self._backlog -= len(msgs)
-            self._backlog_bytes -= sum(len(m.payload) for m in msgs)
+        while True:
+            with self._backlog_lock:
+                if self._incoming:
+                    batch = self._incoming[:max_n]
+                    del self._incoming[:max_n]
+                    self._backlog -= len(batch)
+                    self._backlog_bytes -= sum(len(m.payload) for m in batch)
+                    if not self._incoming:
+                        arrived.clear()  # under the lock: paho sets it again for the next arrival
+                    return batch
+                arrived.clear()
+            await arrived.wait()
 
     @property
     def backlog(self) -> int:
@@ -197,7 +243,7 @@ class MqttClient:
             raise MqttError("publish to %s failed: %s" % (topic, paho.error_string(info.rc)))
         if qos > 0:
             self._pending.append(info)
-            if len(self._pending) > 1000:
+            if len(self._pending) > self._prune_at:
                 self._unpublished()
 
     def subscribe(self, topic: str, qos: int = 1) -> None:
@@ -242,8 +288,8 @@ class MqttClient:
             topic = message.topic
         except UnicodeDecodeError:
             topic = "<invalid utf-8>"
-        loop, queue = self._loop, self._queue
-        if loop is None or queue is None:
+        loop = self._loop
+        if loop is None:
             return
         size = len(message.payload)
         s = self.settings
@@ -261,7 +307,15 @@ class MqttClient:
             return
         item = Incoming(topic, bytes(message.payload), message.qos, message.mid, bool(message.retain),
                         bool(message.dup), time.perf_counter())
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # loop closed during shutdown: the broker redelivers (not acked)
-            pass
+        with self._backlog_lock:
+            self._incoming.append(item)
+            wake = len(self._incoming) == 1  # the loop was told already if others are waiting
+        if wake:
+            try:
+                loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:  # loop closed during shutdown: the broker redelivers (not acked)
+                pass
+
+    def _wake(self) -> None:
+        if self._arrived is not None:
+            self._arrived.set()

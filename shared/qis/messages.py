@@ -22,6 +22,7 @@ comes from qis.errtext, loaded only then: a board does not hold the texts).
 """
 
 import json
+import sys
 
 from qis.errors import FrameError, why
 from qis.hmac256 import digest_equal, hmac_sha256
@@ -33,6 +34,7 @@ MAX_FRAME_BYTES = 1024
 MAX_VECTOR = 64
 MAX_FIELDS = 32
 MAX_SEQ = 2**53 - 1  # largest integer every JSON reader keeps exactly
+_JSON_TAKES_VIEW = sys.implementation.name != "cpython"
 
 
 def _is_int(value):
@@ -108,10 +110,9 @@ def decode(payload, secret, kind=None, device=None):
     if not digest_equal(hmac_sha256(secret, data), tag):
         raise FrameError("tag", why("tag"))
     try:
-        try:
-            body = json.loads(data)  # MicroPython parses the memoryview in place
-        except TypeError:
-            body = json.loads(bytes(data))  # CPython's json wants str/bytes
+        # MicroPython parses the memoryview in place; CPython's json wants bytes (and a TypeError
+        # per frame to find that out cost the gateway ~5% of its CPU)
+        body = json.loads(data if _JSON_TAKES_VIEW else bytes(data))
     except (ValueError, UnicodeError):
         raise FrameError("json", why("json"))
     if not isinstance(body, dict):

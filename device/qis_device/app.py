@@ -46,7 +46,7 @@ from qis_device.link import Link
 from qis_device.store import FrameQueue, SeqCounter
 
 _STATS = ("readings", "bad_readings", "sent", "queued_sends", "summaries", "stale", "missed", "bad_frames",
-          "errors_rx", "timeouts", "outcomes", "mem_errors", "mem_drops")
+          "errors_rx", "busy", "timeouts", "outcomes", "mem_errors", "mem_drops")
 
 
 class Device:
@@ -70,6 +70,7 @@ class Device:
         self.waiting = -1  # seq of the fp whose summary step() waits for
         self.answered = False
         self.last_reading_seq = -1
+        self.backoff_ms = 0  # extra wait before the next reading while the gateway answers "busy"
         self.inbox = []  # verified summaries waiting for on_summary (see _on_message)
         self.held = []  # (topic, frame) from the client's callback, verified between client calls
         self.delivering = False
@@ -170,6 +171,14 @@ class Device:
         if kind == "error":
             self.stats["errors_rx"] += 1
             board.log("gateway error on seq %d: %s %s" % (body["seq"], body["code"], body["msg"]))
+            if body["code"] == "busy":  # shed by an overloaded gateway: no summary will follow
+                self.stats["busy"] += 1
+                if body["seq"] == self.waiting:
+                    self.answered = True
+                # the next readings wait one extra interval, doubling up to busy_backoff_max_s (reset by
+                # the next summary), like the reconnect backoff
+                step = max(1000, int(self.cfg["interval_s"] * 1000))
+                self.backoff_ms = min(int(self.cfg["busy_backoff_max_s"] * 1000), max(step, 2 * self.backoff_ms))
             return
         re = body["re"]
         if re <= self.last_summary_re or re > self.seq.last():
@@ -177,6 +186,7 @@ class Device:
             return
         self.last_summary_re = re
         self.stats["summaries"] += 1
+        self.backoff_ms = 0
         if re == self.waiting:
             self.answered = True
         # Handed on later, from service(): this runs inside the client's read, possibly while a
@@ -285,12 +295,16 @@ class Device:
         while readings is None or n < readings:
             try:  # a MemoryError anywhere in one period is counted and the loop goes on (frames on flash)
                 if n:  # until the next reading is due
+                    # a busy gateway: later, with jitter so boards told "busy" together do not return together
+                    due_ms = interval_ms
+                    if self.backoff_ms:
+                        due_ms += self.backoff_ms + ticks_ms() % (self.backoff_ms // 4 + 1)
                     if self.cfg["deep_sleep"] and not board.UNIX:
                         self.link.close()
                         from qis_device.periph import deep_sleep
 
-                        deep_sleep(max(0, interval_ms - ticks_diff(ticks_ms(), start)))
-                    self.wait_until(ticks_add(start, interval_ms))
+                        deep_sleep(max(0, due_ms - ticks_diff(ticks_ms(), start)))
+                    self.wait_until(ticks_add(start, due_ms))
                 start = ticks_ms()
                 n += 1
                 self.step()

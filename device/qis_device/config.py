@@ -17,6 +17,7 @@ DEFAULTS = {
     "sensor": {"driver": "sim", "seed": 1},
     "interval_s": 10,
     "summary_timeout_s": 5,
+    "busy_backoff_max_s": 300,  # longest extra wait between readings while the gateway answers "busy"
     "queue_max": 200,  # frames kept on flash while the broker is unreachable
     "state_dir": ".",  # seq counter and queue; relative to the config file's directory
     "seq_block": 32,  # seq numbers reserved per flash write (write-ahead)
@@ -113,7 +114,7 @@ def check_config(raw, where="device.json"):
     sensor = cfg["sensor"]
     if not isinstance(sensor, dict) or not isinstance(sensor.get("driver"), str):
         _fail(where, "sensor must be an object with a \"driver\" (\"sim\", \"adc\", \"bme280\" or \"multi\")")
-    for key in ("interval_s", "summary_timeout_s", "mqtt_timeout_s"):
+    for key in ("interval_s", "summary_timeout_s", "mqtt_timeout_s", "busy_backoff_max_s"):
         _number(cfg, key, where, 0)
     if cfg["mqtt_timeout_s"] <= 0:
         _fail(where, "mqtt_timeout_s must be > 0")

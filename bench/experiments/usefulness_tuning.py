@@ -36,15 +36,21 @@ def design(bands: dict[str, tuple[float, ...]], coarser: tuple[tuple[str, ...], 
     return Design(bands=bands, vector=vector, coarser=coarser, with_type=with_type)
 
 
-CANDIDATES: dict[str, tuple[Design, SynthesisSettings]] = {}
+CANDIDATES: dict[str, tuple[Design, SynthesisSettings, bool]] = {}
 
 
-def add(name: str, d: Design, s: SynthesisSettings = BASE) -> None:
-    CANDIDATES[name] = (d, s)
+def add(name: str, d: Design, s: SynthesisSettings = BASE, shared: bool = True) -> None:
+    """shared=False: site-local (a swarm per site), the same code."""
+    CANDIDATES[name] = (d, s, shared)
 
 
 FIELDS = ("power_band", "strain_band", "dtemp_band", "speed_band", "wear_band")
 add("chosen", DESIGN)  # views: (type, strain), (dtemp, speed), (power), (wear); level_policy max, min_n 5
+add("chosen_site_local", DESIGN, shared=False)
+# the previous choice: the same views with power and strain cut at 2/10/50/90/98% and wear at 50/90%
+add("tails_2_98", dataclasses.replace(DESIGN, bands={**DESIGN.bands, "power_w": TAILS, "strain_nm_min": TAILS,
+                                                     "wear_min": (0.5, 0.9)}))
+add("tails_2_98_first", CANDIDATES["tails_2_98"][0], dataclasses.replace(BASE, level_policy="first"))
 add("chosen_first", DESIGN, dataclasses.replace(BASE, level_policy="first"))  # the default fallback rule
 add("chosen_min_n3", DESIGN, dataclasses.replace(BASE, min_n=3))
 add("chosen_min_n8", DESIGN, dataclasses.replace(BASE, min_n=8))
@@ -58,30 +64,31 @@ add("fine_tails", dataclasses.replace(DESIGN, bands={**DESIGN.bands, "power_w": 
 add("half_life_10min", DESIGN, dataclasses.replace(BASE, half_life_s=600.0))
 
 
-def run(name: str, d: Design, settings: SynthesisSettings) -> dict[str, object]:
+def run(name: str, d: Design, settings: SynthesisSettings, shared: bool = True) -> dict[str, object]:
     rows = data.load_rows()
     history = rows[:data.train_cut(len(rows))]
     schema = Schema(build_schema(history, d))
     scored_from = len(history) // 2
     per_seed = []
     for seed in TUNING_SEEDS:
-        preds, _ = evaluate.replay_in_process(data.split_sites(history, SITES, seed), schema, settings)
+        preds, _ = evaluate.replay_in_process(data.split_sites(history, SITES, seed), schema, settings,
+                                              shared=shared)
         probs = judge.probabilities((p.row, p.site, p.summary) for p in preds)
         s = judge.score_rows([r for r in history if r.index >= scored_from], probs)
         per_seed.append(s["pr_auc"])
     mean = sum(per_seed) / len(per_seed)
     return {"name": name, "pr_auc_mean": round(mean, 4), "pr_auc_per_seed": per_seed,
-            "settings": dataclasses.asdict(settings), "design": dataclasses.asdict(d)}
+            "shared": shared, "settings": dataclasses.asdict(settings), "design": dataclasses.asdict(d)}
 
 
 def main(names: list[str]) -> int:
     out_path = Path(__file__).resolve().parents[1] / "results" / "usefulness_tuning.json"
     done = json.loads(out_path.read_text()) if out_path.exists() else {}
-    for name, (d, s) in CANDIDATES.items():
+    for name, (d, s, shared) in CANDIDATES.items():
         if names and name not in names:
             continue
         started = time.monotonic()
-        result = run(name, d, s)
+        result = run(name, d, s, shared)
         result["seconds"] = round(time.monotonic() - started, 1)
         done[name] = result
         print(json.dumps({k: result[k] for k in ("name", "pr_auc_mean", "pr_auc_per_seed", "seconds")}), flush=True)

@@ -43,7 +43,8 @@ from qis_gateway.config import SynthesisSettings
 from qis_gateway.evidence import BoardSummary, Evidence, select_packets
 from qis_gateway.keys import signing_key_from_seed
 from qis_gateway.metrics import Metrics
-from qis_gateway.packets import OutcomePacket, VerifiedPacketCache, encode, verify
+from qis_gateway.packet_cache import VerifiedPacketCache
+from qis_gateway.packets import OutcomePacket, encode, verify
 from qis_gateway.service import VERIFIED_CACHE_ENTRIES
 from qis_gateway.synthesis import synthesise_columns
 

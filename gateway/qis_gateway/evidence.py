@@ -54,7 +54,8 @@ from qis_gateway.columns import PacketColumns
 from qis_gateway.config import SynthesisSettings
 from qis_gateway.levelmix import combine
 from qis_gateway.metrics import Metrics
-from qis_gateway.packets import OutcomePacket, PacketError, VerifiedPacketCache
+from qis_gateway.packet_cache import VerifiedPacketCache
+from qis_gateway.packets import OutcomePacket, PacketError
 from qis_gateway.synthesis import Summary, not_enough, synthesise_columns
 
 log = logging.getLogger(__name__)

@@ -47,7 +47,7 @@ from qis_gateway.intake import BATCH_MAX, Intake
 from qis_gateway.metrics import HttpEndpoint, Metrics
 from qis_gateway.mqtt_client import Incoming, MqttClient
 from qis_gateway.outbox import StateDB
-from qis_gateway.packets import VerifiedPacketCache, make_validator
+from qis_gateway.packet_cache import VerifiedPacketCache, make_validator
 from qis_gateway.registry import Registry
 from qis_gateway.swarm import SwarmError
 from qis_gateway.swarm.store_sqlite import StoreError

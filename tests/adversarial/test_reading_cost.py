@@ -21,7 +21,7 @@ from qis_gateway.backend import make_udp_swarm
 from qis_gateway.config import SynthesisSettings
 from qis_gateway.evidence import Evidence
 from qis_gateway.metrics import Metrics
-from qis_gateway.packets import VerifiedPacketCache, make_validator
+from qis_gateway.packet_cache import VerifiedPacketCache, make_validator
 
 from .burst_load import reading
 from .conftest import run

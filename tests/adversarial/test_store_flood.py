@@ -22,7 +22,8 @@ import pytest
 from qis_gateway.columns import PacketColumns
 from qis_gateway.config import SynthesisSettings
 from qis_gateway.evidence import select_packets
-from qis_gateway.packets import OutcomePacket, VerifiedPacketCache, encode, make_validator, value_signer
+from qis_gateway.packet_cache import VerifiedPacketCache, make_validator
+from qis_gateway.packets import OutcomePacket, encode, value_signer
 from qis_gateway.swarm.api import UdpSwarm
 from qis_gateway.swarm.core.config import SwarmConfig
 from qis_gateway.synthesis import synthesise_columns

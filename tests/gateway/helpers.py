@@ -20,7 +20,7 @@ from qis_gateway.harness.broker import Broker
 from qis_gateway.keys import generate_key_file
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import StateDB
-from qis_gateway.packets import VerifiedPacketCache, make_validator
+from qis_gateway.packet_cache import VerifiedPacketCache, make_validator
 from qis_gateway.registry import Registry
 from qis_gateway.service import load_schemas
 from qis_gateway.swarm import SwarmUnavailable, SwarmUsageError

@@ -15,7 +15,7 @@ import pytest
 from qis_gateway.backend import is_unavailable
 from qis_gateway.config import OutboxSettings, build_config
 from qis_gateway.flusher import OutboxFlusher
-from qis_gateway.packets import make_validator
+from qis_gateway.packet_cache import make_validator
 from qis_gateway.service import Gateway
 from qis_gateway.swarm import SwarmError, SwarmStopped, SwarmUnavailable, SwarmUsageError
 

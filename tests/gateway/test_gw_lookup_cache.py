@@ -17,7 +17,8 @@ from qis_gateway.config import SynthesisSettings
 from qis_gateway.evidence import Evidence
 from qis_gateway.flusher import OutboxFlusher
 from qis_gateway.metrics import Metrics
-from qis_gateway.packets import OutcomePacket, PacketError, VerifiedPacketCache, encode, verify
+from qis_gateway.packet_cache import VerifiedPacketCache
+from qis_gateway.packets import OutcomePacket, PacketError, encode, verify
 
 from .helpers import MemorySwarm, make_rig
 

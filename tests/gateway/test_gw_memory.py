@@ -14,7 +14,8 @@ import tracemalloc
 import nacl.signing
 import pytest
 from qis_gateway import packets
-from qis_gateway.packets import OutcomePacket, VerifiedPacketCache, encode
+from qis_gateway.packet_cache import VerifiedPacketCache
+from qis_gateway.packets import OutcomePacket, encode
 from qis_gateway.service import VERIFIED_CACHE_ENTRIES
 
 KEYS = [nacl.signing.SigningKey(hashlib.sha256(b"gateway %d" % i).digest()) for i in range(8)]

@@ -7,7 +7,8 @@ import struct
 
 import pytest
 from qis_gateway.columns import PacketColumns
-from qis_gateway.packets import MAX_PACKET_BYTES, PacketError, VerifiedPacketCache, make_validator, verify
+from qis_gateway.packet_cache import VerifiedPacketCache, make_validator
+from qis_gateway.packets import MAX_PACKET_BYTES, PacketError, verify
 
 from packets.helpers import ADDRESS, KEY_A, KEY_B, KEY_EVIL, OTHER_ADDRESS, pub, signed
 

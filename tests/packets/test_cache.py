@@ -5,7 +5,8 @@ from __future__ import annotations
 import nacl.signing
 import pytest
 from qis_gateway import packets
-from qis_gateway.packets import PacketError, VerifiedPacketCache
+from qis_gateway.packet_cache import VerifiedPacketCache
+from qis_gateway.packets import PacketError
 
 from packets.helpers import ADDRESS, KEY_A, KEY_B, OTHER_ADDRESS, pub, signed
 

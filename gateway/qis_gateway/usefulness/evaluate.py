@@ -31,7 +31,7 @@ from qis_gateway.config import SynthesisSettings
 from qis_gateway.evidence import BoardSummary, Evidence
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import StateDB
-from qis_gateway.packets import VerifiedPacketCache
+from qis_gateway.packet_cache import VerifiedPacketCache
 from qis_gateway.registry import Registry
 from qis_gateway.swarm.core.config import SwarmConfig
 from qis_gateway.swarm.core.node import COUNTER_NAMES

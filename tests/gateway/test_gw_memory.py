@@ -13,7 +13,7 @@ import tracemalloc
 
 import nacl.signing
 import pytest
-from qis_gateway import packets
+from qis_gateway import packet_cache, packets
 from qis_gateway.packet_cache import VerifiedPacketCache
 from qis_gateway.packets import OutcomePacket, encode
 from qis_gateway.service import VERIFIED_CACHE_ENTRIES
@@ -75,7 +75,7 @@ def test_cache_stays_at_its_cap_however_many_packets_pass() -> None:
 
 
 def test_sharing_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(packets, "SHARED_VALUES", 16)
+    monkeypatch.setattr(packet_cache, "SHARED_VALUES", 16)
     labels = tuple("label-%d" % i for i in range(200))
     data = signed_packets(400, seed=4, labels=labels)
     cache = VerifiedPacketCache(max_entries=1000)

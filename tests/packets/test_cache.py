@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nacl.signing
 import pytest
-from qis_gateway import packets
+from qis_gateway import packet_cache
 from qis_gateway.packet_cache import VerifiedPacketCache
 from qis_gateway.packets import PacketError
 
@@ -22,7 +22,7 @@ def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(nacl.signing.VerifyKey, "verify", counting)
     # These packets are signed in this process; count them as coming from elsewhere (see the test below).
-    monkeypatch.setattr(packets, "_was_signed_here", lambda packet_id: False)
+    monkeypatch.setattr(packet_cache, "_was_signed_here", lambda packet_id: False)
     return calls
 
 

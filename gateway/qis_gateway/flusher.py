@@ -47,6 +47,7 @@ MARK_EVERY_S = 0.1
 MARK_MAX = 256
 GROUP_MAX = 64  # packets of one address per put
 FILL_MAX = 512  # due rows read per top-up of the window (besides those in flight)
+FILL_SPREAD = 4  # addresses the due rows typically interleave (a schema's levels)
 DEPTH_EVERY_S = 0.5  # the outbox depth gauge is counted at most this often while puts run
 CURSOR_RESET_S = 1.0  # a top-up reads from the oldest due row again at least this often
 
@@ -176,7 +177,9 @@ class OutboxFlusher:
         cursor, skipped = self._cursor, False
         # Rows before the cursor are in flight or awaiting their mark: read on from there, not from the
         # oldest row (re-reading every row in flight on each top-up was 8% of the gateway's samples).
-        limit = min(free * GROUP_MAX, FILL_MAX) + (len(busy) if cursor is None else 0)
+        # An outcome queues one row at each of its level addresses, so due rows interleave a few addresses:
+        # read FILL_SPREAD groups' worth per free put for each put to carry a full group, not a quarter.
+        limit = min(free * GROUP_MAX * FILL_SPREAD, FILL_MAX) + (len(busy) if cursor is None else 0)
         for item in self.state.due(self.clock(), limit=limit, after=cursor):
             if item.id in busy:
                 pass

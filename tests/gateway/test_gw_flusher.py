@@ -30,14 +30,19 @@ class SlowSwarm(MemorySwarm):
             self.in_flight -= 1
 
 
-def test_puts_are_pipelined_and_marks_written_in_groups(tmp_path: Path) -> None:
-    rig = make_rig(tmp_path)
+def queue_outcomes(rig: Rig, count: int) -> set[bytes]:
     board = rig.board()
-    for _ in range(25):
+    for _ in range(count):
         t, frame, seq = board.fp()
         rig.bridge.admit(t, frame)
         t, frame, _ = board.outcome(seq, "x")
         rig.bridge.admit(t, frame)
+    return {item.address for item in rig.state.due(float("inf"), limit=10 * count)}
+
+
+def test_puts_are_pipelined_and_marks_written_in_groups(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    queue_outcomes(rig, 25)
     assert rig.state.pending() == 100
     swarm = SlowSwarm(rig.swarm.shared)
     statements: list[str] = []
@@ -62,12 +67,7 @@ def test_puts_are_pipelined_and_marks_written_in_groups(tmp_path: Path) -> None:
 
 def test_unavailable_swarm_stops_the_round_and_nothing_is_lost(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
-    board = rig.board()
-    for _ in range(10):
-        t, frame, seq = board.fp()
-        rig.bridge.admit(t, frame)
-        t, frame, _ = board.outcome(seq, "x")
-        rig.bridge.admit(t, frame)
+    queue_outcomes(rig, 10)
     rig.swarm.available = False
 
     async def scenario() -> None:
@@ -99,16 +99,6 @@ class BatchSwarm(MemorySwarm):
         for v in values:
             await self.put(address, v)
         return 3
-
-
-def queue_outcomes(rig: Rig, count: int) -> set[bytes]:
-    board = rig.board()
-    for _ in range(count):
-        t, frame, seq = board.fp()
-        rig.bridge.admit(t, frame)
-        t, frame, _ = board.outcome(seq, "x")
-        rig.bridge.admit(t, frame)
-    return {item.address for item in rig.state.due(float("inf"), limit=10 * count)}
 
 
 def test_due_rows_are_put_in_groups_by_address(tmp_path: Path) -> None:

@@ -31,10 +31,14 @@ Caching between readings (`Evidence.select` / `Evidence.columns`, so every readi
   readings of that second answer from it, so at hundreds of readings/s one address costs one swarm get
   and one verification pass a second instead of one per reading. Readings that arrive while a lookup of
   their address is under way wait for that lookup instead of starting their own. The gateway's own puts
-  drop the address's entry (`forget`, called by the outbox flusher when a put to it ends), so an outcome
-  stored here counts from the next reading on; another gateway's new packets count at most
-  `lookup_cache_s` later. An unreachable swarm is never cached. At most `LOOKUP_CACHE_ADDRESSES`
-  addresses are kept (least recently used dropped).
+  are added to the address's entry (`absorb`, called by the outbox flusher when a replica kept a put's
+  packets; also to the result of a lookup under way), so an outcome stored here counts from the next
+  reading on without a new lookup: the entry then holds what a lookup would return (the holders kept
+  them) except another gateway's newest packets, which count at most `lookup_cache_s` later anyway. A
+  put that failed drops the entry (`forget`: what the holders kept is unknown). Before, every own put
+  dropped the entry, so with outcomes flowing nearly every reading looked its addresses up again (the
+  coarse levels with their 256 packets each). An unreachable swarm is never cached. At most
+  `LOOKUP_CACHE_ADDRESSES` addresses are kept (least recently used dropped).
 - Column stores: the last store of each address (same bound) is reused when the next selection of the
   address holds the same packets, and otherwise only the new packets are converted
   (`PacketColumns.reusing`); the arrays equal a fresh build bit for bit, so the summary does too.
@@ -95,6 +99,16 @@ class Selection:
     rejected: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
     capped: int = 0
+
+
+@dataclass
+class _Cached:
+    """A lookup kept for `lookup_cache_s`: its raw values (own puts appended), their selection, hops."""
+
+    until: float
+    values: tuple[bytes, ...]
+    selection: Selection
+    hops: int
 
 
 def cap_per_signer(packets: Sequence[OutcomePacket], max_share: float, min_per_signer: int,
@@ -165,8 +179,9 @@ class Evidence:
         self.clock = clock
         self.lookup_cache_s = lookup_cache_s
         self.monotonic = monotonic
-        self._lookups: OrderedDict[bytes, tuple[float, Selection, int]] = OrderedDict()  # -> (until, sel, hops)
-        self._flights: dict[bytes, asyncio.Future[tuple[Selection, int] | None]] = {}
+        self._lookups: OrderedDict[bytes, _Cached] = OrderedDict()
+        self._flights: dict[bytes, asyncio.Future[tuple[tuple[bytes, ...], Selection, int] | None]] = {}
+        self._late_puts: dict[bytes, list[bytes]] = {}  # own puts that ended while their address's lookup ran
         self._epoch = 0  # counts forget() calls: a lookup that started before its address's last one is not kept
         self._forgot_at: dict[bytes, int] = {}
         self._pruned_at = 0
@@ -174,8 +189,28 @@ class Evidence:
         self.lookups = 0  # swarm gets started
         self.cache_hits = 0  # selections answered from the cache or from another reading's lookup
 
+    def absorb(self, address: bytes, values: Sequence[bytes]) -> None:
+        """This gateway's put of `values` at `address` ended and a replica kept them: the cached lookup of
+        the address (and the one under way, if any) gains them, so the next reading counts them."""
+        if address in self._flights:
+            self._late_puts.setdefault(address, []).extend(values)
+        cached = self._lookups.get(address)
+        if cached is not None:
+            self._lookups[address] = self._merged(address, cached, values)
+
+    def _merged(self, address: bytes, cached: _Cached, values: Sequence[bytes]) -> _Cached:
+        """`cached` with `values` appended (each once), as many as a lookup returns at most (the first
+        fetched give way), selected again: own packets are valid, so no refusal is counted twice."""
+        have = set(cached.values)
+        added = tuple(v for v in dict.fromkeys(values) if v not in have)
+        if not added:
+            return cached
+        merged = (cached.values + added)[-self.lookup_limit:]
+        selection = select_packets(merged, address, self.cache, self.trusted_keys, self.settings)
+        return _Cached(cached.until, merged, selection, cached.hops)
+
     def forget(self, address: bytes) -> None:
-        """This gateway put a packet at `address`: the next reading looks it up again."""
+        """A put to `address` failed (what its holders kept is unknown): the next reading looks it up again."""
         self._lookups.pop(address, None)
         self._epoch += 1
         self._forgot_at[address] = self._epoch
@@ -215,35 +250,41 @@ class Evidence:
         """The packets of `address` synthesis may count, and the lookup's hops; None when unreachable.
         Served from the lookup cache, or from a lookup of the address already under way (module docstring)."""
         if self.lookup_cache_s <= 0:
-            return await self._select(address)
+            found = await self._select(address)
+            return None if found is None else (found[1], found[2])
         cached = self._lookups.get(address)
         if cached is not None:
-            if cached[0] > self.monotonic():
+            if cached.until > self.monotonic():
                 self._lookups.move_to_end(address)
                 self.cache_hits += 1
-                return cached[1], cached[2]
+                return cached.selection, cached.hops
             del self._lookups[address]
         flight = self._flights.get(address)
-        if flight is not None:
+        if flight is None:
+            flight = asyncio.ensure_future(self._select(address))
+            self._flights[address] = flight
+            started = self._epoch
+            try:
+                found = await asyncio.shield(flight)
+            finally:
+                if self._flights.get(address) is flight:
+                    del self._flights[address]
+                late = self._late_puts.pop(address, [])
+            if found is not None and self._forgot_at.get(address, 0) <= started and self._pruned_at <= started:
+                self._keep(address, _Cached(self.monotonic() + self.lookup_cache_s, *found), late)
+        else:
             self.cache_hits += 1
-            return await asyncio.shield(flight)
-        flight = asyncio.ensure_future(self._select(address))
-        self._flights[address] = flight
-        started = self._epoch
-        try:
             found = await asyncio.shield(flight)
-        finally:
-            if self._flights.get(address) is flight:
-                del self._flights[address]
-        if found is not None and self._forgot_at.get(address, 0) <= started and self._pruned_at <= started:
-            self._lookups[address] = (self.monotonic() + self.lookup_cache_s, found[0], found[1])
-            self._lookups.move_to_end(address)
-            while len(self._lookups) > LOOKUP_CACHE_ADDRESSES:
-                self._lookups.popitem(last=False)
-        return found
+        return None if found is None else (found[1], found[2])
 
-    async def _select(self, address: bytes) -> tuple[Selection, int] | None:
-        """One swarm lookup of `address` and the selection of its values."""
+    def _keep(self, address: bytes, entry: _Cached, late_puts: Sequence[bytes]) -> None:
+        self._lookups[address] = self._merged(address, entry, late_puts) if late_puts else entry
+        self._lookups.move_to_end(address)
+        while len(self._lookups) > LOOKUP_CACHE_ADDRESSES:
+            self._lookups.popitem(last=False)
+
+    async def _select(self, address: bytes) -> tuple[tuple[bytes, ...], Selection, int] | None:
+        """One swarm lookup of `address`: its raw values, their selection and its hops."""
         self.lookups += 1
         try:
             result = await self.swarm.get(address, self.lookup_limit)
@@ -254,10 +295,11 @@ class Evidence:
             return None
         self.metrics.lookup_hops.observe(result.hops)
         self.metrics.lookup_seconds.observe(result.elapsed_ms / 1000.0)
-        selection = select_packets(result.values, address, self.cache, self.trusted_keys, self.settings)
+        values = tuple(result.values)
+        selection = select_packets(values, address, self.cache, self.trusted_keys, self.settings)
         for reason, count in selection.rejected.items():
             self.metrics.invalid_packets.labels(reason).inc(count)
-        return selection, result.hops
+        return values, selection, result.hops
 
     def columns(self, address: bytes, packets: Sequence[OutcomePacket]) -> PacketColumns:
         """The column store synthesis reads: the address's last store, reused or rebuilt from what changed."""

@@ -9,8 +9,10 @@ Due rows are grouped by address: one put carries up to `GROUP_MAX` packets of on
 packet; an outcome makes a packet at each of up to 4 level addresses, and many outcomes share them).
 Each put first takes a token per packet from a bucket (`rate_per_s`, burst of one second's worth): a
 ceiling that keeps a backlog from flooding the swarm after an outage; the default is far above what the
-gateway admits, so it is not the limit in normal running. When a put ends, `on_put(address)` is called
-(the service passes `Evidence.forget`, so the next reading looks the address up again).
+gateway admits, so it is not the limit in normal running. When a put ends, the lookup cache is told
+(`lookup_cache`, the service passes its `Evidence`): a put the swarm took is `absorb`ed (the cached lookup
+of the address gains the packets, so the next reading counts them without looking the address up
+again), any other end makes it `forget` the address.
 Results are written in groups (every `MARK_EVERY_S`, or `MARK_MAX` results, in one transaction without
 an fsync of its own: `StateDB.marks`): the rows of a put the swarm took (at least one replica kept every
 packet) are marked done, the others get a retry with doubling delay (`retry_min_s` .. `retry_max_s`).
@@ -31,7 +33,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from qis_gateway.backend import Swarm, is_unavailable, put_many
 from qis_gateway.config import OutboxSettings
@@ -52,11 +55,19 @@ DEPTH_EVERY_S = 0.5  # the outbox depth gauge is counted at most this often whil
 CURSOR_RESET_S = 1.0  # a top-up reads from the oldest due row again at least this often
 
 
+class LookupCache(Protocol):
+    """What the flusher tells the reading path's lookup cache (`evidence.Evidence`)."""
+
+    def absorb(self, address: bytes, values: Sequence[bytes]) -> None: ...
+
+    def forget(self, address: bytes) -> None: ...
+
+
 class OutboxFlusher:
     def __init__(self, state: StateDB, swarm: Swarm, metrics: Metrics, settings: OutboxSettings | None = None, *,
                  max_in_flight: int = MAX_IN_FLIGHT,
                  clock: Callable[[], float] = time.time,
-                 on_put: Callable[[bytes], None] | None = None) -> None:
+                 lookup_cache: LookupCache | None = None) -> None:
         self.state = state
         self.swarm = swarm
         self.metrics = metrics
@@ -66,7 +77,7 @@ class OutboxFlusher:
         self.retry_max_s = settings.retry_max_s
         self.max_in_flight = max(1, max_in_flight)
         self.clock = clock
-        self.on_put = on_put  # called with the address whenever a put to it ends (the lookup cache forgets it)
+        self.lookup_cache = lookup_cache  # told whenever a put ends (module docstring)
         self._event = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -205,11 +216,13 @@ class OutboxFlusher:
 
     async def _put(self, group: list[OutboxItem]) -> None:
         address = group[0].address
+        stored = False
         try:
             await self._take_tokens(len(group))
             if self._stopping:
                 return
             replicas = await put_many(self.swarm, address, [i.packet for i in group])
+            stored = True
         except asyncio.CancelledError:
             raise
         except SwarmUsageError as exc:
@@ -233,8 +246,11 @@ class OutboxFlusher:
         finally:
             self._puts.pop(group[0].id, None)
             self._flying.difference_update(i.id for i in group)
-            if self.on_put is not None:
-                self.on_put(address)
+            if self.lookup_cache is not None:
+                if stored:
+                    self.lookup_cache.absorb(address, [i.packet for i in group])
+                else:
+                    self.lookup_cache.forget(address)
         self._done.extend(group)
         log.debug("stored %d outcome packet(s) at %s on %d replicas", len(group), address.hex()[:16], replicas)
 

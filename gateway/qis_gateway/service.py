@@ -174,7 +174,7 @@ class Gateway:
         self.bridge = Bridge(self.registry, self.state, self.schemas, self.signing_key, evidence, self._publish,
                              self.metrics, reject_log_interval_s=c.log.reject_interval_s,
                              on_summary=self.ha.on_summary if self.ha else None)
-        self.flusher = OutboxFlusher(self.state, self.swarm, self.metrics, c.outbox, on_put=evidence.forget)
+        self.flusher = OutboxFlusher(self.state, self.swarm, self.metrics, c.outbox, lookup_cache=evidence)
         self.bridge.outbox_wakeup = self.flusher.wake
         self.metrics.outcomes_held.set(self.state.held_count())
         self.bridge.sign_held()

@@ -91,7 +91,7 @@ def test_readings_during_a_lookup_share_it() -> None:
     assert len({(a.n, a.top, a.conf) for a in answers}) == 1
 
 
-def test_an_own_put_refreshes_the_address_at_once() -> None:
+def test_a_failed_put_makes_the_next_reading_look_up_again() -> None:
     shared = {ADDRESS: [packet(i) for i in range(5)]}
     swarm = MemorySwarm(shared)
     evidence = make(swarm, 60.0)
@@ -101,6 +101,46 @@ def test_an_own_put_refreshes_the_address_at_once() -> None:
     evidence.forget(ADDRESS)
     assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 6
     assert swarm.gets == 2
+
+
+def test_an_own_put_counts_at_once_without_a_new_lookup() -> None:
+    shared = {ADDRESS: [packet(i) for i in range(5)]}
+    swarm = MemorySwarm(shared)
+    evidence = make(swarm, 60.0)
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5
+    shared[ADDRESS].append(packet(6))  # another gateway's: waits for the entry to expire
+    shared[ADDRESS].append(packet(5))
+    evidence.absorb(ADDRESS, [packet(5)])  # ours: counts from the next reading on
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 6
+    evidence.absorb(ADDRESS, [packet(5)])  # the same bytes again (a retried put): counted once
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 6
+    assert swarm.gets == 1
+
+
+def test_absorbed_puts_stay_within_the_lookup_limit() -> None:
+    swarm = MemorySwarm({ADDRESS: [packet(i) for i in range(5)]})
+    evidence = Evidence(swarm, VerifiedPacketCache(1000), Metrics(), SynthesisSettings(min_n=1), lookup_limit=8,
+                        clock=lambda: float(NOW), lookup_cache_s=60.0, monotonic=Clock())
+    asyncio.run(evidence.summarise(VECTOR, [ADDRESS]))
+    evidence.absorb(ADDRESS, [packet(i) for i in range(5, 12)])
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 8
+    assert swarm.gets == 1
+
+
+def test_a_put_that_ends_during_a_lookup_joins_its_result() -> None:
+    shared = {ADDRESS: [packet(i) for i in range(5)]}
+    swarm = SlowSwarm(shared)
+    evidence = make(swarm, 60.0)
+
+    async def run() -> None:
+        reading = asyncio.ensure_future(evidence.summarise(VECTOR, [ADDRESS]))
+        await asyncio.sleep(0.01)
+        evidence.absorb(ADDRESS, [packet(5)])  # the lookup under way may not have seen it
+        assert (await reading).n == 5
+        assert (await evidence.summarise(VECTOR, [ADDRESS])).n == 6
+
+    asyncio.run(run())
+    assert swarm.gets == 1
 
 
 def test_a_put_during_a_lookup_keeps_its_result_out_of_the_cache() -> None:
@@ -138,11 +178,42 @@ def test_the_flusher_tells_the_cache_about_its_puts(tmp_path: Path) -> None:
     rig.bridge.admit(t, frame)
     addresses = {item.address for item in rig.state.due(NOW * 2.0, limit=100)}
     assert len(addresses) >= 2
-    seen: list[bytes] = []
-    flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, on_put=seen.append)
+    told = Told()
+    flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, lookup_cache=told)
     asyncio.run(flusher._flush_once())
-    assert set(seen) == addresses and rig.state.pending() == 0
+    assert set(told.absorbed) == addresses and not told.forgotten and rig.state.pending() == 0
+    for address, values in told.absorbed.items():
+        assert set(values) <= set(rig.swarm.shared[address])  # what was absorbed is what the swarm holds
     rig.close()
+
+
+def test_a_failed_put_makes_the_cache_forget_its_address(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    board = rig.board()
+    t, frame, seq = board.fp()
+    rig.bridge.admit(t, frame)
+    t, frame, _ = board.outcome(seq, "x")
+    rig.bridge.admit(t, frame)
+    rig.swarm.available = False
+    told = Told()
+    flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, lookup_cache=told)
+    asyncio.run(flusher._flush_once())
+    assert told.forgotten and not told.absorbed and rig.state.pending() > 0
+    rig.close()
+
+
+class Told:
+    """Records what the flusher tells the lookup cache."""
+
+    def __init__(self) -> None:
+        self.absorbed: dict[bytes, list[bytes]] = {}
+        self.forgotten: list[bytes] = []
+
+    def absorb(self, address: bytes, values: list[bytes]) -> None:
+        self.absorbed.setdefault(address, []).extend(values)
+
+    def forget(self, address: bytes) -> None:
+        self.forgotten.append(address)
 
 
 # -- summaries equal to the slow path's ---------------------------------------------------------------------
@@ -195,3 +266,21 @@ def test_cached_summaries_equal_the_slow_paths() -> None:
             b = asyncio.run(slow.summarise(query, [ADDRESS]))
             assert (a.enough, a.n, a.top, a.conf, a.mean, a.level, a.hops) == (
                 b.enough, b.n, b.top, b.conf, b.mean, b.level, b.hops)
+
+
+def test_summaries_after_absorbed_puts_equal_the_slow_paths() -> None:
+    """When this gateway is the only writer, absorbing its puts gives what a lookup after each put gives."""
+    shared: dict[bytes, list[bytes]] = {ADDRESS: [packet(i) for i in range(3)]}
+    fast_swarm = MemorySwarm(shared)
+    fast = make(fast_swarm, 60.0)
+    slow = make(MemorySwarm(shared), 0.0)
+    rnd = random.Random(4)
+    for i in range(3, 80):
+        shared[ADDRESS].append(packet(i))
+        fast.absorb(ADDRESS, [packet(i)])
+        query = tuple(rnd.randint(-9, 9) for _ in VECTOR)
+        a = asyncio.run(fast.summarise(query, [ADDRESS]))
+        b = asyncio.run(slow.summarise(query, [ADDRESS]))
+        assert (a.enough, a.n, a.top, a.conf, a.mean, a.level, a.hops) == (
+            b.enough, b.n, b.top, b.conf, b.mean, b.level, b.hops)
+    assert fast_swarm.gets == 1

@@ -6,7 +6,7 @@ How it works, for one fp (`Evidence.summarise`):
    synthesis has enough evidence answers; when none has, the level that held the most evidence (largest
    n, the finer on a tie) answers with enough = false. A swarm that cannot be reached ends the walk: the
    answer is what the levels consulted so far gave (n = 0 and enough = false when none). With
-   `[synthesis] level_policy = "max"` every level is looked up and those with enough evidence are
+   `[synthesis] level_policy = "max"` every level is looked up (all at once) and those with enough evidence are
    combined, each outcome at its largest share (levelmix.py), for schemas whose coarser levels are
    different views of a situation rather than nested ones.
 2. Per level, `Evidence.select`: one swarm lookup of up to `swarm.lookup_limit` values, then
@@ -224,8 +224,10 @@ class Evidence:
         summary, level, hops = not_enough(), 0, 0
         mix = self.settings.level_policy == "max"
         enough_levels: list[tuple[int, Summary]] = []  # level_policy "max": every level with enough evidence
+        # "max" reads every level anyway: look them up side by side (one round trip, not one per level).
+        prefetched = await asyncio.gather(*(self.select(a) for a in addresses)) if mix else None
         for here, address in enumerate(addresses):
-            found = await self.select(address)
+            found = prefetched[here] if prefetched is not None else await self.select(address)
             if found is None:
                 break  # the swarm is unreachable: answer with what the finer levels gave
             selection, hops_here = found

@@ -55,6 +55,8 @@ class SiteResult:
     summaries: list[dict[str, Any] | None] = field(default_factory=list)
     labels_reported: list[str] = field(default_factory=list)
     prequential_violations: int = 0
+    gateway_ms: list[int] = field(default_factory=list)  # each summary's own `ms` (its lookups and synthesis)
+    round_trip_ms: list[float] = field(default_factory=list)  # fp seen on the broker -> its summary seen
 
 
 class ReplaySystem(LocalSystem):
@@ -168,7 +170,10 @@ def read_site(entry: BoardLog, rows: list[Row]) -> SiteResult:
     """Align one board's frames with its rows: the k-th fp (by seq) is the k-th row. The outcome labels
     the board reported must be the rows' labels in order (checked by the caller via labels_reported)."""
     result = SiteResult(rows)
-    fp_seqs = sorted({seq for seq, _ in entry.fp})
+    fp_seen: dict[int, float] = {}
+    for seq, t in entry.fp:
+        fp_seen.setdefault(seq, t)
+    fp_seqs = sorted(fp_seen)
     summary_by_re: dict[int, tuple[dict[str, Any], float]] = {}
     for body, t in entry.summaries:
         re = body.get("re")
@@ -180,6 +185,10 @@ def read_site(entry: BoardLog, rows: list[Row]) -> SiteResult:
     for seq in fp_seqs[:len(rows)]:
         got = summary_by_re.get(seq)
         result.summaries.append(got[0] if got else None)
+        if got is not None:
+            if isinstance(got[0].get("ms"), int):
+                result.gateway_ms.append(got[0]["ms"])
+            result.round_trip_ms.append((got[1] - fp_seen[seq]) * 1000.0)
         outcome = outcome_by_re.get(seq)
         if outcome is not None:
             result.labels_reported.append(outcome[0])

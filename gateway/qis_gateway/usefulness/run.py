@@ -76,7 +76,9 @@ def usefulness(rows: list[Row] | None = None, sites: int = 8, seed: int = 4, *, 
         qis_probs = judge.probabilities(ordered)
         out["real_path"] = {**figures, "readings": sent, "answered": answered,
                             "outcomes_match_rows": labels_ok,
-                            "prequential_violations": sum(r.prequential_violations for r in results)}
+                            "prequential_violations": sum(r.prequential_violations for r in results),
+                            "gateway_ms": _percentiles([ms for r in results for ms in r.gateway_ms]),
+                            "round_trip_ms": _percentiles([ms for r in results for ms in r.round_trip_ms])}
         out["lost"] = len(rows) - answered
         missing = [r for r in rows if r.index not in qis_probs]
         for row in missing:  # a lost reading (counted in "lost") scores 0
@@ -113,3 +115,12 @@ def usefulness(rows: list[Row] | None = None, sites: int = 8, seed: int = 4, *, 
         out["central_raw_columns"] = judge.score_rows(scored, raw_only)
     out["base_rate"] = judge.base_rate_scores(scored, history)
     return out
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    """p50 / p99 / mean of a latency sample (empty: zeros), rounded to 0.1."""
+    if not samples:
+        return {"p50": 0.0, "p99": 0.0, "mean": 0.0}
+    ordered = sorted(samples)
+    p50, p99 = (ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.99))
+    return {"p50": round(p50, 1), "p99": round(p99, 1), "mean": round(sum(ordered) / len(ordered), 1)}

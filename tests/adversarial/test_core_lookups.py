@@ -71,14 +71,16 @@ def _fresh(i: int) -> tuple[bytes, ...]:
 def test_an_echoed_offset_other_than_the_one_asked_drops_the_holder() -> None:
     node = _node()
     asked, events = _serve(node, lambda msg, i: _values(msg, 0, 1 << 30, _fresh(i)))  # always "offset 0"
-    assert asked == 2  # the first answer, then one page whose offset is wrong
+    # the first answer, then the window of pages it opened; the first wrong offset drops the holder
+    # and the rest of the window is ignored
+    assert asked == 1 + CFG.get_page_window
     assert [type(e) for e in events] == [GetDone]
     assert node.counters["drop_bad_holder"] == 1
 
 
 def test_a_claimed_total_beyond_the_address_cap_is_not_believed() -> None:
     node = _node()
-    asked, events = _serve(node, lambda msg, i: _values(msg, msg.offset, 1 << 30, _fresh(i)))
+    asked, events = _serve(node, lambda msg, i: _values(msg, msg.offset, 1 << 30, _fresh(msg.offset)))
     assert asked == CFG.max_values_per_address  # one value per page: the cap, not 2^30 pages
     assert len(events[0].values) == CFG.max_values_per_address
 

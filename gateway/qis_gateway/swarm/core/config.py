@@ -82,6 +82,8 @@ class SwarmConfig:
     # A get ends once this many holders have delivered every value they hold (all pages) and no
     # answered holder reported more values than collected, or when the lookup is exhausted.
     get_quorum: int = 2
+    # Pages of one holder a get keeps in flight (get.py): an address of 256 packets is ~50 pages.
+    get_page_window: int = 8
     # Every get, put and node lookup finishes by this long after it started, with what it has then
     # (a put's node lookup by half of it); nothing is sent for it afterwards (ops.py, deadlines.py).
     op_deadline_s: float = 5.0
@@ -126,3 +128,5 @@ class SwarmConfig:
             raise ConfigError("SwarmConfig.op_deadline_s must be > 0")
         if self.get_quorum < 1:
             raise ConfigError("SwarmConfig.get_quorum must be >= 1")
+        if self.get_page_window < 1:
+            raise ConfigError("SwarmConfig.get_page_window must be >= 1")

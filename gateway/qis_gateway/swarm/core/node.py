@@ -10,7 +10,7 @@ How it works:
   ``routing.RoutingTable`` the contacts; ``rpc.Rpc`` the requests in flight and their timers (with
   its parts: validation.py proofs and tokens, isolation.py eviction guards, pacing.py windows, rtt.py);
   ``housekeeping.Housekeeping`` the maintenance and republishing deadlines, the republish cursor, the
-  node's own values and the addresses awaiting a hand-over; each operation (ops.py, refresh.py,
+  node's own values and the addresses awaiting a hand-over; each operation (ops.py, get.py, put.py, refresh.py,
   membership.py) its own lookup state.
 - Operations see the node as a ``requester.Requester`` (send a request, send one-way, emit an event,
   validate a value, read table / store / config): the node implements it with public methods.
@@ -32,11 +32,11 @@ from . import policy, storage_policy, wire
 from .config import SwarmConfig
 from .deadlines import OpDeadlines
 from .events import SwarmEvent
+from .get import GetOp
 from .housekeeping import Housekeeping
 from .identity import NodeIdentity
 from .lookup import Candidate
 from .membership import JoinOp, LeaveOp
-from .ops import GetOp
 from .put import PutOp
 from .requester import Address, MakeRequest, Op
 from .routing import Contact, RoutingTable

@@ -1,7 +1,7 @@
 """What an operation may use of its node (the ``Requester`` interface) and the record of one request in
 flight (``Pending``).
 
-How it works: operations (ops.py, refresh.py, membership.py) never see the node or its private state.
+How it works: operations (ops.py, get.py, put.py, refresh.py, membership.py) never see the node or its private state.
 They get a ``Requester``: read access to the node's id, config, random source, routing table, value
 store and counters, and five actions: send a request (``request``; the reply or the timeout comes back
 to the op's ``on_reply`` / ``on_timeout``, with the ``Pending`` record), send a one-way message, emit

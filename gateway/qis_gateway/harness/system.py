@@ -2,10 +2,11 @@
 
 How it works: every gateway is a real `qis-gateway run` process with its own Mosquitto (the embedded
 amqtt broker where Mosquitto is absent), as each site's Raspberry Pi would run them; all gateways form
-one swarm over real UDP on 127.0.0.1 (gateway 0 is everyone's bootstrap). Boards are spread over the
-first `sites` gateways and run the real device code under the MicroPython unix port (`qis-device
-emulate`, `-X heapsize=HEAP`), or on real boards when the caller passes serial ports. An Observer on each
-site broker keeps score (see observer.py). `close()` (and the context manager) stops every process.
+one swarm over real UDP on 127.0.0.1, or each on a loopback IP of its own with `own_swarm_ips` (gateway 0
+is everyone's bootstrap). Boards are spread over the first `sites` gateways and run the real device code
+under the MicroPython unix port (`qis-device emulate`, `-X heapsize=HEAP`), or on real boards when the
+caller passes serial ports. An Observer on each site broker keeps score (see observer.py). `close()` (and
+the context manager) stops every process.
 
 Layout under `workdir`: gw<i>/ (gateway.toml, data, keys), broker<i>/, boards/<device>/ (device.json,
 board state), logs/ (one log per process).
@@ -67,6 +68,9 @@ class SystemSpec:
     queue_max: int = 200
     board_reconnect_max_ms: int = 2000  # boards default to 30 s; a test rig wants them back quickly
     sensor_mode: str = "random"  # the simulated sensor: "random" situations, or "cycle" through all of them
+    # Each gateway's swarm node on a loopback IP of its own (127.0.0.10 + index), as sites are in the field:
+    # the holders' per-source limits (new signers per IP, rate limit) then see one gateway per source.
+    own_swarm_ips: bool = False
 
 
 @dataclass
@@ -79,6 +83,7 @@ class GatewayProc:
     broker: Broker
     public_key: bytes
     registry_path: Path
+    swarm_host: str = "127.0.0.1"
 
     @property
     def name(self) -> str:
@@ -116,8 +121,9 @@ class LocalSystem:
             gdir.mkdir(parents=True, exist_ok=True)
             key = generate_key_file(gdir / "gateway.key")
             broker = start_broker(self.workdir / ("broker%d" % i))
+            host = "127.0.0.%d" % (10 + i) if self.spec.own_swarm_ips else "127.0.0.1"
             self.gateways.append(GatewayProc(i, "site-%d" % i, gdir, free_udp_port(), free_tcp_port(), broker,
-                                             bytes(key.verify_key), gdir / "registry.sqlite"))
+                                             bytes(key.verify_key), gdir / "registry.sqlite", host))
         for gw in self.gateways:
             self._write_gateway_config(gw)
         for b in range(self.spec.boards):
@@ -141,9 +147,10 @@ class LocalSystem:
             "reconnect_max_s = 1.0",
             "[swarm]",
             "backend = %s" % json.dumps(self.spec.backend),
-            "listen = %s" % json.dumps("127.0.0.1:%d" % gw.udp_port),
-            "bootstrap = %s" % json.dumps(["127.0.0.1:%d" % self.gateways[j].udp_port for j in boot]),
-            "rate_limit_per_s = 100000.0",  # every node shares 127.0.0.1
+            "listen = %s" % json.dumps("%s:%d" % (gw.swarm_host, gw.udp_port)),
+            "bootstrap = %s" % json.dumps(["%s:%d" % (self.gateways[j].swarm_host, self.gateways[j].udp_port)
+                                           for j in boot]),
+            "rate_limit_per_s = 100000.0",  # nodes may share 127.0.0.1
             "[synthesis]",
             "min_n = %d" % self.spec.min_n,
             "[outbox]",

@@ -66,7 +66,7 @@ class ReplaySystem(LocalSystem):
                  backend: str = "kademlia") -> None:
         super().__init__(SystemSpec(gateways=len(sites_rows), sites=len(sites_rows), boards=0, readings=0,
                                     interval_s=0.0, summary_timeout_s=SUMMARY_TIMEOUT_S, heap=BOARD_HEAP,
-                                    backend=backend, queue_max=500), workdir)
+                                    backend=backend, queue_max=500, own_swarm_ips=True), workdir)
         self.sites_rows = sites_rows
         self.settings = settings
 

@@ -4,6 +4,7 @@ the public API (messages.encode_summary, encode_error, decode of fp frames) stay
 """
 
 from qis.errors import FrameError
+from qis.hmac256 import hmac_sha256
 from qis.messages import MAX_FIELDS, MAX_VECTOR, _base, _check_summary, _is_int, _views, encode_frame
 
 
@@ -17,10 +18,10 @@ def split_frame(payload):
     return bytes(data), bytes(tag)
 
 
-def encode_summary(device, reading_seq, secret, summary):
+def encode_summary(device, reading_seq, secret, summary, mac=hmac_sha256):
     """The summary frame answering reading `reading_seq`. `summary` is one value with the attributes
     enough, n, top ((label, share permille) pairs), conf (permille), mean, level, hops and ms (the
-    gateway passes its BoardSummary)."""
+    gateway passes its BoardSummary). `mac` makes the tag (messages.encode_frame)."""
     body = _base("summary", device, reading_seq)
     body["re"] = reading_seq
     body["enough"] = summary.enough
@@ -32,14 +33,14 @@ def encode_summary(device, reading_seq, secret, summary):
     body["hops"] = summary.hops
     body["ms"] = summary.ms
     _check_summary(body)
-    return encode_frame(body, secret)
+    return encode_frame(body, secret, mac)
 
 
-def encode_error(device, seq, code, message, secret):
+def encode_error(device, seq, code, message, secret, mac=hmac_sha256):
     body = _base("error", device, seq)
     body["code"] = code
     body["msg"] = message[:200]
-    return encode_frame(body, secret)
+    return encode_frame(body, secret, mac)
 
 
 def check_fp(body):

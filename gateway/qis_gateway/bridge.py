@@ -45,7 +45,7 @@ from qis.topics import parse_topic, topic
 from qis_gateway.config import default
 from qis_gateway.error_budget import ErrorBudget
 from qis_gateway.evidence import BoardSummary, Evidence
-from qis_gateway.frametag import equal, tag
+from qis_gateway.frametag import tag
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import StateDB
 from qis_gateway.packets import OutcomePacket, PacketError, encode, outcome_nonce
@@ -146,7 +146,7 @@ class Bridge:
         if record.site != site:
             raise _Reject("site", "device belongs to site %s, not %s" % (record.site, site), record, device_id, kind)
         try:
-            body = messages.decode(payload, record.secret, kind=kind, device=device_id, mac=tag, equal=equal)
+            body = messages.decode(payload, record.secret, kind=kind, device=device_id)
         except FrameError as exc:
             raise _Reject(exc.reason, str(exc), record, device_id, kind) from exc
         seq = body["seq"]

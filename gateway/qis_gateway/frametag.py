@@ -1,10 +1,10 @@
-"""The HMAC-SHA256 of board frames in C, for `qis.messages.decode(..., mac=tag, equal=equal)` and the
-encoders' `mac=tag`.
+"""The HMAC-SHA256 tag of the frames the gateway sends, in C: `messages.encode_summary(..., mac=tag)` and
+`encode_error(..., mac=tag)`.
 
-qis.hmac256 is the board's portable HMAC (MicroPython has no `hmac` module): its XOR loops run in
-Python, ~18 us a tag on CPython plus ~4 us for the constant-time compare. The stdlib's C `hmac.digest`
-and `hmac.compare_digest` give the same bytes and answers in ~6 and ~0.4 us; the gateway computes two
-tags per reading (the fp's check and its summary's).
+qis.hmac256 is the board's portable HMAC (MicroPython has no `hmac` module): its XOR loops run in Python,
+~18 us a tag on CPython; the stdlib's C `hmac.digest` gives the same bytes in ~6 us. Checking a board's
+frame (`messages.decode`) keeps the portable one: decode is board code, and a board's minimum heap has no
+room for a tag argument (gwframes._frame).
 """
 
 from __future__ import annotations
@@ -15,6 +15,3 @@ import hmac
 def tag(secret: bytes, data: bytes | memoryview) -> bytes:
     """HMAC-SHA256 of `data` under `secret`: equal to qis.hmac256.hmac_sha256."""
     return hmac.digest(secret, data, "sha256")
-
-
-equal = hmac.compare_digest  # constant time, like qis.hmac256.digest_equal

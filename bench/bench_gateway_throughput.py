@@ -15,6 +15,9 @@ seq) and timing each summary's arrival (matched by device and `re`):
 - outcomes: fp-only, outcome-only (outcomes for readings already answered, sent as fast as acked) and
   mixed (each answered fp followed by its outcome): admitted/s, stored/s, outbox depth over time.
 Per point: gateway CPU seconds per reading (utime+stime of gateway 0 from /proc) and fsyncs per reading.
+strace costs the gateway more than its fsync stops: perf showed it ptrace-stopped on entry and exit of its
+send and futex calls too, and with `--no-fsync-count` (no strace, fsyncs_per_reading null) `--quick` gave
+0.45-0.50 instead of 0.60-0.64 ms of gateway CPU per reading (alternating runs, same code, loaded box).
 Baselines, same run, same broker: a paho echo, and an echo through the gateway's own MQTT client module
 (`qis_gateway.mqtt_client`), each in its own process, answering every fp at once on a topic the gateway
 does not read. The machine may be shared: compare ratios within one run.
@@ -293,7 +296,8 @@ def echo_run(kind: str, host: str, port: int, devices: list[tuple[str, bytes]], 
 class Rig:
     """The system under test, with gateway 0 under strace and its counters at hand."""
 
-    def __init__(self, workdir: Path, gateways: int, devices: int, protocol: str = "5") -> None:
+    def __init__(self, workdir: Path, gateways: int, devices: int, protocol: str = "5",
+                 count_fsyncs: bool = True) -> None:
         self.system = LocalSystem(SystemSpec(gateways=gateways, sites=1, boards=0, min_n=5), workdir)
         self.system.prepare()
         gw = self.system.gateways[0]
@@ -307,11 +311,12 @@ class Rig:
         config.write_text("\n".join(lines) + "\n")
         self.fsync_log = workdir / "fsync.log"
         argv = [str(BIN / "qis-gateway"), "run", "--config", str(gw.dir / "gateway.toml")]
-        self.strace = shutil.which("strace") is not None  # Debian package strace; without it no fsync counts
+        # Debian package strace; without it (or with --no-fsync-count) no fsync counts
+        self.strace = count_fsyncs and shutil.which("strace") is not None
         if self.strace:
             argv = ["strace", "-f", "-q", "--seccomp-bpf", "-e", "trace=fsync,fdatasync",
                     "-o", str(self.fsync_log)] + argv
-        else:
+        elif count_fsyncs:
             print("strace not installed: fsyncs are not counted", file=sys.stderr, flush=True)
         proc = self.system.procs.start(gw.name, argv)
         self.pid = child_pid(proc.pid) if self.strace else proc.pid
@@ -512,7 +517,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     quick = args.quick
-    rig = Rig(workdir, 3 if quick else 6, 32 if quick else 64, args.mqtt_protocol)
+    rig = Rig(workdir, 3 if quick else 6, 32 if quick else 64, args.mqtt_protocol, not args.no_fsync_count)
     doc: dict[str, Any] = {"gateways": len(rig.system.gateways), "devices": len(rig.devices),
                            "gateway_mqtt_protocol": args.mqtt_protocol}
     host, port = rig.gw.broker.host, rig.gw.broker.port
@@ -576,6 +581,8 @@ def main(argv: list[str]) -> int:
                     help="with --quick: also these offered rates (comma-separated readings/s)")
     ap.add_argument("--mqtt-protocol", choices=["3.1.1", "5"], default="5",
                     help="the gateway's MQTT version (5: it sets its own receive window; 3.1.1: the broker's 20)")
+    ap.add_argument("--no-fsync-count", action="store_true",
+                    help="gateway 0 without strace (fsyncs_per_reading null): strace costs it CPU (module docstring)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object on stdout")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "gateway_throughput.json")
     ap.add_argument("--echo-server", choices=["paho", "client"], help=argparse.SUPPRESS)
@@ -590,7 +597,8 @@ def main(argv: list[str]) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="qis-bench-gwtp-") as tmp:
         doc = run(args, Path(tmp))
-    doc.update({"command": "bench/bench_gateway_throughput.py" + (" --quick" if args.quick else ""),
+    doc.update({"command": "bench/bench_gateway_throughput.py" + (" --quick" if args.quick else "")
+                + (" --no-fsync-count" if args.no_fsync_count else ""),
                 "started": started, "machine": {"python": platform.python_version(), "cpu": platform.machine(),
                                                 "cores": os.cpu_count(), "shared": True}})
     if args.json:

@@ -45,6 +45,7 @@ from qis.topics import parse_topic, topic
 from qis_gateway.config import default
 from qis_gateway.error_budget import ErrorBudget
 from qis_gateway.evidence import BoardSummary, Evidence
+from qis_gateway.frametag import tag
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import StateDB
 from qis_gateway.packets import OutcomePacket, PacketError, encode, outcome_nonce
@@ -284,7 +285,7 @@ class Bridge:
                 return Admitted("rejected", rej.kind, record, None, rej.reason)
             try:
                 payload = messages.encode_error(record.device_id, rej.seq or 0, rej.reason, rej.detail,
-                                                record.secret)
+                                                record.secret, mac=tag)
                 self.publish(topic(record.site, record.device_id, "error"), payload, 1, False)
             except QisError as exc:  # pragma: no cover - ids were validated by the registry
                 log.error("could not answer %s on its error topic: %s", record.device_id, exc)
@@ -298,7 +299,7 @@ class Bridge:
             raise ValueError("answer_fp needs an admitted fp")
         schema = self.schemas[body["schema"]]
         summary = await self.evidence.summarise(body["vec"], self._addresses(schema, body["fields"]))
-        payload = messages.encode_summary(record.device_id, body["seq"], record.secret, summary)
+        payload = messages.encode_summary(record.device_id, body["seq"], record.secret, summary, mac=tag)
         self.publish(topic(record.site, record.device_id, "summary"), payload, 1, False)
         self._inc(self.metrics.summaries, "true" if summary.enough else "false")
         if received_s is not None:

@@ -41,6 +41,7 @@ from qis_gateway.bridge import Bridge
 from qis_gateway.config import ConfigError, GatewayConfig
 from qis_gateway.evidence import Evidence
 from qis_gateway.flusher import OutboxFlusher
+from qis_gateway.frametag import tag
 from qis_gateway.health import PeerWatch, assess
 from qis_gateway.homeassistant import HomeAssistant
 from qis_gateway.intake import BATCH_MAX, Intake
@@ -253,7 +254,7 @@ class Gateway:
         """Overloaded: this fp gets a signed "busy" error frame instead of its summary (answers.py)."""
         record, body = admitted.device, admitted.body
         self.metrics.shed.labels(reason).inc()
-        payload = messages.encode_error(record.device_id, body["seq"], "busy", why, record.secret)
+        payload = messages.encode_error(record.device_id, body["seq"], "busy", why, record.secret, mac=tag)
         self._publish(topic(record.site, record.device_id, "error"), payload, 1, False)
 
     async def _answer(self, admitted: Any, received_s: float) -> None:

@@ -47,6 +47,7 @@ MIN_N: int = default("synthesis", "min_n")
 TOP: int = default("synthesis", "top")
 WILSON_Z = 1.96  # two-sided 95%
 _TIE_DECIMALS = 12  # shares equal to 12 decimals are a tie (summation order must not pick the winner)
+_add = np.add.reduce  # what ndarray.sum() calls, without its Python wrapper
 
 @dataclass(frozen=True, slots=True)
 class Summary:
@@ -101,34 +102,44 @@ def synthesise_columns(
     q = np.asarray(query_vector, dtype=np.float64)
     if q.ndim != 1 or q.shape[0] != columns.dims:
         raise ValueError("query vector has %s dimensions, the packets have %d" % (q.shape, columns.dims))
+    # The arrays are small (hundreds of rows), so numpy's per-call overhead is most of the cost: ufuncs
+    # with out= rather than wrappers (np.clip, ndarray.sum, flatnonzero), each column read once. Every
+    # value is bit for bit the one of the plain expressions in the module docstring's order.
     q_norm = math.sqrt(float(q @ q)) if q.shape[0] else 0.0
     if q_norm == 0.0:
         sim = np.ones(count)
     else:
-        sim = (columns.vectors @ q) * columns.inv_norm
-        sim *= 1.0 / q_norm
-        np.clip(sim, 0.0, 1.0, out=sim)  # negatives count nothing; rounding may exceed 1 by an ulp
+        sim = columns.vectors @ q
+        np.multiply(sim, columns.inv_norm, out=sim)
+        np.multiply(sim, 1.0 / q_norm, out=sim)
+        np.maximum(sim, 0.0, out=sim)  # negatives count nothing
+        np.minimum(sim, 1.0, out=sim)  # rounding may exceed 1 by an ulp
     w = sim * columns.weights
     if half_life_s is not None:
-        age = np.maximum(now_s - columns.times, 0.0)
-        w *= np.exp2(age * (-1.0 / half_life_s))
-    total = float(w.sum())
+        age = np.subtract(now_s, columns.times)
+        np.maximum(age, 0.0, out=age)
+        np.multiply(age, -1.0 / half_life_s, out=age)
+        np.multiply(w, np.exp2(age, out=age), out=w)
+    total = float(_add(w))
     if not total > 0.0:
         return not_enough()
     n = int(np.count_nonzero(w))
     n_eff = total * total / float(w @ w)
     if n_eff < min_n - 1e-9:
         return not_enough(n, n_eff)
-    shares = np.bincount(columns.codes, weights=w, minlength=len(columns.labels)) / total
-    present = np.flatnonzero(shares > 0.0)
-    ranked = sorted(present.tolist(), key=lambda c: (-round(float(shares[c]), _TIE_DECIMALS), columns.labels[c]))
-    best = [(columns.labels[c], float(shares[c])) for c in ranked[:top]]
+    labels = columns.labels
+    shares = (np.bincount(columns.codes, weights=w, minlength=len(labels)) / total).tolist()
+    ranked = sorted((c for c, share in enumerate(shares) if share > 0.0),
+                    key=lambda c: (-round(shares[c], _TIE_DECIMALS), labels[c]))
+    best = [(labels[c], shares[c]) for c in ranked[:top]]
     confidence = wilson_lower(best[0][1], n_eff) * float(w @ sim) / total
     mean = None
-    has_value = (w > 0.0) & ~np.isnan(columns.values)
+    values = columns.values
+    has_value = w > 0.0
+    np.logical_and(has_value, values == values, out=has_value)  # x == x: not NaN
     if has_value.any():
         wv = w[has_value]
-        wv_total = float(wv.sum())
+        wv_total = float(_add(wv))
         if wv_total * wv_total / float(wv @ wv) >= min_n - 1e-9:
-            mean = float(wv @ columns.values[has_value]) / wv_total
+            mean = float(wv @ values[has_value]) / wv_total
     return Summary(True, n, n_eff, tuple(best), confidence, mean)

@@ -12,11 +12,12 @@ through here, so an accepted outcome is never shed. Offered more than it can ans
 answers what it can within `deadline_s` and says "busy" to the rest, instead of letting every answer's
 latency grow without bound.
 
-Sustained overload is shed on arrival too (`late`): while the queue has not drained for longer than
+Sustained overload is shed on arrival too: while the queue has not drained for longer than
 `max_wait_s` and the fp a worker took last had waited more than `late_s`, a new fp would wait as long,
-so it is told "busy" at once. That keeps the answered fps' wait near `late_s` rather than `max_wait_s`,
-and the shed ones cost no queueing. A burst (a board's backlog after a restart: 100 readings within a
-fraction of a second) is not shed on arrival: its queue is younger than `max_wait_s` while it arrives.
+so it is told "busy" at once (`late`; or `arrival`, before its admission: early_shed.py). That keeps
+the answered fps' wait near `late_s` rather than `max_wait_s`, and the shed ones cost no queueing. A
+burst (a board's backlog after a restart: 100 readings within a fraction of a second) is not shed on
+arrival: its queue is younger than `max_wait_s` while it arrives.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class AnswerQueue:
                  max_wait_s: float = MAX_WAIT_S, deadline_s: float = DEADLINE_S,
                  max_pending: int = MAX_PENDING, late_s: float = LATE_S) -> None:
         """`answer(admitted, received_s)` answers one fp; `shed(admitted, reason, why)` tells its board
-        "busy" (reason: queue_full, late, waited or deadline; why: the text for the board)."""
+        "busy" (reason: queue_full, arrival, late, waited or deadline; why: the text for the board)."""
         self._answer, self._shed = answer, shed
         self.workers, self.max_wait_s, self.max_pending = max(1, workers), max_wait_s, max_pending
         self.deadline_s = max(deadline_s, max_wait_s)
@@ -77,10 +78,19 @@ class AnswerQueue:
             return
         if not waiting:
             self._backlog_since = received_s
-        elif self._last_wait_s > self.late_s and received_s - self._backlog_since > self.max_wait_s:
+        elif self.overloaded(received_s):
             self._drop(admitted, "late", "readings wait %.1f s for an answer; try later" % self._last_wait_s)
             return
         self._pending.put_nowait((admitted, received_s))
+
+    def overloaded(self, received_s: float) -> bool:
+        """Whether an fp arriving at `received_s` would be shed on arrival (sustained overload)."""
+        return (self._last_wait_s > self.late_s and received_s - self._backlog_since > self.max_wait_s
+                and self._pending.qsize() > 0)
+
+    def shed_unadmitted(self, admitted: Admitted) -> None:
+        """Tell an fp shed before its admission (early_shed.py) "busy"; `admitted.body` holds its seq only."""
+        self._drop(admitted, "arrival", "readings wait %.1f s for an answer; try later" % self._last_wait_s)
 
     def __len__(self) -> int:
         return self._pending.qsize() + self._busy

@@ -179,7 +179,7 @@ class Gateway:
         self.metrics.outcomes_held.set(self.state.held_count())
         self.bridge.sign_held()
         self.intake = Intake(self.bridge, self.registry, self.state, self.metrics, self.mqtt.ack,
-                             self._start_answer, self._stop, self._other)
+                             self._start_answer, self._stop, self._other, self.answers)
         if c.metrics.listen is not None:
             self.http = HttpEndpoint(self.metrics, self.health, self.status)
             with _step("metrics endpoint %s:%d" % c.metrics.listen):

@@ -6,7 +6,8 @@ endpoint, the outbox flusher and the MQTT client. `Gateway.serve()` reads board 
 order, in batches of whatever is waiting: `Intake.handle` (intake.py) admits a batch under one group
 commit and PUBACKs its messages only then (a disk error retries the same batch with backoff, holding the
 later ones behind it), and an admitted fp waits in `AnswerQueue` (answers.py) for one of 64 answer
-workers (lookup + summary); one that waited more than a second is shed with a signed "busy" error frame.
+workers (lookup + summary); one that waited more than a second is shed with a signed "busy" error frame,
+and under sustained overload new fps are told "busy" on arrival (answers.py, early_shed.py).
 SIGTERM/SIGINT set a stop flag: the reader stops, queued answers finish (bounded), the flusher finishes
 its puts in flight, paho gets its queued publishes out, the swarm node leaves gracefully, then the files
 close. Nothing unacknowledged is lost: the broker keeps it in the persistent session.

@@ -349,6 +349,7 @@ class Rig:
                 "stored": m.get("qis_gateway_packets_stored_total", 0.0),
                 "depth": m.get("qis_gateway_outbox_depth", 0.0),
                 "shed": sum(v for k, v in m.items() if k.startswith("qis_gateway_shed_total")),
+                "shed_by": {k.split('"')[1]: v for k, v in m.items() if k.startswith("qis_gateway_shed_total{")},
                 "dropped": m.get("qis_gateway_incoming_dropped_total", 0.0),
                 "fp_le": {k.split('"')[1]: v for k, v in m.items() if k.startswith("qis_gateway_fp_seconds_bucket")}}
         self._last = out
@@ -412,6 +413,8 @@ class Rig:
         out["cpu_ms_per_reading"] = round((after["cpu_s"] - before["cpu_s"]) * 1000 / readings, 3)
         out["fsyncs_per_reading"] = round((after["fsyncs"] - before["fsyncs"]) / readings, 2) if self.strace else None
         out["shed"] = int(after["shed"] - before["shed"])
+        shed_by, was = after.get("shed_by", {}), before.get("shed_by", {})
+        out["shed_by_reason"] = {k: int(v - was.get(k, 0.0)) for k, v in shed_by.items() if v > was.get(k, 0.0)}
         out["gateway_p99_le_s"] = gateway_p99(before.get("fp_le", {}), after.get("fp_le", {}))
         out["incoming_dropped"] = int(after["dropped"] - before["dropped"])
         out["metrics_timeouts"] = self.unreachable

@@ -6,7 +6,8 @@ The system: G `qis-gateway run` processes in one UDP swarm on 127.0.0.1, gateway
 (the harness's generated config) and D provisioned devices. Gateway 0 runs under
 `strace -f -e trace=fsync,fdatasync --seccomp-bpf`, which stops it only on those two calls, so every
 fsync is counted. Before a load point, one address (where every fp of the run lands) is filled with P
-signed outcome packets (P = 5, 100, 1,000; a node keeps 256 per address).
+signed outcome packets (P = 5, 100, 1,000; a node keeps 256 per address) by a short-lived swarm node on
+127.0.0.2 that leaves the swarm gracefully once done.
 
 The load generator is paho in this process, sending valid fp frames (QoS 1, each device its own rising
 seq) and timing each summary's arrival (matched by device and `re`):
@@ -353,6 +354,7 @@ class Rig:
                 "stored": m.get("qis_gateway_packets_stored_total", 0.0),
                 "depth": m.get("qis_gateway_outbox_depth", 0.0),
                 "shed": sum(v for k, v in m.items() if k.startswith("qis_gateway_shed_total")),
+                "shed_by": {k.split('"')[1]: v for k, v in m.items() if k.startswith("qis_gateway_shed_total{")},
                 "dropped": m.get("qis_gateway_incoming_dropped_total", 0.0),
                 "fp_le": {k.split('"')[1]: v for k, v in m.items() if k.startswith("qis_gateway_fp_seconds_bucket")}}
         self._last = out
@@ -393,7 +395,12 @@ class Rig:
                             print("fill: a put was refused (%s)" % exc, file=sys.stderr, flush=True)
 
             await asyncio.gather(*(put(i) for i in range(start, end)))
-            await swarm.stop(graceful=False)
+            # It leaves (says goodbye) like a gateway shutting down: stopped without, it stayed in the
+            # gateways' routing tables as a dead contact, and every later lookup and put waited on it
+            # (a put's node lookup for half its 5 s deadline, 250-330 request timeouts a run): the
+            # outcome runs measured that one dead peer, not storing (outcome-only 5-160 outcomes/s
+            # stored; leaving: 360-500/s, 0 timeouts).
+            await swarm.stop(graceful=True)
 
     def point(self, fn: Any, *args: Any, profile_s: float = 0.0) -> dict[str, Any]:
         """Run fn(*args) and add gateway CPU ms and fsyncs per answered reading / admitted outcome (and,
@@ -411,6 +418,8 @@ class Rig:
         out["cpu_ms_per_reading"] = round((after["cpu_s"] - before["cpu_s"]) * 1000 / readings, 3)
         out["fsyncs_per_reading"] = round((after["fsyncs"] - before["fsyncs"]) / readings, 2) if self.strace else None
         out["shed"] = int(after["shed"] - before["shed"])
+        shed_by, was = after.get("shed_by", {}), before.get("shed_by", {})
+        out["shed_by_reason"] = {k: int(v - was.get(k, 0.0)) for k, v in shed_by.items() if v > was.get(k, 0.0)}
         out["gateway_p99_le_s"] = gateway_p99(before.get("fp_le", {}), after.get("fp_le", {}))
         out["incoming_dropped"] = int(after["dropped"] - before["dropped"])
         out["metrics_timeouts"] = self.unreachable
@@ -433,8 +442,15 @@ def gateway_p99(before: dict[str, float], after: dict[str, float]) -> float | No
     return float("inf")
 
 
-def outcome_run(rig: Rig, load: Load, mode: str, seconds: float) -> dict[str, Any]:
-    """mixed: closed loop fp + outcome per answered reading; outcome_only: outcomes for answered readings."""
+def outcome_run(rig: Rig, load: Load, mode: str, seconds: float, profile: bool = False) -> dict[str, Any]:
+    """mixed: closed loop fp + outcome per answered reading; outcome_only: outcomes for answered readings.
+    With `profile`, py-spy profiles of gateway 0 and of gateway 1 (a holder of its packets) over the run."""
+    samplers = {}
+    if profile:
+        peer = rig.system.procs.procs[rig.system.gateways[1].name].pid
+        for key, pid in (("profile", rig.pid), ("profile_peer", peer)):
+            samplers[key] = Sampler(pid, seconds, rig.system.workdir / ("%s-%s.txt" % (key, mode)))
+            samplers[key].start()
     before = rig.counters()
     depth: list[tuple[float, float]] = []
     t0 = time.perf_counter()
@@ -477,6 +493,8 @@ def outcome_run(rig: Rig, load: Load, mode: str, seconds: float) -> dict[str, An
                     1, out.get("answered", 0) + mid["outcomes"] - before["outcomes"]), 2)})
     if not rig.strace:
         out["fsyncs_per_reading"] = None
+    for key, sampler in samplers.items():
+        out[key] = sampler.result()
     return out
 
 
@@ -541,7 +559,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         doc["echo_client"] = echo_run("client", host, port, echo_devices, rig.gw.site, 5.0 if quick else seconds)
         print("echo: paho %s client %s" % (doc["echo_paho"], doc["echo_client"]), file=sys.stderr, flush=True)
         if quick and args.outcomes:
-            doc["outcomes"] = [outcome_run(rig, load, mode, seconds) for mode in ("mixed", "outcome_only")]
+            doc["outcomes"] = [outcome_run(rig, load, mode, seconds, args.profile)
+                               for mode in ("mixed", "outcome_only")]
             for p in doc["outcomes"]:
                 print("outcomes %s: %s" % (p["mode"], json.dumps(p)), file=sys.stderr, flush=True)
         if quick and args.offered:
@@ -576,7 +595,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="one closed-loop point at 100 packets per address")
     ap.add_argument("--outcomes", action="store_true", help="with --quick: the mixed and outcome-only runs too")
     ap.add_argument("--profile", action="store_true",
-                    help="py-spy profile by component of the first closed-loop run per packet count")
+                    help="py-spy profile by component of the first closed-loop run per packet count (with "
+                         "--outcomes: of gateway 0 and gateway 1 over each outcome run)")
     ap.add_argument("--offered", type=lambda t: [int(r) for r in t.split(",")], default=[],
                     help="with --quick: also these offered rates (comma-separated readings/s)")
     ap.add_argument("--mqtt-protocol", choices=["3.1.1", "5"], default="5",

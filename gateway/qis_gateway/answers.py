@@ -11,6 +11,13 @@ reading was admitted and stored before (so an outcome may still refer to it), an
 through here, so an accepted outcome is never shed. Offered more than it can answer, the gateway thus
 answers what it can within `deadline_s` and says "busy" to the rest, instead of letting every answer's
 latency grow without bound.
+
+Sustained overload is shed on arrival too: while the queue has not drained for longer than
+`max_wait_s` and the fp a worker took last had waited more than `late_s`, a new fp would wait as long,
+so it is told "busy" at once (`late`; or `arrival`, before its admission: early_shed.py). That keeps
+the answered fps' wait near `late_s` rather than `max_wait_s`, and the shed ones cost no queueing. A
+burst (a board's backlog after a restart: 100 readings within a fraction of a second) is not shed on
+arrival: its queue is younger than `max_wait_s` while it arrives.
 """
 
 from __future__ import annotations
@@ -34,18 +41,24 @@ MAX_WAIT_S = 1.0
 # ~1.2 s per dead node: 3 of 10 killed in hil/test_faults.py) still answers: 2 s shed those as busy.
 DEADLINE_S = 10.0
 MAX_PENDING = 5000
+# Under sustained overload (see the module docstring) an fp is shed on arrival once the ones taken wait
+# longer than this: answered fps then wait ~0.5 s, so their end-to-end p99 stays within 1 s.
+LATE_S = 0.5
 
 
 class AnswerQueue:
     def __init__(self, answer: Callable[[Admitted, float], Awaitable[None]],
                  shed: Callable[[Admitted, str, str], None], *, workers: int = WORKERS,
                  max_wait_s: float = MAX_WAIT_S, deadline_s: float = DEADLINE_S,
-                 max_pending: int = MAX_PENDING) -> None:
+                 max_pending: int = MAX_PENDING, late_s: float = LATE_S) -> None:
         """`answer(admitted, received_s)` answers one fp; `shed(admitted, reason, why)` tells its board
-        "busy" (reason: queue_full, waited or deadline; why: the text for the board)."""
+        "busy" (reason: queue_full, arrival, late, waited or deadline; why: the text for the board)."""
         self._answer, self._shed = answer, shed
         self.workers, self.max_wait_s, self.max_pending = max(1, workers), max_wait_s, max_pending
         self.deadline_s = max(deadline_s, max_wait_s)
+        self.late_s = min(late_s, max_wait_s)
+        self._last_wait_s = 0.0  # how long the fp a worker took last had waited
+        self._backlog_since = 0.0  # perf_counter() when the queue last became non-empty
         # FIFO whose get() wakes one idle worker per item (an Event woke all 64 for every fp)
         self._pending: asyncio.Queue[tuple[Admitted, float]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -63,7 +76,21 @@ class AnswerQueue:
         if waiting >= self.max_pending:
             self._drop(admitted, "queue_full", "%d readings already wait for an answer" % waiting)
             return
+        if not waiting:
+            self._backlog_since = received_s
+        elif self.overloaded(received_s):
+            self._drop(admitted, "late", "readings wait %.1f s for an answer; try later" % self._last_wait_s)
+            return
         self._pending.put_nowait((admitted, received_s))
+
+    def overloaded(self, received_s: float) -> bool:
+        """Whether an fp arriving at `received_s` would be shed on arrival (sustained overload)."""
+        return (self._last_wait_s > self.late_s and received_s - self._backlog_since > self.max_wait_s
+                and self._pending.qsize() > 0)
+
+    def shed_unadmitted(self, admitted: Admitted) -> None:
+        """Tell an fp shed before its admission (early_shed.py) "busy"; `admitted.body` holds its seq only."""
+        self._drop(admitted, "arrival", "readings wait %.1f s for an answer; try later" % self._last_wait_s)
 
     def __len__(self) -> int:
         return self._pending.qsize() + self._busy
@@ -90,6 +117,7 @@ class AnswerQueue:
         while not self._stopping:
             admitted, received_s = await self._pending.get()
             waited_s = time.perf_counter() - received_s
+            self._last_wait_s = waited_s
             if waited_s > self.max_wait_s:
                 self._drop(admitted, "waited", "waited %.1f s for an answer; try later" % waited_s)
                 continue

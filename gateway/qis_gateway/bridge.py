@@ -231,7 +231,7 @@ class Bridge:
               value: float | None, weight: float, nonce: bytes, now_s: float) -> list[tuple[int, bytes, bytes]]:
         """(level, address, signed packet) for each schema level; PacketError when a field is unusable."""
         out = []
-        for level, address in enumerate(schema.level_addresses(fields)):
+        for level, address in enumerate(self._addresses(schema, fields)):  # cached: boards repeat fields
             packet = OutcomePacket(address=address, schema_id=schema.schema_id, created_s=int(now_s), vector=vector,
                                    label=label, value=value, weight=weight, nonce=nonce)
             out.append((level, address, encode(packet, self.signing_key)))

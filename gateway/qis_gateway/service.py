@@ -6,7 +6,8 @@ endpoint, the outbox flusher and the MQTT client. `Gateway.serve()` reads board 
 order, in batches of whatever is waiting: `Intake.handle` (intake.py) admits a batch under one group
 commit and PUBACKs its messages only then (a disk error retries the same batch with backoff, holding the
 later ones behind it), and an admitted fp waits in `AnswerQueue` (answers.py) for one of 64 answer
-workers (lookup + summary); one that waited more than a second is shed with a signed "busy" error frame.
+workers (lookup + summary); one that waited more than a second is shed with a signed "busy" error frame,
+and under sustained overload new fps are told "busy" on arrival (answers.py, early_shed.py).
 SIGTERM/SIGINT set a stop flag: the reader stops, queued answers finish (bounded), the flusher finishes
 its puts in flight, paho gets its queued publishes out, the swarm node leaves gracefully, then the files
 close. Nothing unacknowledged is lost: the broker keeps it in the persistent session.
@@ -31,17 +32,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from qis import messages
 from qis.schema import Schema, load_schema
 from qis.topics import subscription, topic
 
 from qis_gateway.answers import AnswerQueue
 from qis_gateway.backend import Swarm, is_unavailable, make_swarm
 from qis_gateway.bridge import Bridge
+from qis_gateway.busy import busy_frame
 from qis_gateway.config import ConfigError, GatewayConfig
 from qis_gateway.evidence import Evidence
 from qis_gateway.flusher import OutboxFlusher
-from qis_gateway.frametag import tag
 from qis_gateway.health import PeerWatch, assess
 from qis_gateway.homeassistant import HomeAssistant
 from qis_gateway.intake import BATCH_MAX, Intake
@@ -180,7 +180,7 @@ class Gateway:
         self.metrics.outcomes_held.set(self.state.held_count())
         self.bridge.sign_held()
         self.intake = Intake(self.bridge, self.registry, self.state, self.metrics, self.mqtt.ack,
-                             self._start_answer, self._stop, self._other)
+                             self._start_answer, self._stop, self._other, self.answers)
         if c.metrics.listen is not None:
             self.http = HttpEndpoint(self.metrics, self.health, self.status)
             with _step("metrics endpoint %s:%d" % c.metrics.listen):
@@ -254,7 +254,7 @@ class Gateway:
         """Overloaded: this fp gets a signed "busy" error frame instead of its summary (answers.py)."""
         record, body = admitted.device, admitted.body
         self.metrics.shed.labels(reason).inc()
-        payload = messages.encode_error(record.device_id, body["seq"], "busy", why, record.secret, mac=tag)
+        payload = busy_frame(record.device_id, body["seq"], why, record.secret)  # encode_error, ~4x cheaper
         self._publish(topic(record.site, record.device_id, "error"), payload, 1, False)
 
     async def _answer(self, admitted: Any, received_s: float) -> None:

@@ -80,3 +80,46 @@ def test_an_answer_that_misses_its_deadline_is_shed_not_published_late() -> None
 
     asyncio.run(run())
     assert finished == [2] and len(shed) == 1 and shed[0].startswith("deadline: no answer within")
+
+
+def test_sustained_overload_is_shed_on_arrival_and_answered_fps_wait_about_late_s() -> None:
+    answered: list[float] = []
+    shed: list[str] = []
+
+    async def answer(admitted: Admitted, received_s: float) -> None:
+        answered.append(time.perf_counter() - received_s)
+        await asyncio.sleep(0.02)  # 2 workers: ~100 answers/s
+
+    async def run() -> None:
+        q = AnswerQueue(answer, lambda a, reason, why: shed.append(reason), workers=2, max_wait_s=0.4,
+                        late_s=0.15)
+        q.start()
+        for seq in range(300):  # ~3x capacity for ~1 s
+            q.submit(fp(seq), time.perf_counter())
+            await asyncio.sleep(1 / 300)
+        await q.stop(2.0)
+
+    asyncio.run(run())
+    assert "late" in shed and len(answered) + len(shed) == 300
+    late_phase = answered[len(answered) // 2:]  # once the queue has been backlogged for max_wait_s
+    assert max(late_phase) < 0.4  # under the head's bound: shed on arrival instead
+    assert sorted(late_phase)[len(late_phase) // 2] < 0.3
+
+
+def test_a_burst_is_not_shed_on_arrival() -> None:
+    shed: list[str] = []
+
+    async def answer(admitted: Admitted, received_s: float) -> None:
+        await asyncio.sleep(0.01)
+
+    async def run() -> None:
+        q = AnswerQueue(answer, lambda a, reason, why: shed.append(reason), workers=2, max_wait_s=1.0,
+                        late_s=0.05)
+        q.start()
+        for seq in range(100):  # arrives within a fraction of max_wait_s; answered in ~0.5 s
+            q.submit(fp(seq), time.perf_counter())
+            await asyncio.sleep(0.002)
+        await q.stop(3.0)
+
+    asyncio.run(run())
+    assert shed == []

@@ -169,7 +169,9 @@ def test_an_unreachable_swarm_is_not_cached() -> None:
     assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5
 
 
-def test_the_flusher_tells_the_cache_about_its_puts(tmp_path: Path) -> None:
+def flush_one_outcome(tmp_path: Path, swarm_up: bool) -> tuple[Told, set[bytes], int]:
+    """A board's fp and outcome admitted, then one flusher pass: what the cache was told, the outcome's
+    addresses, and the rows still pending."""
     rig = make_rig(tmp_path)
     board = rig.board()
     t, frame, seq = board.fp()
@@ -177,29 +179,25 @@ def test_the_flusher_tells_the_cache_about_its_puts(tmp_path: Path) -> None:
     t, frame, _ = board.outcome(seq, "x")
     rig.bridge.admit(t, frame)
     addresses = {item.address for item in rig.state.due(NOW * 2.0, limit=100)}
-    assert len(addresses) >= 2
+    rig.swarm.available = swarm_up
     told = Told()
-    flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, lookup_cache=told)
-    asyncio.run(flusher._flush_once())
-    assert set(told.absorbed) == addresses and not told.forgotten and rig.state.pending() == 0
+    asyncio.run(OutboxFlusher(rig.state, rig.swarm, rig.metrics, lookup_cache=told)._flush_once())
     for address, values in told.absorbed.items():
         assert set(values) <= set(rig.swarm.shared[address])  # what was absorbed is what the swarm holds
+    pending = rig.state.pending()
     rig.close()
+    return told, addresses, pending
+
+
+def test_the_flusher_tells_the_cache_about_its_puts(tmp_path: Path) -> None:
+    told, addresses, pending = flush_one_outcome(tmp_path, swarm_up=True)
+    assert len(addresses) >= 2
+    assert set(told.absorbed) == addresses and not told.forgotten and pending == 0
 
 
 def test_a_failed_put_makes_the_cache_forget_its_address(tmp_path: Path) -> None:
-    rig = make_rig(tmp_path)
-    board = rig.board()
-    t, frame, seq = board.fp()
-    rig.bridge.admit(t, frame)
-    t, frame, _ = board.outcome(seq, "x")
-    rig.bridge.admit(t, frame)
-    rig.swarm.available = False
-    told = Told()
-    flusher = OutboxFlusher(rig.state, rig.swarm, rig.metrics, lookup_cache=told)
-    asyncio.run(flusher._flush_once())
-    assert told.forgotten and not told.absorbed and rig.state.pending() > 0
-    rig.close()
+    told, addresses, pending = flush_one_outcome(tmp_path, swarm_up=False)
+    assert set(told.forgotten) == addresses and not told.absorbed and pending > 0
 
 
 class Told:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from typing import Any
 
 from qis_gateway.swarm.core import wire
 from qis_gateway.swarm.core.config import SwarmConfig
@@ -61,18 +60,9 @@ def _get(node: SwarmNode, held: Callable[[int], list[bytes]], limit: int = 1000)
             node.receive_message(wire.Values(msg.tid, HOLDER.node_id, None, None, b"t" * 8, msg.offset,
                                              len(values), digest if msg.offset == 0 else b"", page, ()),
                                  HOLDER_ADDR, now)
-    done = [e for e in _drain(node) if type(e) is GetDone]
+    done = [e for e in iter(node.next_event, None) if type(e) is GetDone]
     assert len(done) == 1
     return per_round, done[0]
-
-
-def _drain(node: SwarmNode) -> list[Any]:
-    out = []
-    ev = node.next_event()
-    while ev is not None:
-        out.append(ev)
-        ev = node.next_event()
-    return out
 
 
 def test_a_window_of_pages_brings_every_value_in_few_round_trips() -> None:

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 from qis_gateway.swarm.core import pacing
-from qis_gateway.swarm.core.events import GetDone, JoinDone
+from qis_gateway.swarm.core.events import GetDone, JoinDone, PutDone
 from qis_gateway.swarm.core.node import COUNTER_NAMES
 from swarm.conftest import TEST_CONFIG, MemNet
 
@@ -80,3 +80,34 @@ def test_a_shedding_peer_gets_fewer_requests(monkeypatch: pytest.MonkeyPatch) ->
     assert refused_paced * 2 < refused_unpaced  # the peers shed far less: we sent them less
     assert paced["sent"] < unpaced["sent"]
     assert lowest == 3
+
+
+def test_a_dead_peer_behind_its_window_does_not_hold_every_put() -> None:
+    """A peer stops without a LEAVE, then an outbox flusher puts 150 outcomes, 32 in flight. Requests to the
+    dead peer queued behind its window were never sent, so they never timed out: every put's node lookup
+    waited for half its deadline (p50 2.51 s, 82 ops expired). Now a queued request fails after the
+    peer's timeout when the peer stayed silent (core/pacing.py)."""
+    net = MemNet(seed=5, latency_s=0.005)
+    nodes = net.build(12)
+    net.run(until=net.now + 5.0)
+    origin, dead = nodes[0], nodes[6]
+    dead_id = int.from_bytes(dead.node_id, "big")
+    net.dead.add(dead.test_addr)
+    t0 = net.now
+    elapsed: list[float] = []
+    started = evicted_at = 0
+    while len(elapsed) < 150 and net.now < t0 + 60.0:
+        while started < 150 and started - len(elapsed) < 32:
+            origin.start_put_many((b"%05d" % started) * 6 + b"aa", [b"v" * 200], net.now)
+            started += 1
+        net.run(until=net.now + 0.01)
+        elapsed += [done.elapsed_s for _, done in net.take(PutDone)]
+        if not evicted_at and origin.table.find(dead_id) is None:
+            evicted_at = net.now - t0
+    c = origin.counters
+    print("put elapsed p50 %.3f s, max %.3f s, ops expired %d, held failed %d, dead contact evicted after %.2f s"
+          % (sorted(elapsed)[75], max(elapsed), c["ops_expired"], c["held_failed"], evicted_at))
+    assert len(elapsed) == 150 and c["paced"] > 0 and c["held_failed"] > 0
+    assert c["ops_expired"] == 0
+    assert max(elapsed) < origin.config.op_deadline_s / 4
+    assert 0 < evicted_at < 1.0

@@ -53,7 +53,7 @@ COUNTER_NAMES = (
     "drop_wrong_reply", "drop_self", "drop_internal_error", "stored", "evicted_address_cap",
     "evicted_node_cap", "expired", "contacts_evicted", "drop_bad_holder", "ops_expired", "contacts_left",
     "leave_unsigned", "address_checks", "address_validations",
-    "evictions_withheld", "rejoins", "busy_sent", "busy_in", "paced", "pacing_decreases", "retries_held",
+    "evictions_withheld", "rejoins", "busy_sent", "busy_in", "paced", "pacing_decreases", "retries_held", "held_failed",
 ) + storage_policy.COUNTER_NAMES
 
 

@@ -20,6 +20,11 @@ counting requests instead of bytes:
   room (self-clocking). A queued request of an operation that finished meanwhile is never sent. The
   queues hold at most ``MAX_QUEUED`` requests in all; beyond that a request goes out unpaced rather
   than being lost (an operation's deadline bounds the wait anyway).
+- A queued request is not a silent wait: after the peer's adaptive timeout its op hears ``on_stall``
+  (the lookup asks the next candidate), and when the peer answered nothing since it was queued (and did
+  not answer BUSY lately), it fails as a sent request would (``held_failed``, ``Rpc._held_expired``).
+  Before, requests queued to a peer that died behind its window were never sent, never timed out, and
+  every lookup that met the dead peer waited for its op's deadline.
 """
 
 from __future__ import annotations
@@ -36,13 +41,34 @@ PEERS_KEPT = 256
 MAX_QUEUED = 4096
 
 
+class Held:
+    """A request waiting in a peer's queue (the arguments of ``Rpc.request``) since ``held_s``."""
+
+    __slots__ = ("make", "addr", "expected_id", "op", "cand", "target", "page_offset", "counts_replica", "held_s",
+                 "cancelled")
+
+    def __init__(self, make: Any, addr: Address, expected_id: bytes | None, op: Any, cand: Any, target: int | None,
+                 page_offset: int, counts_replica: bool, held_s: float) -> None:
+        self.make = make
+        self.addr = addr
+        self.expected_id = expected_id
+        self.op = op
+        self.cand = cand
+        self.target = target
+        self.page_offset = page_offset
+        self.counts_replica = counts_replica
+        self.held_s = held_s
+        self.cancelled = False  # it failed while queued: never sent
+
+
 class Pacing:
     __slots__ = ("counters", "windows", "queues", "queued")
 
     def __init__(self, counters: dict[str, int]) -> None:
         self.counters = counters
         # Public so that the RPC layer's hot path tests membership inline (only these methods change them).
-        self.windows: dict[Address, list[float]] = {}  # addr -> [window, start of its recovery period]
+        # addr -> [window, start of its recovery period, its last answer]
+        self.windows: dict[Address, list[float]] = {}
         self.queues: dict[Address, deque[Any]] = {}
         self.queued = 0
 
@@ -84,7 +110,7 @@ class Pacing:
         """A BUSY or a loss for a request sent at ``sent_s``: multiplicative decrease (module docstring)."""
         w = self.windows.get(addr)
         if w is None:
-            w = self.windows[addr] = [max(MIN_WINDOW if busy else INITIAL_WINDOW, inflight / 2.0), now_s]
+            w = self.windows[addr] = [max(MIN_WINDOW if busy else INITIAL_WINDOW, inflight / 2.0), now_s, -1.0e18]
             if len(self.windows) > PEERS_KEPT:
                 self._drop_oldest()
         elif sent_s > w[1]:
@@ -94,14 +120,20 @@ class Pacing:
             return
         self.counters["pacing_decreases"] += 1
 
-    def answered(self, addr: Address) -> None:
+    def answered(self, addr: Address, now_s: float = 0.0) -> None:
         """An answer from a paced peer: additive increase."""
         w = self.windows.get(addr)
         if w is None:
             return
         w[0] += 1.0 / w[0]
+        w[2] = now_s
         if w[0] >= OPEN_WINDOW and addr not in self.queues:
             del self.windows[addr]
+
+    def silent_since(self, addr: Address, t_s: float) -> bool:
+        """The paced peer answered nothing since ``t_s``."""
+        w = self.windows.get(addr)
+        return w is not None and w[2] < t_s
 
     def _drop_oldest(self) -> None:
         for addr in self.windows:

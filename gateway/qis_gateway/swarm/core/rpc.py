@@ -7,7 +7,8 @@ RTT estimates rtt.py's):
 - ``request``: a 32-bit transaction id and, unless the recipient's (address, id) binding is already
   proven, a fresh nonce; the ``Pending`` record waits in ``pending`` with a deadline from the peer's RTT
   estimate. A peer that pushed back (BUSY, or a retry) has a window of requests in flight: those beyond
-  it wait in its queue and go out as answers and timeouts free room (``_release``). ``fire_timers``: a
+  it wait in its queue and go out as answers and timeouts free room (``_release``); one still queued
+  after the peer's timeout stalls its op, or fails if the peer fell silent (``_held_expired``). ``fire_timers``: a
   request past its deadline is re-sent ``rpc_retries`` times with a doubled timeout (its op hears
   ``on_stall`` at the first), then reported failed to its op and, when ``Isolation.may_evict`` allows
   and the peer did not answer BUSY lately, to the routing table.
@@ -40,7 +41,7 @@ from .config import SwarmConfig
 from .identity import NodeIdentity
 from .isolation import Isolation, ProvePing
 from .lookup import Candidate
-from .pacing import Pacing
+from .pacing import Held, Pacing
 from .requester import Address, MakeRequest, Op, Pending, Requester
 from .routing import Contact, RoutingTable
 from .rtt import RttEstimator
@@ -85,6 +86,8 @@ class Rpc:
         self.pending: dict[int, Pending] = {}
         self.proving: set[Address] = set()  # addresses with a ping-before-evict in flight
         self._timers: list[tuple[float, int]] = []
+        self._held_timers: list[tuple[float, int, Held]] = []  # (deadline, seq, request) of queued requests
+        self._held_seq = 0
         self._inflight_addr: dict[Address, int] = {}
         self.rtt = RttEstimator(config)
         self.validation = Validation(identity, config, rng, table, counters, on_proven)
@@ -105,8 +108,12 @@ class Rpc:
         pacing = self.pacing
         if (not released and addr in pacing.windows
                 and not pacing.room(addr, self._inflight_addr.get(addr, 0))):
-            # the peer pushed back: wait for room in its window (_release sends it)
-            pacing.hold(addr, (make, addr, expected_id, op, cand, target, page_offset, counts_replica))
+            # the peer pushed back: wait for room in its window (_release sends it), but no longer than a
+            # sent request would wait for its answer (_held_expired)
+            h = Held(make, addr, expected_id, op, cand, target, page_offset, counts_replica, now_s)
+            pacing.hold(addr, h)
+            self._held_seq += 1
+            heapq.heappush(self._held_timers, (now_s + self.rtt.timeout_for(expected_id), self._held_seq, h))
             return
         tid = self.new_tid()
         nonce = None
@@ -129,24 +136,30 @@ class Rpc:
             item = pacing.release(addr, self._inflight_addr.get(addr, 0))
             if item is None:
                 return
-            make, addr, expected_id, op, cand, target, page_offset, counts_replica = item
-            if not getattr(op, "done", False):
-                self.request(make, addr, expected_id, now_s, op, cand=cand, target=target, page_offset=page_offset,
-                             counts_replica=counts_replica, released=True)
+            if item.cancelled:
+                continue
+            item.cancelled = True  # sent now: its hold timer is void
+            if not getattr(item.op, "done", False):
+                self.request(item.make, addr, item.expected_id, now_s, item.op, cand=item.cand, target=item.target,
+                             page_offset=item.page_offset, counts_replica=item.counts_replica, released=True)
 
     def inflight_to(self, addr: Address) -> bool:
         return addr in self._inflight_addr
 
     def next_deadline(self) -> float | None:
         """The earliest live request deadline (stale heap entries are dropped here)."""
+        held = self._held_timers
+        while held and (held[0][2].cancelled or getattr(held[0][2].op, "done", False)):
+            heapq.heappop(held)
+        first = held[0][0] if held else None
         timers = self._timers
         while timers:
             deadline, tid = timers[0]
             p = self.pending.get(tid)
             if p is not None and p.deadline_s == deadline:
-                return deadline
+                return deadline if first is None else min(deadline, first)
             heapq.heappop(timers)
-        return None
+        return first
 
     def fire_timers(self, now_s: float) -> None:
         timers = self._timers
@@ -156,6 +169,33 @@ class Rpc:
             if p is None or p.deadline_s != deadline:
                 continue
             self._expired(p, now_s)
+        held = self._held_timers
+        while held and held[0][0] <= now_s:
+            h = heapq.heappop(held)[2]
+            if not h.cancelled and not getattr(h.op, "done", False):
+                self._held_expired(h, now_s)
+
+    def _held_expired(self, h: Held, now_s: float) -> None:
+        """A request still queued after the peer's timeout: its op moves on (``on_stall``); when the peer
+        answered nothing since it was queued and is not shedding load, the request fails as a sent one
+        would (against its contact only when ``Isolation.may_evict`` allows): a dead peer behind its
+        window must not hold every lookup that meets it until the op's deadline."""
+        p = Pending(0, None, h.addr, h.expected_id, None, h.op, h.held_s, now_s - h.held_s, h.cand, h.target,
+                    h.page_offset, h.counts_replica)
+        on_stall = getattr(h.op, "on_stall", None)
+        if on_stall is not None:
+            on_stall(self.requester, p, now_s)
+        iso = self.isolation
+        if (h.cancelled or getattr(h.op, "done", False) or iso.shedding(p, now_s)
+                or not self.pacing.silent_since(h.addr, h.held_s)):
+            return  # still queued: it goes out when the window has room
+        h.cancelled = True
+        self.counters["held_failed"] += 1
+        if (h.expected_id is not None and h.op is not self._evict_op
+                and iso.may_evict(p, now_s, len(self.table))
+                and self.table.record_failure(int.from_bytes(h.expected_id, "big"))):
+            iso.lost_contact(h.addr)
+        h.op.on_timeout(self.requester, p, now_s)
 
     def _expired(self, p: Pending, now_s: float) -> None:
         cfg = self.config
@@ -361,7 +401,7 @@ class Rpc:
                     and type(p.msg) in _VALIDATED_REQUESTS)
         pacing = self.pacing
         if addr in pacing.windows:
-            pacing.answered(addr)
+            pacing.answered(addr, now_s)
         if not validate:
             self._forget(p)
             if addr in pacing.queues:

@@ -15,9 +15,13 @@ latency grow without bound.
 Sustained overload is shed on arrival too: while the queue has not drained for longer than
 `max_wait_s` and the fp a worker took last had waited more than `late_s`, a new fp would wait as long,
 so it is told "busy" at once (`late`; or `arrival`, before its admission: early_shed.py). That keeps
-the answered fps' wait near `late_s` rather than `max_wait_s`, and the shed ones cost no queueing. A
-burst (a board's backlog after a restart: 100 readings within a fraction of a second) is not shed on
-arrival: its queue is younger than `max_wait_s` while it arrives.
+the answered fps' wait near `late_s` rather than `max_wait_s`, and the shed ones cost no queueing. The
+same holds when the wait is in front of the queue: when the loop itself falls behind (frames reach it
+later than `late_s` after they arrived from the broker, continuously for `late_s`), the queue may look
+empty while every fp already waited too long, so those are shed on arrival too, until frames reach the
+loop in time again. A burst (a board's backlog after a restart: 100 readings within a fraction of a
+second) is not shed on arrival: its queue is younger than `max_wait_s` while it arrives, and its frames
+reach the loop well within `late_s`.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class AnswerQueue:
         self.late_s = min(late_s, max_wait_s)
         self._last_wait_s = 0.0  # how long the fp a worker took last had waited
         self._backlog_since = 0.0  # perf_counter() when the queue last became non-empty
+        self._lagging_since: float | None = None  # since when frames reach the loop later than late_s
         # FIFO whose get() wakes one idle worker per item (an Event woke all 64 for every fp)
         self._pending: asyncio.Queue[tuple[Admitted, float]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -76,15 +81,23 @@ class AnswerQueue:
         if waiting >= self.max_pending:
             self._drop(admitted, "queue_full", "%d readings already wait for an answer" % waiting)
             return
-        if not waiting:
-            self._backlog_since = received_s
-        elif self.overloaded(received_s):
+        if self.overloaded(received_s):
             self._drop(admitted, "late", "readings wait %.1f s for an answer; try later" % self._last_wait_s)
             return
+        if not waiting:
+            self._backlog_since = received_s
         self._pending.put_nowait((admitted, received_s))
 
     def overloaded(self, received_s: float) -> bool:
-        """Whether an fp arriving at `received_s` would be shed on arrival (sustained overload)."""
+        """Whether an fp arriving at `received_s` would be shed on arrival (sustained overload: the queue
+        backlogged with late fps, or the loop reaching frames late; see the module docstring)."""
+        now = time.perf_counter()
+        if now - received_s <= self.late_s:
+            self._lagging_since = None
+        elif self._lagging_since is None:
+            self._lagging_since = now
+        if self._lagging_since is not None and now - self._lagging_since > self.late_s:
+            return True
         return (self._last_wait_s > self.late_s and received_s - self._backlog_since > self.max_wait_s
                 and self._pending.qsize() > 0)
 

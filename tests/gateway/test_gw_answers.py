@@ -123,3 +123,33 @@ def test_a_burst_is_not_shed_on_arrival() -> None:
 
     asyncio.run(run())
     assert shed == []
+
+
+def test_frames_reaching_the_loop_late_are_shed_on_arrival_until_they_arrive_in_time() -> None:
+    """The wait in front of the queue (a loop behind the broker): the queue looks empty, but every fp
+    already waited longer than late_s. After late_s of that, such fps are shed on arrival; fps that
+    reach the loop in time are answered at once again."""
+    answered: list[int] = []
+    shed: list[tuple[int, str]] = []
+
+    async def answer(admitted: Admitted, received_s: float) -> None:
+        answered.append(admitted.body["seq"])
+
+    async def run() -> None:
+        q = AnswerQueue(answer, lambda a, reason, why: shed.append((a.body["seq"], reason)), workers=2,
+                        max_wait_s=1.0, late_s=0.1)
+        q.start()
+        for seq in range(40):  # each reaches the loop 0.5 s after it arrived, for ~0.4 s
+            q.submit(fp(seq), time.perf_counter() - 0.5)
+            await asyncio.sleep(0.01)
+        for seq in range(40, 50):  # the loop has caught up
+            q.submit(fp(seq), time.perf_counter())
+            await asyncio.sleep(0.01)
+        await q.stop(2.0)
+
+    asyncio.run(run())
+    shed_seqs = {seq for seq, _ in shed}
+    assert {reason for _, reason in shed} == {"late"}
+    assert 0 in answered and shed_seqs and min(shed_seqs) >= 5  # not before late_s of lagging frames
+    assert set(range(40, 50)) <= set(answered)  # in time again: answered
+    assert len(answered) + len(shed) == 50

@@ -90,7 +90,8 @@ class AnswerQueue:
 
     def overloaded(self, received_s: float) -> bool:
         """Whether an fp arriving at `received_s` would be shed on arrival (sustained overload: the queue
-        backlogged with late fps, or the loop reaching frames late; see the module docstring)."""
+        backlogged with late fps, or the loop reaching frames late; see the module docstring). Each call
+        also records how late this frame reached the loop (the lagging state)."""
         now = time.perf_counter()
         if now - received_s <= self.late_s:
             self._lagging_since = None

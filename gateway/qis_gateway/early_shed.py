@@ -26,6 +26,7 @@ from qis import messages
 from qis.errors import TopicError
 from qis.topics import parse_topic
 
+from qis_gateway.frametag import tag
 from qis_gateway.registry import DeviceRecord, Registry
 
 
@@ -40,8 +41,8 @@ def authentic_fresh(registry: Registry, topic_name: str, payload: bytes) -> tupl
     record = registry.get(device_id)
     if record is None or record.revoked or record.site != site:
         return None
-    data, tag = payload[:-messages.TAG_BYTES], payload[-messages.TAG_BYTES:]
-    if not hmac.compare_digest(hmac.digest(record.secret, data, "sha256"), tag):
+    data, sent_tag = payload[:-messages.TAG_BYTES], payload[-messages.TAG_BYTES:]
+    if not hmac.compare_digest(tag(record.secret, data), sent_tag):
         return None
     try:
         body = json.loads(data)

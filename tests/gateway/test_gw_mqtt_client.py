@@ -75,3 +75,59 @@ def test_a_qos0_flood_is_bounded_and_counted_and_qos1_is_never_dropped(broker: B
     assert backlog <= 100 + 300  # the QoS 0 part bounded; the QoS 1 ones all kept
     assert dropped >= 4800 and callbacks == dropped
     assert qos1 == list(range(300))  # every QoS 1 message delivered, in order
+
+
+def test_qos1_frames_beyond_the_queue_are_refused_counted_and_acked_when_refuse_says_so(broker: Broker) -> None:
+    """The broker does not bound what it sends us (Mosquitto 2.0.11 opens a further window per PUBACK),
+    so readings beyond max_queued are acknowledged and counted here; outcomes are always kept."""
+    import time
+
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    async def run() -> tuple[int, int, int, list[int], int, int]:
+        refused: list[int] = []
+        client = MqttClient(MqttSettings(host=broker.host, port=broker.port, client_id="t-refuse", max_queued=50),
+                            (("flood/#", 1),), refuse=lambda t: t.endswith("/fp"),
+                            on_refuse=lambda: refused.append(1))
+        client.start()
+        assert await client.wait_connected(10.0)
+        await asyncio.sleep(0.3)  # subscribed
+        pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="t-refuser")
+        pub.max_queued_messages_set(0)
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        try:
+            infos = []
+            for i in range(200):  # nobody reads meanwhile: readings, and an outcome every 10th
+                infos.append(pub.publish("flood/d/fp", b"%d" % i, qos=1))
+                if i % 10 == 0:
+                    infos.append(pub.publish("flood/d/outcome", b"%d" % i, qos=1))
+            for info in infos:
+                info.wait_for_publish(10)
+            deadline = time.monotonic() + 20
+            while client.backlog + client.refused < 220 and time.monotonic() < deadline:
+                time.sleep(0.05)  # blocks the loop on purpose: paho's thread keeps receiving
+            backlog = client.backlog
+            fps = outcomes = 0
+            kept_outcomes: list[int] = []
+            while client.backlog:
+                for msg in await asyncio.wait_for(client.next_batch(256), 10):
+                    client.ack(msg)
+                    if msg.topic.endswith("/outcome"):
+                        kept_outcomes.append(int(msg.payload))
+                    else:
+                        fps += 1
+            await asyncio.sleep(1.0)  # nothing refused comes back: it was acknowledged
+            outcomes = len(kept_outcomes)
+            return backlog, client.refused, len(refused), kept_outcomes, fps + client.backlog, outcomes
+        finally:
+            pub.disconnect()
+            pub.loop_stop()
+            await client.stop(1.0)
+
+    backlog, refused, callbacks, kept_outcomes, fps, outcomes = asyncio.run(run())
+    assert refused > 0 and callbacks == refused
+    assert backlog <= 50 + 20  # readings bounded; the 20 outcomes all kept
+    assert kept_outcomes == list(range(0, 200, 10))  # every outcome delivered, in order
+    assert fps + refused == 200  # every reading either handed over or refused (and counted)

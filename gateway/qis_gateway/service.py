@@ -175,6 +175,8 @@ class Gateway:
         self.bridge = Bridge(self.registry, self.state, self.schemas, self.signing_key, evidence, self._publish,
                              self.metrics, reject_log_interval_s=c.log.reject_interval_s,
                              on_summary=self.ha.on_summary if self.ha else None)
+        if hasattr(self.swarm, "on_stored"):  # the Kademlia node (OpenDHT keeps its stores to itself)
+            self.swarm.on_stored = evidence.heard
         self.flusher = OutboxFlusher(self.state, self.swarm, self.metrics, c.outbox, lookup_cache=evidence)
         self.bridge.outbox_wakeup = self.flusher.wake
         self.metrics.outcomes_held.set(self.state.held_count())

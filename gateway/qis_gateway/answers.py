@@ -14,20 +14,24 @@ latency grow without bound.
 
 Sustained overload is shed on arrival too: while the queue has not drained for longer than
 `max_wait_s` and the fp a worker took last had waited more than `late_s`, a new fp would wait as long,
-so it is told "busy" at once (`late`; or `arrival`, before its admission: early_shed.py). That keeps
-the answered fps' wait near `late_s` rather than `max_wait_s`, and the shed ones cost no queueing.
+so it is told "busy" at once (`late`), after its admission like every fp, so an outcome can still refer
+to it. That keeps the answered fps' wait near `late_s` rather than `max_wait_s`, and the shed ones cost
+no queueing.
 
 The wait in front of the queue is bounded the same way, and tighter: when the loop itself falls behind,
 frames reach it late (after paho received them) while the queue may look empty. Once every frame has
 reached the loop more than `intake_late_s` late for `late_s` on end, the loop is *lagging*: from then on
-each frame that reaches it over `intake_late_s` late is shed on arrival, and one that reaches it in time
-is admitted as usual, so the answered ones have waited at most `intake_late_s` in front of the loop.
+each fp that reaches it over `intake_late_s` late is shed on arrival, and one that reaches it in time
+is answered as usual, so the answered ones have waited at most `intake_late_s` in front of the loop.
 The lagging state ends once frames have reached the loop in time for `late_s` on end. (Ending it at the
 first frame in time, as before, let every frame in for the next `late_s`, and at 3 x capacity that
 grew the wait in front of the loop to 0.5-0.9 s for the answered ones; measured per fp, offered
 3,000/s.) A burst (a board's backlog after a restart: 100 readings within a fraction of a second) is
-not shed on arrival: its queue is younger than `max_wait_s` while it arrives, and its frames do not
-reach the loop late for `late_s` on end.
+not shed on arrival on a machine that keeps up: its queue is younger than `max_wait_s` while it
+arrives, and its frames do not reach the loop late for `late_s` on end. On a machine too busy for that
+(a loaded CI runner admitting 600 frames at once) part of a burst may be told "busy"; its readings are
+stored and their outcomes accepted all the same (an fp used to be shed before its admission here, which
+refused its outcome: a SIGKILL burst test caught it losing one).
 """
 
 from __future__ import annotations
@@ -66,7 +70,7 @@ class AnswerQueue:
                  max_pending: int = MAX_PENDING, late_s: float = LATE_S,
                  intake_late_s: float = INTAKE_LATE_S) -> None:
         """`answer(admitted, received_s)` answers one fp; `shed(admitted, reason, why)` tells its board
-        "busy" (reason: queue_full, arrival, late, waited or deadline; why: the text for the board)."""
+        "busy" (reason: queue_full, late, waited or deadline; why: the text for the board)."""
         self._answer, self._shed = answer, shed
         self.workers, self.max_wait_s, self.max_pending = max(1, workers), max_wait_s, max_pending
         self.deadline_s = max(deadline_s, max_wait_s)
@@ -122,10 +126,6 @@ class AnswerQueue:
                 self.lagging = False
         return (self._last_wait_s > self.late_s and received_s - self._backlog_since > self.max_wait_s
                 and self._pending.qsize() > 0)
-
-    def shed_unadmitted(self, admitted: Admitted) -> None:
-        """Tell an fp shed before its admission (early_shed.py) "busy"; `admitted.body` holds its seq only."""
-        self._drop(admitted, "arrival", "readings wait %.1f s for an answer; try later" % self._last_wait_s)
 
     def __len__(self) -> int:
         return self._pending.qsize() + self._busy

@@ -127,6 +127,55 @@ def test_absorbed_puts_stay_within_the_lookup_limit() -> None:
     assert swarm.gets == 1
 
 
+
+def test_a_value_the_swarm_node_kept_counts_at_the_next_reading_without_a_lookup() -> None:
+    """`heard`: another gateway's STORE at this gateway's node (a holder of the address)."""
+    shared = {ADDRESS: [packet(i) for i in range(5)]}
+    swarm = MemorySwarm(shared)
+    evidence = make(swarm, 60.0)
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5
+    shared[ADDRESS].append(packet(5))
+    evidence.heard(ADDRESS, packet(5))
+    evidence.heard(ADDRESS, packet(5))  # the same bytes again (a republish): counted once
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 6
+    assert swarm.gets == 1
+
+
+def test_values_heard_for_an_address_not_cached_are_not_kept() -> None:
+    evidence = make(MemorySwarm({ADDRESS: [packet(i) for i in range(5)]}), 60.0)
+    other = hashlib.sha256(b"never looked up").digest()
+    for i in range(1000):
+        evidence.heard(other, packet(i, other))
+    assert evidence._heard == {} and evidence._late_puts == {}
+
+
+def test_values_heard_between_readings_wait_bounded_and_merge_once() -> None:
+    swarm = MemorySwarm({ADDRESS: [packet(i) for i in range(5)]})
+    evidence = Evidence(swarm, VerifiedPacketCache(1000), Metrics(), SynthesisSettings(min_n=1), lookup_limit=8,
+                        clock=lambda: float(NOW), lookup_cache_s=60.0, monotonic=Clock())
+    asyncio.run(evidence.summarise(VECTOR, [ADDRESS]))
+    for i in range(5, 105):
+        evidence.heard(ADDRESS, packet(i))
+    assert len(evidence._heard[ADDRESS]) <= 2 * 8
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 8
+    assert ADDRESS not in evidence._heard and swarm.gets == 1
+
+
+def test_a_value_heard_during_a_lookup_joins_its_result() -> None:
+    shared = {ADDRESS: [packet(i) for i in range(5)]}
+    swarm = SlowSwarm(shared)
+    evidence = make(swarm, 60.0)
+
+    async def run() -> None:
+        reading = asyncio.ensure_future(evidence.summarise(VECTOR, [ADDRESS]))
+        await asyncio.sleep(0.01)
+        evidence.heard(ADDRESS, packet(5))
+        assert (await reading).n in (5, 6)
+        assert (await evidence.summarise(VECTOR, [ADDRESS])).n == 6
+
+    asyncio.run(run())
+    assert swarm.gets == 1
+
 @pytest.mark.parametrize("stored", [True, False])
 def test_a_put_that_ends_during_a_lookup(stored: bool) -> None:
     """Stored: its packets join the lookup's result in the cache (no new lookup). Failed: the result is

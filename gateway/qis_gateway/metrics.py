@@ -68,8 +68,6 @@ class Metrics:
                                    "to be signed", registry=r)
         self.incoming_dropped = Counter("qis_gateway_incoming_dropped", "QoS 0 messages dropped: incoming queue full",
                                         registry=r)
-        self.incoming_refused = Counter("qis_gateway_incoming_refused", "fp frames acknowledged unread and not "
-                                        "answered: incoming queue full", registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,14 +18,12 @@ loop, and the loop is woken (`call_soon_threadsafe`) only when that list was emp
 batch, not per message (each wake-up is a Handle, a self-pipe write and a GIL hand-over). The loop reads
 them with `await next_message()` / `next_batch()`. That backlog is bounded
 (`max_queued` messages, `max_queued_bytes`): a QoS 0 message beyond it is dropped and counted (`dropped`,
-`on_drop`), so a flood cannot grow the process. A QoS 1 message beyond it is refused -- PUBACKed at once
-on paho's thread, counted (`refused`, `on_refuse`) and never handed to the loop -- when `refuse(topic)`
-says so (the gateway: fp frames, never outcomes); others are kept. The broker's in-flight window does
-not bound them: Mosquitto 2.0.11 (Debian 12, Ubuntu 22.04) sends a whole further window for every
-PUBACK (MQTT 5 Receive Maximum 10: 10 unacknowledged, then 20 after one PUBACK, 30 after two; 3.1.1
-with max_inflight_messages 20 likewise), so under overload the backlog here grew to 10,000 frames.
-`publish` and `ack` are thread-safe in paho and are called from the loop. paho's errors are translated
-to MqttError here.
+`on_drop`), so a flood cannot grow the process; QoS 1 messages are never dropped here. They were meant
+to be bounded by the broker's in-flight window, none being PUBACKed before it was handled (MQTT 5: our
+Receive Maximum, `max_queued`; 3.1.1: the broker's max_inflight_messages), but Mosquitto 2.0.11 sends
+a whole further window for every PUBACK (Receive Maximum 10: 10 unacknowledged, 20 after one PUBACK,
+30 after two), so under overload this backlog reached 10,000 frames. `publish` and `ack` are
+thread-safe in paho and are called from the loop. paho's errors are translated to MqttError here.
 
 Exceptions::
 
@@ -126,17 +124,13 @@ class MqttClient:
     def __init__(self, settings: MqttSettings, subscriptions: tuple[tuple[str, int], ...] = (),
                  on_connect: Callable[[bool], None] | None = None,
                  will: tuple[str, bytes, int, bool] | None = None,
-                 on_drop: Callable[[], None] | None = None, refuse: Callable[[str], bool] | None = None,
-                 on_refuse: Callable[[], None] | None = None) -> None:
+                 on_drop: Callable[[], None] | None = None) -> None:
         """`will`: (topic, payload, qos, retain) the broker publishes if this client dies; `on_drop`: a
-        QoS 0 message was dropped because the incoming queue was full; `refuse(topic)`: whether a QoS 1
-        message on that topic is refused (acknowledged, not handled) when the queue is full, `on_refuse`
-        then called (both on paho's thread)."""
+        QoS 0 message was dropped because the incoming queue was full."""
         self.settings = settings
         self.subscriptions = subscriptions
         self._on_connect_cb = on_connect
         self._on_drop = on_drop
-        self._refuse, self._on_refuse = refuse, on_refuse
         v5 = settings.protocol == "5"
         self._v5 = v5
         self._client = _PahoClient(
@@ -169,7 +163,6 @@ class MqttClient:
         self._backlog = 0  # messages handed to the loop and not yet taken, and their payload bytes
         self._backlog_bytes = 0
         self.dropped = 0  # QoS 0 messages dropped because the backlog was full
-        self.refused = 0  # QoS 1 messages acknowledged unhandled because the backlog was full
         self.connects = 0
         self.last_error = ""
         self._stopping = False
@@ -188,8 +181,7 @@ class MqttClient:
             # Mosquitto sends a 3.1.1 client at most max_inflight_messages (20 in our broker config)
             # unacknowledged QoS 1 messages and queues the rest, unseen and unmeasured. A v5 client
             # names its own window: as many as our backlog may hold, so under overload the wait
-            # happens here, where AnswerQueue measures it and sheds, not at the broker. (Mosquitto 2.0.11
-            # overruns either window under load, module docstring: _on_message bounds the backlog itself.)
+            # happens here, where AnswerQueue measures it and sheds, not at the broker.
             props.ReceiveMaximum = max(1, min(65535, s.max_queued))
             kwargs = {"clean_start": False, "properties": props}
         self._client.connect_async(s.host, s.port, keepalive=s.keepalive_s, **kwargs)
@@ -324,23 +316,14 @@ class MqttClient:
             return
         size = len(message.payload)
         s = self.settings
-        refused = False
         with self._backlog_lock:
-            full = self._backlog >= s.max_queued or self._backlog_bytes + size > s.max_queued_bytes
-            if full and message.qos == 0:
+            if message.qos == 0 and (self._backlog >= s.max_queued or self._backlog_bytes + size > s.max_queued_bytes):
                 self.dropped += 1
-            elif full and self._refuse is not None and self._refuse(topic):
-                self.refused += 1
-                refused = True
+                full = True
             else:
                 self._backlog += 1
                 self._backlog_bytes += size
                 full = False
-        if refused:  # the broker may forget it now; counted, like a frame shed unadmitted
-            client.ack(message.mid, message.qos)
-            if self._on_refuse is not None:
-                self._on_refuse()
-            return
         if full:  # a QoS 0 flood: drop it here, before it costs memory (QoS 0 promises no delivery)
             if self._on_drop is not None:
                 self._on_drop()

@@ -112,12 +112,6 @@ def load_schemas(extra: list[str], base: Path) -> dict[str, Schema]:
     return out
 
 
-def _is_fp(topic_name: str) -> bool:
-    """Frames the MQTT thread may refuse when the incoming queue is full: readings only, never outcomes
-    (an accepted outcome is never shed; a refused one would be lost with its board unaware)."""
-    return topic_name.endswith("/fp")
-
-
 class Gateway:
     def __init__(self, config: GatewayConfig, swarm: Swarm | None = None) -> None:
         self.config = config
@@ -175,8 +169,7 @@ class Gateway:
             self.ha = HomeAssistant(self._publish, c.homeassistant.prefix, c.mqtt.client_id)
             subs += [(self.ha.birth_topic, 1), (self.ha.config_filter, 1)]
         self.mqtt = MqttClient(c.mqtt, tuple(subs), on_connect=self._on_connect,
-                               will=self.ha.will() if self.ha else None, on_drop=self.metrics.incoming_dropped.inc,
-                               refuse=_is_fp, on_refuse=self.metrics.incoming_refused.inc)
+                               will=self.ha.will() if self.ha else None, on_drop=self.metrics.incoming_dropped.inc)
         evidence = Evidence(self.swarm, self.cache, self.metrics, c.synthesis, lookup_limit=c.swarm.lookup_limit,
                             trusted_keys=trusted, lookup_cache_s=c.swarm.lookup_cache_s)
         self.bridge = Bridge(self.registry, self.state, self.schemas, self.signing_key, evidence, self._publish,

@@ -59,8 +59,10 @@ MAX_PENDING = 5000
 # longer than this: answered fps then wait ~0.25 s plus their answer, so their end-to-end p99 stays within
 # 1 s (0.5 s: p99 1.3-1.8 s at offered 3,000/s, the answered fps waiting 0.5-0.9 s before the loop took them).
 LATE_S = 0.25
-# A lagging loop (module docstring) admits only frames that reach it within this of paho receiving them.
-INTAKE_LATE_S = 0.1
+# A lagging loop (module docstring) answers only frames that reach it within this of paho receiving them.
+# 0.1 s kept p99 within 1 s too, but offered 3,000/s on a loaded 2-core box it answered 52-68 of 24,000
+# (every fp is admitted before it is shed, so shedding alone kept the loop 0.1 s behind); 0.25 s: 305-1,836.
+INTAKE_LATE_S = 0.25
 
 
 class AnswerQueue:

@@ -358,7 +358,8 @@ class Rig:
                 "shed": sum(v for k, v in m.items() if k.startswith("qis_gateway_shed_total")),
                 "shed_by": {k.split('"')[1]: v for k, v in m.items() if k.startswith("qis_gateway_shed_total{")},
                 "dropped": m.get("qis_gateway_incoming_dropped_total", 0.0),
-                "rejected_by": {k.split('"')[1]: v for k, v in m.items() if k.startswith("qis_gateway_rejections_total{")},
+                "rejected_by": {k.split('"')[1]: v for k, v in m.items()
+                                if k.startswith("qis_gateway_rejections_total{")},
                 "fp_le": {k.split('"')[1]: v for k, v in m.items() if k.startswith("qis_gateway_fp_seconds_bucket")}}
         self._last = out
         return out

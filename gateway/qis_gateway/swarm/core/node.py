@@ -169,12 +169,19 @@ class SwarmNode:
 
     def start_put_many(self, address: bytes, values: list[bytes], now_s: float) -> int:
         """One put of several values at one address: one lookup, then STOREs paged to each closest node
-        (``PutOp``). All or nothing: one invalid value refuses the lot (SwarmUsageError) before any is kept."""
+        (``PutOp``). All or nothing: one invalid value refuses the lot (SwarmUsageError) before any is kept.
+        Values the holders' per-signer quota would evict before the put ends are left out (counted in
+        ``put_superseded``); the others are put."""
         self._start(now_s)
         if not values:
             raise SwarmUsageError("a put needs at least one value")
         for value in values:
             self._check_own_value(address, value)
+        # Values of one signer beyond its quota would be stored and evicted again within this put (the
+        # quota keeps the newest): not sent, not kept, not republished (storage_policy.py).
+        kept = self.storage.surviving(values)
+        self.counters["put_superseded"] += len(values) - len(kept)
+        values = kept
         for value in values:  # first: if the set fails (disk), nothing happened
             self.housekeeping.published.add(address, value, now_s)
         for value in values:

@@ -100,3 +100,23 @@ def test_the_quota_used_is_the_configured_one() -> None:
     values = _values(b"a", 30)
     random.Random(1).shuffle(values)
     assert StoragePolicy(cfg, signer_of).surviving(values) == values[-8:]
+
+
+def test_the_validator_sees_only_the_values_put_and_an_invalid_one_among_them_refuses_the_lot() -> None:
+    import pytest
+    from qis_gateway.swarm.errors import SwarmUsageError
+
+    seen: list[bytes] = []
+
+    def validator(address: bytes, value: bytes) -> bool:
+        seen.append(value)
+        return not value.endswith(b"bad")
+
+    net = MemNet(seed=9)
+    origin = net.add(validator=validator, node_cls=partial(SwarmNode, signer_of=signer_of))
+    values = _values(b"a", 50)
+    origin.start_put_many(ADDRESS, values, net.now)
+    assert seen == values[-QUOTA:]  # the 18 left out were not validated
+    with pytest.raises(SwarmUsageError):
+        origin.start_put_many(ADDRESS, _values(b"a", 40, start=100)[:-1] + [b"Sa" + b"x" * 50 + b"bad"], net.now)
+    assert origin.store.values(ADDRESS, 1000) == values[-QUOTA:]  # nothing of the refused put kept

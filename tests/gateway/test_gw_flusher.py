@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from qis_gateway.config import OutboxSettings
 from qis_gateway.flusher import OutboxFlusher
 
@@ -235,7 +236,7 @@ class PerAddressSwarm(BatchSwarm):
             self.flying[address] -= 1
 
 
-def test_an_address_has_one_put_at_a_time_below_a_full_group_and_rows_queued_meanwhile_go_in_the_next(tmp_path: Path) -> None:
+def test_one_put_per_address_below_a_full_group_and_rows_queued_meanwhile_go_in_the_next(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     board = rig.board()
     addresses = queue_outcomes(rig, 2, board)  # 4 level addresses, 2 packets each
@@ -264,7 +265,8 @@ def test_an_address_has_one_put_at_a_time_below_a_full_group_and_rows_queued_mea
     rig.close()
 
 
-def test_rows_waiting_in_memory_are_bounded_none_is_left_behind_and_full_groups_overlap(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_waiting_rows_are_bounded_none_is_left_behind_and_full_groups_overlap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import qis_gateway.flusher as flusher_module
 
     monkeypatch.setattr(flusher_module, "WAIT_MAX", 10)

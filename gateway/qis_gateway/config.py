@@ -76,7 +76,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("swarm", "lookup_limit", "int", 256, "packets fetched per address; at least what one holder keeps per "
       "address (256), so the newest are among them", 1, 10000),
     S("swarm", "lookup_cache_s", "float", 1.0, "seconds a looked-up address's packets answer further readings "
-      "(this gateway's own puts refresh it at once); 0 = a lookup per reading", 0, 60),
+      "(this gateway's own puts and what its swarm node keeps refresh it at once); 0 = a lookup per reading", 0, 60),
     S("synthesis", "min_n", "int", 5, "effective packets an address needs (else enough = false, and the next "
       "coarser level is tried)", 1, 100000),
     S("synthesis", "half_life_s", "float", 30 * 86400.0, "recency half-life of a packet's weight", 1, 1e10),

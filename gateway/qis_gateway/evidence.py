@@ -34,12 +34,15 @@ Caching between readings (`Evidence.select` / `Evidence.columns`, so every readi
   are added to the address's entry (`absorb`, called by the outbox flusher when a replica kept a put's
   packets; also to the result of a lookup under way), so an outcome stored here counts from the next
   reading on without a new lookup: the entry then holds what a lookup would return (the holders kept
-  them) except another gateway's newest packets, which count at most `lookup_cache_s` later anyway. As
-  the holders do, the entry keeps only the newest `values_per_signer` (the swarm's per-signer quota) of
-  the put's signer: a burst of own puts no longer pushes the other gateways' packets out of it. A
-  put that failed drops the entry (`forget`: what the holders kept is unknown). Before, every own put
-  dropped the entry, so with outcomes flowing nearly every reading looked its addresses up again (the
-  coarse levels with their 256 packets each). An unreachable swarm is never cached. At most
+  them) except another gateway's newest packets, which count at most `lookup_cache_s` later anyway.
+  Those too when this gateway's swarm node holds the address (`heard`: the node tells of every value it
+  keeps, and a lookup returns the node's own values first): in a swarm of up to k gateways that is every
+  address. Both are merged at the address's next reading, once however many arrived. As the holders do,
+  the entry keeps only the newest `values_per_signer` (the swarm's per-signer quota) of the signers of
+  what is merged: a burst of puts no longer pushes the other gateways' packets out of it. A put that
+  failed drops the entry (`forget`: what the holders kept is unknown). Before, every own put dropped the
+  entry, so with outcomes flowing nearly every reading looked its addresses up again (the coarse levels
+  with their 256 packets each). An unreachable swarm is never cached. At most
   `LOOKUP_CACHE_ADDRESSES` addresses are kept (least recently used dropped).
 - Column stores: the last store of each address (same bound) is reused when the next selection of the
   address holds the same packets, and otherwise only the new packets are converted
@@ -204,7 +207,8 @@ class Evidence:
         self.values_per_signer = values_per_signer
         self._lookups: OrderedDict[bytes, _Cached] = OrderedDict()
         self._flights: dict[bytes, asyncio.Future[tuple[tuple[bytes, ...], Selection, int] | None]] = {}
-        self._late_puts: dict[bytes, list[bytes]] = {}  # own puts that ended while their address's lookup ran
+        self._late_puts: dict[bytes, list[bytes]] = {}  # values stored while their address's lookup ran
+        self._heard: dict[bytes, list[bytes]] = {}  # values stored since their address's cached lookup
         self._epoch = 0  # counts forget() calls: a lookup that started before its address's last one is not kept
         self._forgot_at: dict[bytes, int] = {}
         self._pruned_at = 0
@@ -216,14 +220,30 @@ class Evidence:
         """This gateway's put of `values` at `address` ended and a replica kept them: the cached lookup of
         the address (and the one under way, if any) gains them, so the next reading counts them."""
         if address in self._flights:
-            self._late_puts.setdefault(address, []).extend(values)
-        cached = self._lookups.get(address)
-        if cached is not None:
-            self._lookups[address] = self._merged(address, cached, values)
+            self._gain(self._late_puts, address, values)
+        if address in self._lookups:
+            self._gain(self._heard, address, values)
+
+    def heard(self, address: bytes, value: bytes) -> None:
+        """This gateway's swarm node kept `value` at `address` (a peer's STORE when the node holds the
+        address, or an own put): a lookup now returns it, so a cached lookup gains it too. In a swarm of up
+        to k gateways every node holds every address, so the cache then misses nothing another gateway
+        stored; in a bigger one the addresses this node holds are fresh. Merged at the address's next
+        reading, not per STORE: one merge per reading however many STOREs came in between."""
+        if address in self._flights or address in self._lookups:
+            self.absorb(address, (value,))
+
+    def _gain(self, pending: dict[bytes, list[bytes]], address: bytes, values: Sequence[bytes]) -> None:
+        """Values waiting to join an address's selection, at most 2x what a lookup returns (the newest)."""
+        waiting = pending.setdefault(address, [])
+        waiting.extend(values)
+        if len(waiting) > 2 * self.lookup_limit:
+            del waiting[:-self.lookup_limit]
 
     def _merged(self, address: bytes, cached: _Cached, values: Sequence[bytes]) -> _Cached:
         """`cached` with `values` appended (each once), as many as a lookup returns at most (the first
-        fetched give way), selected again: own packets are valid, so no refusal is counted twice."""
+        fetched give way), selected again. Refusals are not counted here: these values passed the swarm node's
+        validator or are this gateway's own, and a lookup counts whatever it fetches."""
         have = set(cached.values)
         added = tuple(v for v in dict.fromkeys(values) if v not in have)
         if not added:
@@ -232,7 +252,7 @@ class Evidence:
         if self.values_per_signer is not None:
             # Holders keep each signer's newest `values_per_signer` values at an address; without this
             # bound a burst of own puts filled the cached lookup with packets no holder keeps and pushed
-            # the other gateways' packets out of it (a lookup would have returned them). Only the signers
+
             # of the values put are bounded.
             merged = _newest_per_signer(merged, self.values_per_signer, {value_signer(v) for v in added})
         merged = merged[-self.lookup_limit:]
@@ -242,6 +262,7 @@ class Evidence:
     def forget(self, address: bytes) -> None:
         """A put to `address` failed (what its holders kept is unknown): the next reading looks it up again."""
         self._lookups.pop(address, None)
+        self._heard.pop(address, None)
         self._epoch += 1
         self._forgot_at[address] = self._epoch
         if len(self._forgot_at) > 4 * LOOKUP_CACHE_ADDRESSES:  # bounded: then no lookup under way is kept
@@ -289,8 +310,12 @@ class Evidence:
             if cached.until > self.monotonic():
                 self._lookups.move_to_end(address)
                 self.cache_hits += 1
+                heard = self._heard.pop(address, None)
+                if heard:
+                    cached = self._lookups[address] = self._merged(address, cached, heard)
                 return cached.selection, cached.hops
             del self._lookups[address]
+            self._heard.pop(address, None)  # a new lookup returns them
         flight = self._flights.get(address)
         if flight is None:
             flight = asyncio.ensure_future(self._select(address))
@@ -313,7 +338,8 @@ class Evidence:
         self._lookups[address] = self._merged(address, entry, late_puts) if late_puts else entry
         self._lookups.move_to_end(address)
         while len(self._lookups) > LOOKUP_CACHE_ADDRESSES:
-            self._lookups.popitem(last=False)
+            dropped, _ = self._lookups.popitem(last=False)
+            self._heard.pop(dropped, None)
 
     async def _select(self, address: bytes) -> tuple[tuple[bytes, ...], Selection, int] | None:
         """One swarm lookup of `address`: its raw values, their selection and its hops."""

@@ -1,6 +1,5 @@
 """The gateway's HMAC-SHA256 frame tag, in C: for the frames it sends (`messages.encode_summary(...,
-mac=tag)`, `encode_error(..., mac=tag)`, busy.py) and for the check of an fp shed before its admission
-(early_shed.py).
+mac=tag)`, `encode_error(..., mac=tag)`, busy.py).
 
 qis.hmac256 is the board's portable HMAC (MicroPython has no `hmac` module): its XOR loops run in Python,
 ~18 us a tag on CPython; the stdlib's C `hmac.digest` gives the same bytes in ~6 us. Checking a board's

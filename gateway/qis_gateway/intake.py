@@ -28,9 +28,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 
-from qis_gateway.answers import AnswerQueue
 from qis_gateway.bridge import Admitted, Bridge
-from qis_gateway.early_shed import authentic_fresh
 from qis_gateway.metrics import Metrics
 from qis_gateway.mqtt_client import Incoming
 from qis_gateway.outbox import StateDB
@@ -46,14 +44,11 @@ STORAGE_RETRY_MAX_S = 30.0
 class Intake:
     def __init__(self, bridge: Bridge, registry: Registry, state: StateDB, metrics: Metrics,
                  ack: Callable[[Incoming], None], answer: Callable[[Admitted, float], Awaitable[None]],
-                 stopping: asyncio.Event, other: Callable[[Incoming], bool] = lambda msg: False,
-                 answers: AnswerQueue | None = None) -> None:
+                 stopping: asyncio.Event, other: Callable[[Incoming], bool] = lambda msg: False) -> None:
         """`answer` starts an fp's answer (it may wait for a free slot); `other` handles a message that is
-        not a board frame (True: handled, to be acknowledged); `answers`, when given, sheds fps before
-        their admission while it is overloaded (early_shed.py)."""
+        not a board frame (True: handled, to be acknowledged)."""
         self.bridge, self.registry, self.state, self.metrics = bridge, registry, state, metrics
         self.ack, self.answer, self.stopping, self.other = ack, answer, stopping, other
-        self.answers = answers
         self.storage_ok = True
         self.batches = 0
         self.messages = 0
@@ -63,7 +58,7 @@ class Intake:
         delay_s = STORAGE_RETRY_MIN_S
         while True:
             try:
-                decided, unadmitted = self._admit_all(batch)
+                decided = self._admit_all(batch)
                 break
             except (sqlite3.Error, OSError) as exc:
                 self.storage_ok = False
@@ -79,17 +74,14 @@ class Intake:
         self.messages += len(batch)
         for msg, _ in decided:
             self.ack(msg)
-        for admitted in unadmitted:
-            self.answers.shed_unadmitted(admitted)  # type: ignore[union-attr]  # only made with answers
         for msg, admitted in decided:
             if admitted is not None and admitted.needs_answer:
                 await self.answer(admitted, msg.received_s)
 
-    def _admit_all(self, batch: list[Incoming]) -> tuple[list[tuple[Incoming, Admitted | None]], list[Admitted]]:
-        """(each message with what admission decided, the fps shed before their admission)."""
+    def _admit_all(self, batch: list[Incoming]) -> list[tuple[Incoming, Admitted | None]]:
+        """Each message with what admission decided. Every fp is admitted, overloaded or not: one told
+        "busy" later (answers.py) is a stored reading its outcome can still refer to."""
         decided: list[tuple[Incoming, Admitted | None]] = []
-        unadmitted: list[Admitted] = []
-        answers = self.answers
         with ExitStack() as stack:
             # ExitStack exits in reverse: the state DB (frames, outbox) commits first, then the registry (seqs).
             stack.enter_context(self.registry.batch())
@@ -98,12 +90,6 @@ class Intake:
                 if self.other(msg):
                     decided.append((msg, None))
                     continue
-                if answers is not None and answers.overloaded(msg.received_s):
-                    hit = authentic_fresh(self.registry, msg.topic, msg.payload)
-                    if hit is not None:  # acknowledged, then told "busy"; nothing stored
-                        unadmitted.append(Admitted("shed", "fp", hit[0], {"seq": hit[1]}))
-                        decided.append((msg, None))
-                        continue
                 try:
                     decided.append((msg, self.bridge.admit(msg.topic, msg.payload)))
                 except (sqlite3.Error, OSError):
@@ -112,4 +98,4 @@ class Intake:
                     log.exception("internal error on a message from %s; dropped", msg.topic)
                     self.metrics.rejections.labels("internal").inc()
                     decided.append((msg, None))
-        return decided, unadmitted
+        return decided

@@ -7,7 +7,7 @@ order, in batches of whatever is waiting: `Intake.handle` (intake.py) admits a b
 commit and PUBACKs its messages only then (a disk error retries the same batch with backoff, holding the
 later ones behind it), and an admitted fp waits in `AnswerQueue` (answers.py) for one of 64 answer
 workers (lookup + summary); one that waited more than a second is shed with a signed "busy" error frame,
-and under sustained overload new fps are told "busy" on arrival (answers.py, early_shed.py).
+and under sustained overload new fps are told "busy" on arrival (answers.py).
 SIGTERM/SIGINT set a stop flag: the reader stops, queued answers finish (bounded), the flusher finishes
 its puts in flight, paho gets its queued publishes out, the swarm node leaves gracefully, then the files
 close. Nothing unacknowledged is lost: the broker keeps it in the persistent session.
@@ -176,12 +176,14 @@ class Gateway:
         self.bridge = Bridge(self.registry, self.state, self.schemas, self.signing_key, evidence, self._publish,
                              self.metrics, reject_log_interval_s=c.log.reject_interval_s,
                              on_summary=self.ha.on_summary if self.ha else None)
+        if hasattr(self.swarm, "on_stored"):  # the Kademlia node (OpenDHT keeps its stores to itself)
+            self.swarm.on_stored = evidence.heard
         self.flusher = OutboxFlusher(self.state, self.swarm, self.metrics, c.outbox, lookup_cache=evidence)
         self.bridge.outbox_wakeup = self.flusher.wake
         self.metrics.outcomes_held.set(self.state.held_count())
         self.bridge.sign_held()
         self.intake = Intake(self.bridge, self.registry, self.state, self.metrics, self.mqtt.ack,
-                             self._start_answer, self._stop, self._other, self.answers)
+                             self._start_answer, self._stop, self._other)
         if c.metrics.listen is not None:
             self.http = HttpEndpoint(self.metrics, self.health, self.status)
             with _step("metrics endpoint %s:%d" % c.metrics.listen):

@@ -102,8 +102,11 @@ def test_sustained_overload_is_shed_on_arrival_and_answered_fps_wait_about_late_
     asyncio.run(run())
     assert "late" in shed and len(answered) + len(shed) == 300
     late_phase = answered[len(answered) // 2:]  # once the queue has been backlogged for max_wait_s
-    assert max(late_phase) < 0.4  # under the head's bound: shed on arrival instead
-    assert sorted(late_phase)[len(late_phase) // 2] < 0.3
+    # The worker sheds what waited over max_wait_s (0.4 s) and the answer starts a scheduling step later,
+    # so the bound holds up to that step (on a loaded CI runner one answer started at 0.400004 s).
+    assert max(late_phase) < 0.4 + 0.05
+    assert sorted(late_phase)[len(late_phase) // 2] < 0.3  # most wait far less: the excess was shed on arrival
+    assert shed.count("late") > 2 * shed.count("waited")  # rather than after queueing (here ~110 against ~35)
 
 
 def test_a_burst_is_not_shed_on_arrival() -> None:

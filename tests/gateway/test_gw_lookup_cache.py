@@ -91,11 +91,17 @@ def test_readings_during_a_lookup_share_it() -> None:
     assert len({(a.n, a.top, a.conf) for a in answers}) == 1
 
 
-def test_a_failed_put_makes_the_next_reading_look_up_again() -> None:
+def five_cached() -> tuple[dict[bytes, list[bytes]], MemorySwarm, Evidence]:
+    """An address holding 5 packets, looked up once into a 60 s cache: (what the swarm holds, swarm, evidence)."""
     shared = {ADDRESS: [packet(i) for i in range(5)]}
     swarm = MemorySwarm(shared)
     evidence = make(swarm, 60.0)
     assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5
+    return shared, swarm, evidence
+
+
+def test_a_failed_put_makes_the_next_reading_look_up_again() -> None:
+    shared, swarm, evidence = five_cached()
     shared[ADDRESS].append(packet(5))
     assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5  # cached: another gateway's put waits
     evidence.forget(ADDRESS)
@@ -104,10 +110,7 @@ def test_a_failed_put_makes_the_next_reading_look_up_again() -> None:
 
 
 def test_an_own_put_counts_at_once_without_a_new_lookup() -> None:
-    shared = {ADDRESS: [packet(i) for i in range(5)]}
-    swarm = MemorySwarm(shared)
-    evidence = make(swarm, 60.0)
-    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5
+    shared, swarm, evidence = five_cached()
     shared[ADDRESS].append(packet(6))  # another gateway's: waits for the entry to expire
     shared[ADDRESS].append(packet(5))
     evidence.absorb(ADDRESS, [packet(5)])  # ours: counts from the next reading on
@@ -127,10 +130,40 @@ def test_absorbed_puts_stay_within_the_lookup_limit() -> None:
     assert swarm.gets == 1
 
 
-@pytest.mark.parametrize("stored", [True, False])
-def test_a_put_that_ends_during_a_lookup(stored: bool) -> None:
-    """Stored: its packets join the lookup's result in the cache (no new lookup). Failed: the result is
-    kept out of the cache (the next reading looks the address up again)."""
+def test_a_value_the_swarm_node_kept_counts_at_the_next_reading_without_a_lookup() -> None:
+    """`heard`: another gateway's STORE at this gateway's node (a holder of the address)."""
+    shared, swarm, evidence = five_cached()
+    shared[ADDRESS].append(packet(5))
+    evidence.heard(ADDRESS, packet(5))
+    evidence.heard(ADDRESS, packet(5))  # the same bytes again (a republish): counted once
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 6
+    assert swarm.gets == 1
+
+
+def test_values_heard_for_an_address_not_cached_are_not_kept() -> None:
+    evidence = make(MemorySwarm({ADDRESS: [packet(i) for i in range(5)]}), 60.0)
+    other = hashlib.sha256(b"never looked up").digest()
+    for i in range(1000):
+        evidence.heard(other, packet(i, other))
+    assert evidence._heard == {} and evidence._late_puts == {}
+
+
+def test_values_heard_between_readings_wait_bounded_and_merge_once() -> None:
+    swarm = MemorySwarm({ADDRESS: [packet(i) for i in range(5)]})
+    evidence = Evidence(swarm, VerifiedPacketCache(1000), Metrics(), SynthesisSettings(min_n=1), lookup_limit=8,
+                        clock=lambda: float(NOW), lookup_cache_s=60.0, monotonic=Clock())
+    asyncio.run(evidence.summarise(VECTOR, [ADDRESS]))
+    for i in range(5, 105):
+        evidence.heard(ADDRESS, packet(i))
+    assert len(evidence._heard[ADDRESS]) <= 2 * 8
+    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 8
+    assert ADDRESS not in evidence._heard and swarm.gets == 1
+
+
+@pytest.mark.parametrize("how", ["stored", "heard", "failed"])
+def test_a_put_that_ends_during_a_lookup(how: str) -> None:
+    """Stored (own put) or heard (the node kept a peer's): its packets join the lookup's result in the
+    cache (no new lookup). Failed: the result is kept out of the cache (the next reading looks again)."""
     shared = {ADDRESS: [packet(i) for i in range(5)]}
     swarm = SlowSwarm(shared)
     evidence = make(swarm, 60.0)
@@ -139,15 +172,17 @@ def test_a_put_that_ends_during_a_lookup(stored: bool) -> None:
         reading = asyncio.ensure_future(evidence.summarise(VECTOR, [ADDRESS]))
         await asyncio.sleep(0.01)
         shared[ADDRESS].append(packet(5))  # the lookup under way may not see it
-        if stored:
+        if how == "stored":
             evidence.absorb(ADDRESS, [packet(5)])
+        elif how == "heard":
+            evidence.heard(ADDRESS, packet(5))
         else:
             evidence.forget(ADDRESS)
         assert (await reading).n in (5, 6)
         assert (await evidence.summarise(VECTOR, [ADDRESS])).n == 6
 
     asyncio.run(run())
-    assert swarm.gets == (1 if stored else 2)
+    assert swarm.gets == (2 if how == "failed" else 1)
 
 
 def test_an_unreachable_swarm_is_not_cached() -> None:
@@ -302,10 +337,10 @@ def test_absorbed_puts_are_bounded_per_signer_like_the_holders_keep_them(bounded
         own_held = [v for v in shared[ADDRESS] if v not in others] + values
         shared[ADDRESS] = others + own_held[-quota:]  # what the holders keep
         fast.absorb(ADDRESS, values)
+    a = asyncio.run(fast.summarise(VECTOR, [ADDRESS]))  # merges the absorbed puts into the entry
+    b = asyncio.run(slow.summarise(VECTOR, [ADDRESS]))
     cached = fast._lookups[ADDRESS].values
     assert fast_swarm.gets == 1
-    a = asyncio.run(fast.summarise(VECTOR, [ADDRESS]))
-    b = asyncio.run(slow.summarise(VECTOR, [ADDRESS]))
     same = (a.n, a.top, a.conf, a.mean) == (b.n, b.top, b.conf, b.mean)
     if bounded:
         assert sorted(cached) == sorted(shared[ADDRESS]) and same

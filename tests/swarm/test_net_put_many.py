@@ -82,3 +82,23 @@ def test_put_many_writes_its_values_in_one_commit_per_file(tmp_path: Path) -> No
             await node.stop()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_every_node_that_keeps_a_value_tells_its_on_stored(tmp_path: Path) -> None:
+    """What the gateway's lookup cache hears (evidence.py `heard`): the origin's own copy and each
+    holder's, once each; a node with no listener still stores."""
+    async def main() -> None:
+        nodes = await start_swarm(tmp_path, 4)
+        heard: dict[int, list[tuple[bytes, bytes]]] = {i: [] for i in range(3)}
+        for i in range(3):
+            nodes[i].on_stored = lambda address, value, i=i: heard[i].append((address, value))
+        try:
+            key, batch = addr_of("heard"), values("heard", 3)
+            assert await nodes[0].put_many(key, batch) >= 3  # 4 nodes, k >= 4: every node holds it
+            for i in range(3):
+                assert sorted(v for a, v in heard[i] if a == key) == sorted(batch), i
+            assert sorted((await nodes[3].get(key, 10)).values) == sorted(batch)
+        finally:
+            await stop_all(nodes)
+
+    run(main())

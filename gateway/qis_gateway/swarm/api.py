@@ -117,6 +117,11 @@ class UdpSwarm:
         self._leave: asyncio.Future[Any] | None = None
         self.joined_contacts = 0
         self._alone_logged = False
+        self.on_stored: Callable[[bytes, bytes], None] | None = None  # see SwarmNode.on_stored
+
+    def _stored(self, address: bytes, value: bytes) -> None:
+        if self.on_stored is not None:
+            self.on_stored(address, value)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     @property
@@ -150,6 +155,7 @@ class UdpSwarm:
                                              clock_offset_s=clock_offset_s)
             self.node = SwarmNode(self.identity, self.config, rng, self.store, self.validator,
                                   published=self.published, signer_of=self.signer_of)
+            self.node.on_stored = self._stored
             if len(self.published):
                 log.info("republishing %d value(s) this node stored before its restart, paced over %.0f s",
                          len(self.published), self.config.republish_interval_s)

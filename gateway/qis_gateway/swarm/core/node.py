@@ -83,6 +83,9 @@ class SwarmNode:
         self.rpc = Rpc(identity, config, rng, self.table, store, self.counters, self._send, self.valid, self,
                        on_proven=self._limiter.mark_proven if self._limiter is not None else None)
         self.housekeeping = Housekeeping(self, self.rpc, published)
+        # Told of every value this node keeps (a peer's STORE, a hand-over, its own put): the gateway's
+        # lookup cache counts them without a new lookup (evidence.py). Called on the node's thread.
+        self.on_stored: Callable[[bytes, bytes], None] | None = None
 
     # ---- introspection ---------------------------------------------------------------------------
     @property
@@ -288,7 +291,10 @@ class SwarmNode:
     def store_value(self, address: bytes, value: bytes, now_s: float, source: Address | None = None) -> bool:
         """Store a valid value under the storage policy (per-signer quota, eviction, new-signer pacing per
         ``source``); False when the policy refused it."""
-        return self.storage.store(self.store, address, value, now_s, self.counters, source)
+        stored = self.storage.store(self.store, address, value, now_s, self.counters, source)
+        if stored and self.on_stored is not None:
+            self.on_stored(address, value)
+        return stored
 
     def rate_refusals(self) -> dict[str, int]:
         """Datagrams the rate limiter refused, by class of source (docs/security.md)."""

@@ -307,3 +307,51 @@ def test_summaries_after_absorbed_puts_equal_the_slow_paths() -> None:
         assert (a.enough, a.n, a.top, a.conf, a.mean, a.level, a.hops) == (
             b.enough, b.n, b.top, b.conf, b.mean, b.level, b.hops)
     assert fast_swarm.gets == 1
+
+
+OWN = nacl.signing.SigningKey(hashlib.sha256(b"this gateway").digest())
+
+
+def own_packet(i: int) -> bytes:
+    return encode(OutcomePacket(ADDRESS, "s" * 16, NOW - 1 + i % 2, VECTOR, "normal", nonce=b"%016d" % i), OWN)
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_absorbed_puts_are_bounded_per_signer_like_the_holders_keep_them(bounded: bool) -> None:
+    """Holders keep each signer's newest QUOTA packets per address: a burst of own puts absorbed into the
+    cached lookup must not push the other gateways' packets out of it (a lookup still returns them)."""
+    quota = 8
+    others = [packet(i) for i in range(6 * quota)]  # 6 other gateways, as many packets each as holders keep
+    shared: dict[bytes, list[bytes]] = {ADDRESS: list(others)}
+    fast_swarm = MemorySwarm(shared)
+
+    def evidence(swarm: MemorySwarm, cache_s: float) -> Evidence:
+        return Evidence(swarm, VerifiedPacketCache(1000), Metrics(), SynthesisSettings(min_n=1), lookup_limit=100,
+                        clock=lambda: float(NOW), lookup_cache_s=cache_s, monotonic=Clock(),
+                        values_per_signer=quota if bounded else None)
+
+    fast, slow = evidence(fast_swarm, 60.0), evidence(MemorySwarm(shared), 0.0)
+    asyncio.run(fast.summarise(VECTOR, [ADDRESS]))  # the lookup that gets cached
+    for put in range(5):
+        values = [own_packet(40 * put + j) for j in range(40)]
+        own_held = [v for v in shared[ADDRESS] if v not in others] + values
+        shared[ADDRESS] = others + own_held[-quota:]  # what the holders keep
+        fast.absorb(ADDRESS, values)
+    a = asyncio.run(fast.summarise(VECTOR, [ADDRESS]))  # merges the absorbed puts into the entry
+    b = asyncio.run(slow.summarise(VECTOR, [ADDRESS]))
+    cached = fast._lookups[ADDRESS].values
+    assert fast_swarm.gets == 1
+    same = (a.n, a.top, a.conf, a.mean) == (b.n, b.top, b.conf, b.mean)
+    if bounded:
+        assert sorted(cached) == sorted(shared[ADDRESS]) and same
+    else:  # the failure this guards against: 200 own packets crowd every other gateway's out of the cache
+        assert not any(v in others for v in cached) and not same
+
+
+def test_the_per_signer_bound_is_the_kademlia_nodes_quota_and_none_elsewhere(tmp_path: Path) -> None:
+    from qis_gateway.backend import make_udp_swarm, values_per_signer
+    from qis_gateway.swarm import SwarmConfig
+
+    node = make_udp_swarm(("127.0.0.1", 0), tmp_path, [], None)
+    assert values_per_signer(node) == SwarmConfig().max_values_per_signer == 32
+    assert values_per_signer(MemorySwarm({})) is None

@@ -32,7 +32,7 @@ from qis_gateway.packets import value_signer
 from qis_gateway.swarm import SwarmConfig, SwarmStopped, SwarmUnavailable
 from qis_gateway.swarm.api import LookupResult, UdpSwarm
 
-__all__ = ["LookupResult", "Swarm", "is_unavailable", "make_swarm", "make_udp_swarm", "put_many"]
+__all__ = ["LookupResult", "Swarm", "is_unavailable", "make_swarm", "make_udp_swarm", "put_many", "values_per_signer"]
 
 
 @runtime_checkable
@@ -61,6 +61,15 @@ async def put_many(swarm: Any, address: bytes, values: list[bytes]) -> int:
         if isinstance(result, BaseException):
             raise result
     return min((int(r) for r in results), default=0)  # type: ignore[arg-type]
+
+
+def values_per_signer(swarm: Any) -> int | None:
+    """How many values of one signer the swarm's holders keep per address (its newest), or None for a
+    backend without a per-signer quota (OpenDHT, test doubles, a node without `signer_of`)."""
+    if not isinstance(swarm, UdpSwarm) or swarm.signer_of is None:
+        return None
+    config = swarm.config or SwarmConfig()  # before start() a node without its own config uses the defaults
+    return int(min(config.max_values_per_signer, config.max_values_per_address))
 
 
 def is_unavailable(exc: BaseException) -> bool:

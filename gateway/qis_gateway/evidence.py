@@ -37,10 +37,12 @@ Caching between readings (`Evidence.select` / `Evidence.columns`, so every readi
   them) except another gateway's newest packets, which count at most `lookup_cache_s` later anyway.
   Those too when this gateway's swarm node holds the address (`heard`: the node tells of every value it
   keeps, and a lookup returns the node's own values first): in a swarm of up to k gateways that is every
-  address. Both are merged at the address's next reading, once however many arrived. A put that failed
-  drops the entry (`forget`: what the holders kept is unknown). Before, every own put dropped the entry,
-  so with outcomes flowing nearly every reading looked its addresses up again (the coarse levels with
-  their 256 packets each). An unreachable swarm is never cached. At most
+  address. Both are merged at the address's next reading, once however many arrived. As the holders do,
+  the entry keeps only the newest `values_per_signer` (the swarm's per-signer quota) of the signers of
+  what is merged: a burst of puts no longer pushes the other gateways' packets out of it. A put that
+  failed drops the entry (`forget`: what the holders kept is unknown). Before, every own put dropped the
+  entry, so with outcomes flowing nearly every reading looked its addresses up again (the coarse levels
+  with their 256 packets each). An unreachable swarm is never cached. At most
   `LOOKUP_CACHE_ADDRESSES` addresses are kept (least recently used dropped).
 - Column stores: the last store of each address (same bound) is reused when the next selection of the
   address holds the same packets, and otherwise only the new packets are converted
@@ -62,7 +64,7 @@ from qis_gateway.config import SynthesisSettings
 from qis_gateway.levelmix import combine
 from qis_gateway.metrics import Metrics
 from qis_gateway.packet_cache import VerifiedPacketCache
-from qis_gateway.packets import OutcomePacket, PacketError
+from qis_gateway.packets import OutcomePacket, PacketError, value_signer
 from qis_gateway.synthesis import Summary, not_enough, synthesise_columns
 
 log = logging.getLogger(__name__)
@@ -166,13 +168,31 @@ def select_packets(values: Iterable[bytes], address: bytes, cache: VerifiedPacke
     return selection
 
 
+def _newest_per_signer(values: tuple[bytes, ...], n: int, signers: set[bytes | None]) -> tuple[bytes, ...]:
+    """`values` (oldest first) with at most the last `n` of each of `signers` (`value_signer`), in their
+    order; the values of other signers are all kept (a lookup's union over several holders may hold more
+    of a signer than one holder keeps)."""
+    left: dict[bytes, int] = {}
+    keep: list[bytes] = []
+    for v in reversed(values):
+        signer = value_signer(v)
+        if signer is not None and signer in signers:
+            seen = left.get(signer, 0)
+            if seen >= n:
+                continue
+            left[signer] = seen + 1
+        keep.append(v)
+    keep.reverse()
+    return tuple(keep)
+
+
 class Evidence:
     """Looks an fp's levels up in the swarm and synthesises its summary (the module docstring)."""
 
     def __init__(self, swarm: Swarm, cache: VerifiedPacketCache, metrics: Metrics, settings: SynthesisSettings,
                  *, lookup_limit: int, trusted_keys: Collection[bytes] | None = None,
                  clock: Callable[[], float] = time.time, lookup_cache_s: float = 0.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic, values_per_signer: int | None = None) -> None:
         self.swarm = swarm
         self.cache = cache
         self.metrics = metrics
@@ -182,6 +202,9 @@ class Evidence:
         self.clock = clock
         self.lookup_cache_s = lookup_cache_s
         self.monotonic = monotonic
+        # The swarm's per-signer quota per address (None: the backend has none): what an absorbed put adds
+        # is bounded like the holders bound it (`_merged`).
+        self.values_per_signer = values_per_signer
         self._lookups: OrderedDict[bytes, _Cached] = OrderedDict()
         self._flights: dict[bytes, asyncio.Future[tuple[tuple[bytes, ...], Selection, int] | None]] = {}
         self._late_puts: dict[bytes, list[bytes]] = {}  # values stored while their address's lookup ran
@@ -225,7 +248,14 @@ class Evidence:
         added = tuple(v for v in dict.fromkeys(values) if v not in have)
         if not added:
             return cached
-        merged = (cached.values + added)[-self.lookup_limit:]
+        merged = cached.values + added
+        if self.values_per_signer is not None:
+            # Holders keep each signer's newest `values_per_signer` values at an address; without this
+            # bound a burst of own puts filled the cached lookup with packets no holder keeps and pushed
+
+            # of the values put are bounded.
+            merged = _newest_per_signer(merged, self.values_per_signer, {value_signer(v) for v in added})
+        merged = merged[-self.lookup_limit:]
         selection = select_packets(merged, address, self.cache, self.trusted_keys, self.settings)
         return _Cached(cached.until, merged, selection, cached.hops)
 

@@ -2,11 +2,15 @@
 
 How it works: one asyncio task keeps up to `max_in_flight` puts running (a put is a lookup of the
 address's closest nodes plus a STORE to each, mostly waiting on the network, so one at a time capped the
-gateway near 125 packets/s whatever its CPU). Whenever a put finishes it tops the window up from the
-outbox's due rows (oldest first, skipping rows in flight), so one slow put never holds the others back.
-Due rows are grouped by address: one put carries up to `GROUP_MAX` packets of one address
-(`backend.put_many`: one lookup and a few paged STOREs per node instead of one lookup and one STORE per
-packet; an outcome makes a packet at each of up to 4 level addresses, and many outcomes share them).
+gateway near 125 packets/s whatever its CPU). Whenever a put finishes or an outcome is queued it reads the
+outbox's due rows past a cursor (oldest first) into a queue per address, and starts a put for each
+address with rows queued and no put in flight, so one slow put never holds the other addresses back.
+One put carries up to `GROUP_MAX` packets of one address (`backend.put_many`: one lookup and a few paged
+STOREs per node instead of one lookup and one STORE per packet; an outcome makes a packet at each of up
+to 4 level addresses, and many outcomes share them), and an address has one put at a time: what is
+queued while it runs goes in the next, so a busy address gets few full puts, not many of a few packets
+(only a full group starts another put of the same address at once: a backlog keeps the window busy).
+At most `WAIT_MAX` rows wait in memory; the others stay in SQLite and are read when there is room.
 Each put first takes a token per packet from a bucket (`rate_per_s`, burst of one second's worth): a
 ceiling that keeps a backlog from flooding the swarm after an outage; the default is far above what the
 gateway admits, so it is not the limit in normal running. When a put ends, the lookup cache is told
@@ -50,7 +54,7 @@ MARK_EVERY_S = 0.1
 MARK_MAX = 256
 GROUP_MAX = 128  # packets of one address per put
 FILL_MAX = 1024  # due rows read per top-up of the window (besides those in flight)
-FILL_SPREAD = 4  # addresses the due rows typically interleave (a schema's levels)
+WAIT_MAX = 4096  # rows read and waiting for their address's put in memory (~1 MB of packets)
 DEPTH_EVERY_S = 0.5  # the outbox depth gauge is counted at most this often while puts run
 CURSOR_RESET_S = 1.0  # a top-up reads from the oldest due row again at least this often
 
@@ -85,6 +89,9 @@ class OutboxFlusher:
         self._last_refill = time.monotonic()
         self._puts: dict[int, asyncio.Task[None]] = {}  # first outbox row id of a group -> its put
         self._flying: set[int] = set()  # every outbox row id in a put
+        self._addresses: dict[bytes, int] = {}  # puts in flight per address
+        self._waiting: dict[bytes, list[OutboxItem]] = {}  # rows read, by address, awaiting its put (oldest first)
+        self._waiting_ids: set[int] = set()
         self._done: list[OutboxItem] = []  # results not yet written
         self._failed: list[OutboxItem] = []
         self._last_mark = time.monotonic()
@@ -173,42 +180,52 @@ class OutboxFlusher:
                 await self._sleep(5.0 if nxt is None else min(5.0, max(0.01, nxt - self.clock())))
 
     def _fill(self) -> None:
-        """Start puts for due rows not in flight, grouped by address, up to the window."""
+        """Read the due rows not yet handed out into per-address queues, then start a put for each address
+        with rows waiting and no put in flight, up to the window."""
         free = self.max_in_flight - len(self._puts)
         if free <= 0 or self._stopping or self.blocked is not None or time.monotonic() < self._paused_until:
             return
         now = time.monotonic()
-        if (not self._puts and not self._done and not self._failed) or now >= self._cursor_reset:
+        if (not self._puts and not self._done and not self._failed and not self._waiting) or now >= self._cursor_reset:
             # Nothing handed out (or a periodic full look: a row queued behind the cursor by a wall clock
             # that stepped back is found again).
             self._cursor, self._cursor_reset = None, now + CURSOR_RESET_S
-        busy = self._flying | {i.id for i in self._done} | {i.id for i in self._failed}
-        groups: dict[bytes, list[OutboxItem]] = {}
-        starts: list[list[OutboxItem]] = []
-        cursor, skipped = self._cursor, False
-        # Rows before the cursor are in flight or awaiting their mark: read on from there, not from the
-        # oldest row (re-reading every row in flight on each top-up was 8% of the gateway's samples).
-        # An outcome queues one row at each of its level addresses, so due rows interleave a few addresses:
-        # read FILL_SPREAD groups' worth per free put for each put to carry a full group, not a quarter.
-        limit = min(free * GROUP_MAX * FILL_SPREAD, FILL_MAX) + (len(busy) if cursor is None else 0)
-        for item in self.state.due(self.clock(), limit=limit, after=cursor):
-            if item.id in busy:
-                pass
-            else:
-                group = groups.get(item.address)
-                if group is None or len(group) >= GROUP_MAX:
-                    if len(starts) == free:
-                        skipped = True  # the window is full: only rows joining a started group still fit
-                        continue
-                    group = groups[item.address] = []
-                    starts.append(group)
-                group.append(item)
-            if not skipped:  # the cursor stops before the first row left behind
+        room = WAIT_MAX - len(self._waiting_ids)
+        if room > 0:
+            # Rows before the cursor are in flight, waiting for their address or awaiting their mark: read
+            # on from there, not from the oldest row (re-reading every row in flight on each top-up was 8%
+            # of the gateway's samples). Every row read is kept (in its address's queue), so the cursor
+            # always moves past it.
+            # Past the cursor no row was handed out, so the set of the rows awaiting their mark is built
+            # only for a full look (built on every top-up, the union of ~8,000 ids per admitted outcome
+            # was most of the flusher's time under a backlog).
+            cursor = self._cursor
+            flying, waiting = self._flying, self._waiting_ids
+            marking = {i.id for i in self._done} | {i.id for i in self._failed} if cursor is None else set()
+            limit = min(room, FILL_MAX) + (len(flying) + len(waiting) + len(marking) if cursor is None else 0)
+            for item in self.state.due(self.clock(), limit=limit, after=cursor):
                 cursor = (item.next_try_s, item.id)
-        self._cursor = cursor
-        for group in starts:
-            self._flying.update(i.id for i in group)
-            self._puts[group[0].id] = asyncio.ensure_future(self._put(group))
+                if item.id not in flying and item.id not in waiting and item.id not in marking:
+                    self._waiting.setdefault(item.address, []).append(item)
+                    self._waiting_ids.add(item.id)
+            self._cursor = cursor
+        # One put at a time per address, unless a full group waits: rows queued meanwhile go together in
+        # the next put (one lookup and full pages instead of many puts of a few packets each; at 250
+        # outcomes/s over 4 shared level addresses the window was spent on puts of 1-4 packets), while a
+        # backlog still has many puts in flight (one slow put does not hold its address back).
+        for address in list(self._waiting):
+            rows = self._waiting[address]
+            while free > 0 and rows and (not self._addresses.get(address, 0) or len(rows) >= GROUP_MAX):
+                group, rows = rows[:GROUP_MAX], rows[GROUP_MAX:]
+                self._waiting_ids.difference_update(i.id for i in group)
+                self._flying.update(i.id for i in group)
+                self._addresses[address] = self._addresses.get(address, 0) + 1
+                self._puts[group[0].id] = asyncio.ensure_future(self._put(group))
+                free -= 1
+            if rows:
+                self._waiting[address] = rows
+            else:
+                del self._waiting[address]
 
     async def _take_tokens(self, count: int) -> None:
         for _ in range(min(count, int(max(1.0, self.rate_per_s)))):
@@ -246,6 +263,9 @@ class OutboxFlusher:
         finally:
             self._puts.pop(group[0].id, None)
             self._flying.difference_update(i.id for i in group)
+            left = self._addresses.pop(address, 1) - 1
+            if left > 0:
+                self._addresses[address] = left
             if self.lookup_cache is not None:
                 if stored:
                     self.lookup_cache.absorb(address, [i.packet for i in group])

@@ -36,7 +36,7 @@ from qis.schema import Schema, load_schema
 from qis.topics import subscription, topic
 
 from qis_gateway.answers import AnswerQueue
-from qis_gateway.backend import Swarm, is_unavailable, make_swarm
+from qis_gateway.backend import Swarm, is_unavailable, make_swarm, values_per_signer
 from qis_gateway.bridge import Bridge
 from qis_gateway.busy import busy_frame
 from qis_gateway.config import ConfigError, GatewayConfig
@@ -171,7 +171,8 @@ class Gateway:
         self.mqtt = MqttClient(c.mqtt, tuple(subs), on_connect=self._on_connect,
                                will=self.ha.will() if self.ha else None, on_drop=self.metrics.incoming_dropped.inc)
         evidence = Evidence(self.swarm, self.cache, self.metrics, c.synthesis, lookup_limit=c.swarm.lookup_limit,
-                            trusted_keys=trusted, lookup_cache_s=c.swarm.lookup_cache_s)
+                            trusted_keys=trusted, lookup_cache_s=c.swarm.lookup_cache_s,
+                            values_per_signer=values_per_signer(self.swarm))
         self.bridge = Bridge(self.registry, self.state, self.schemas, self.signing_key, evidence, self._publish,
                              self.metrics, reject_log_interval_s=c.log.reject_interval_s,
                              on_summary=self.ha.on_summary if self.ha else None)

@@ -6,10 +6,11 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from qis_gateway.config import OutboxSettings
 from qis_gateway.flusher import OutboxFlusher
 
-from .helpers import MemorySwarm, Rig, make_rig
+from .helpers import Board, MemorySwarm, Rig, make_rig
 
 
 class SlowSwarm(MemorySwarm):
@@ -30,8 +31,8 @@ class SlowSwarm(MemorySwarm):
             self.in_flight -= 1
 
 
-def queue_outcomes(rig: Rig, count: int) -> set[bytes]:
-    board = rig.board()
+def queue_outcomes(rig: Rig, count: int, board: Board | None = None) -> set[bytes]:
+    board = board or rig.board()
     for _ in range(count):
         t, frame, seq = board.fp()
         rig.bridge.admit(t, frame)
@@ -210,4 +211,88 @@ def test_marks_commit_without_their_own_fsync_and_leave_the_db_at_full(tmp_path:
     other = StateDB(rig.state.path)
     assert other.pending() == 0 and other.stored() == 20
     other.close()
+    rig.close()
+
+
+class PerAddressSwarm(BatchSwarm):
+    """A put_many takes `delay_s`, times 1, 2, 3... for the addresses in the order first put (`staggered`);
+    records the most puts in flight for one address at once."""
+
+    def __init__(self, shared: dict[bytes, list[bytes]], delay_s: float = 0.05, staggered: bool = False) -> None:
+        super().__init__(shared)
+        self.delay_s = delay_s
+        self.staggered = staggered
+        self.flying: dict[bytes, int] = {}
+        self.most_per_address = 0
+
+    async def put_many(self, address: bytes, values: list[bytes]) -> int:
+        self.flying[address] = self.flying.get(address, 0) + 1
+        self.most_per_address = max(self.most_per_address, self.flying[address])
+        try:
+            factor = list(self.flying).index(address) + 1 if self.staggered else 1
+            await asyncio.sleep(self.delay_s * factor)
+            return await super().put_many(address, values)
+        finally:
+            self.flying[address] -= 1
+
+
+def test_one_put_per_address_below_a_full_group_and_rows_queued_meanwhile_go_in_the_next(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path)
+    board = rig.board()
+    addresses = queue_outcomes(rig, 2, board)  # 4 level addresses, 2 packets each
+    swarm = PerAddressSwarm(rig.swarm.shared, delay_s=1.0)  # the 30 outcomes below are queued meanwhile
+
+    async def scenario() -> None:
+        flusher = OutboxFlusher(rig.state, swarm, rig.metrics, OutboxSettings(retry_min_s=0.05))
+        flusher.start()
+        await asyncio.sleep(0.01)  # the first 4 puts are in flight
+        for _ in range(30):  # one at a time, each waking the flusher (as the bridge does)
+            queue_outcomes(rig, 1, board)
+            flusher.wake()
+            await asyncio.sleep(0)
+        for _ in range(500):
+            if not rig.state.pending():
+                break
+            await asyncio.sleep(0.01)
+        await flusher.stop()
+
+    asyncio.run(scenario())
+    assert rig.state.pending() == 0 and swarm.puts == 4 * 32
+    assert swarm.most_per_address == 1
+    assert {a for a, _ in swarm.calls} == addresses
+    # 2 puts per address: the first 2 packets, then the 30 queued while it ran (before: a put per wake)
+    assert sorted(n for _, n in swarm.calls) == [2] * 4 + [30] * 4
+    rig.close()
+
+
+def test_waiting_rows_are_bounded_none_is_left_behind_and_full_groups_overlap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import qis_gateway.flusher as flusher_module
+
+    monkeypatch.setattr(flusher_module, "WAIT_MAX", 10)
+    monkeypatch.setattr(flusher_module, "GROUP_MAX", 3)
+    rig = make_rig(tmp_path)
+    queue_outcomes(rig, 30)  # 120 rows over 4 addresses
+    swarm = PerAddressSwarm(rig.swarm.shared, delay_s=0.01, staggered=True)  # a put ends while others run
+    waiting: list[int] = []
+
+    class Counting(OutboxFlusher):
+        def _fill(self) -> None:
+            super()._fill()
+            waiting.append(len(self._waiting_ids))
+
+    async def scenario() -> None:
+        flusher = Counting(rig.state, swarm, rig.metrics, OutboxSettings(retry_min_s=0.05))
+        flusher.start()
+        for _ in range(1000):
+            if not rig.state.pending():
+                break
+            await asyncio.sleep(0.005)
+        await flusher.stop()
+
+    asyncio.run(scenario())
+    assert rig.state.pending() == 0 and swarm.puts == 120 and rig.state.stored() == 120
+    assert 0 < max(waiting) <= 10
+    assert swarm.most_per_address > 1  # a full group waiting starts another put of its address at once
+    assert all(n <= 3 for _, n in swarm.calls)
     rig.close()

@@ -91,11 +91,17 @@ def test_readings_during_a_lookup_share_it() -> None:
     assert len({(a.n, a.top, a.conf) for a in answers}) == 1
 
 
-def test_a_failed_put_makes_the_next_reading_look_up_again() -> None:
+def five_cached() -> tuple[dict[bytes, list[bytes]], MemorySwarm, Evidence]:
+    """An address holding 5 packets, looked up once into a 60 s cache: (what the swarm holds, swarm, evidence)."""
     shared = {ADDRESS: [packet(i) for i in range(5)]}
     swarm = MemorySwarm(shared)
     evidence = make(swarm, 60.0)
     assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5
+    return shared, swarm, evidence
+
+
+def test_a_failed_put_makes_the_next_reading_look_up_again() -> None:
+    shared, swarm, evidence = five_cached()
     shared[ADDRESS].append(packet(5))
     assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5  # cached: another gateway's put waits
     evidence.forget(ADDRESS)
@@ -104,10 +110,7 @@ def test_a_failed_put_makes_the_next_reading_look_up_again() -> None:
 
 
 def test_an_own_put_counts_at_once_without_a_new_lookup() -> None:
-    shared = {ADDRESS: [packet(i) for i in range(5)]}
-    swarm = MemorySwarm(shared)
-    evidence = make(swarm, 60.0)
-    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5
+    shared, swarm, evidence = five_cached()
     shared[ADDRESS].append(packet(6))  # another gateway's: waits for the entry to expire
     shared[ADDRESS].append(packet(5))
     evidence.absorb(ADDRESS, [packet(5)])  # ours: counts from the next reading on
@@ -127,13 +130,9 @@ def test_absorbed_puts_stay_within_the_lookup_limit() -> None:
     assert swarm.gets == 1
 
 
-
 def test_a_value_the_swarm_node_kept_counts_at_the_next_reading_without_a_lookup() -> None:
     """`heard`: another gateway's STORE at this gateway's node (a holder of the address)."""
-    shared = {ADDRESS: [packet(i) for i in range(5)]}
-    swarm = MemorySwarm(shared)
-    evidence = make(swarm, 60.0)
-    assert asyncio.run(evidence.summarise(VECTOR, [ADDRESS])).n == 5
+    shared, swarm, evidence = five_cached()
     shared[ADDRESS].append(packet(5))
     evidence.heard(ADDRESS, packet(5))
     evidence.heard(ADDRESS, packet(5))  # the same bytes again (a republish): counted once
@@ -161,25 +160,10 @@ def test_values_heard_between_readings_wait_bounded_and_merge_once() -> None:
     assert ADDRESS not in evidence._heard and swarm.gets == 1
 
 
-def test_a_value_heard_during_a_lookup_joins_its_result() -> None:
-    shared = {ADDRESS: [packet(i) for i in range(5)]}
-    swarm = SlowSwarm(shared)
-    evidence = make(swarm, 60.0)
-
-    async def run() -> None:
-        reading = asyncio.ensure_future(evidence.summarise(VECTOR, [ADDRESS]))
-        await asyncio.sleep(0.01)
-        evidence.heard(ADDRESS, packet(5))
-        assert (await reading).n in (5, 6)
-        assert (await evidence.summarise(VECTOR, [ADDRESS])).n == 6
-
-    asyncio.run(run())
-    assert swarm.gets == 1
-
-@pytest.mark.parametrize("stored", [True, False])
-def test_a_put_that_ends_during_a_lookup(stored: bool) -> None:
-    """Stored: its packets join the lookup's result in the cache (no new lookup). Failed: the result is
-    kept out of the cache (the next reading looks the address up again)."""
+@pytest.mark.parametrize("how", ["stored", "heard", "failed"])
+def test_a_put_that_ends_during_a_lookup(how: str) -> None:
+    """Stored (own put) or heard (the node kept a peer's): its packets join the lookup's result in the
+    cache (no new lookup). Failed: the result is kept out of the cache (the next reading looks again)."""
     shared = {ADDRESS: [packet(i) for i in range(5)]}
     swarm = SlowSwarm(shared)
     evidence = make(swarm, 60.0)
@@ -188,15 +172,17 @@ def test_a_put_that_ends_during_a_lookup(stored: bool) -> None:
         reading = asyncio.ensure_future(evidence.summarise(VECTOR, [ADDRESS]))
         await asyncio.sleep(0.01)
         shared[ADDRESS].append(packet(5))  # the lookup under way may not see it
-        if stored:
+        if how == "stored":
             evidence.absorb(ADDRESS, [packet(5)])
+        elif how == "heard":
+            evidence.heard(ADDRESS, packet(5))
         else:
             evidence.forget(ADDRESS)
         assert (await reading).n in (5, 6)
         assert (await evidence.summarise(VECTOR, [ADDRESS])).n == 6
 
     asyncio.run(run())
-    assert swarm.gets == (1 if stored else 2)
+    assert swarm.gets == (2 if how == "failed" else 1)
 
 
 def test_an_unreachable_swarm_is_not_cached() -> None:
@@ -321,3 +307,51 @@ def test_summaries_after_absorbed_puts_equal_the_slow_paths() -> None:
         assert (a.enough, a.n, a.top, a.conf, a.mean, a.level, a.hops) == (
             b.enough, b.n, b.top, b.conf, b.mean, b.level, b.hops)
     assert fast_swarm.gets == 1
+
+
+OWN = nacl.signing.SigningKey(hashlib.sha256(b"this gateway").digest())
+
+
+def own_packet(i: int) -> bytes:
+    return encode(OutcomePacket(ADDRESS, "s" * 16, NOW - 1 + i % 2, VECTOR, "normal", nonce=b"%016d" % i), OWN)
+
+
+@pytest.mark.parametrize("bounded", [True, False])
+def test_absorbed_puts_are_bounded_per_signer_like_the_holders_keep_them(bounded: bool) -> None:
+    """Holders keep each signer's newest QUOTA packets per address: a burst of own puts absorbed into the
+    cached lookup must not push the other gateways' packets out of it (a lookup still returns them)."""
+    quota = 8
+    others = [packet(i) for i in range(6 * quota)]  # 6 other gateways, as many packets each as holders keep
+    shared: dict[bytes, list[bytes]] = {ADDRESS: list(others)}
+    fast_swarm = MemorySwarm(shared)
+
+    def evidence(swarm: MemorySwarm, cache_s: float) -> Evidence:
+        return Evidence(swarm, VerifiedPacketCache(1000), Metrics(), SynthesisSettings(min_n=1), lookup_limit=100,
+                        clock=lambda: float(NOW), lookup_cache_s=cache_s, monotonic=Clock(),
+                        values_per_signer=quota if bounded else None)
+
+    fast, slow = evidence(fast_swarm, 60.0), evidence(MemorySwarm(shared), 0.0)
+    asyncio.run(fast.summarise(VECTOR, [ADDRESS]))  # the lookup that gets cached
+    for put in range(5):
+        values = [own_packet(40 * put + j) for j in range(40)]
+        own_held = [v for v in shared[ADDRESS] if v not in others] + values
+        shared[ADDRESS] = others + own_held[-quota:]  # what the holders keep
+        fast.absorb(ADDRESS, values)
+    a = asyncio.run(fast.summarise(VECTOR, [ADDRESS]))  # merges the absorbed puts into the entry
+    b = asyncio.run(slow.summarise(VECTOR, [ADDRESS]))
+    cached = fast._lookups[ADDRESS].values
+    assert fast_swarm.gets == 1
+    same = (a.n, a.top, a.conf, a.mean) == (b.n, b.top, b.conf, b.mean)
+    if bounded:
+        assert sorted(cached) == sorted(shared[ADDRESS]) and same
+    else:  # the failure this guards against: 200 own packets crowd every other gateway's out of the cache
+        assert not any(v in others for v in cached) and not same
+
+
+def test_the_per_signer_bound_is_the_kademlia_nodes_quota_and_none_elsewhere(tmp_path: Path) -> None:
+    from qis_gateway.backend import make_udp_swarm, values_per_signer
+    from qis_gateway.swarm import SwarmConfig
+
+    node = make_udp_swarm(("127.0.0.1", 0), tmp_path, [], None)
+    assert values_per_signer(node) == SwarmConfig().max_values_per_signer == 32
+    assert values_per_signer(MemorySwarm({})) is None

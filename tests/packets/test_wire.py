@@ -147,3 +147,22 @@ def test_decode_unverified_parses_but_carries_no_id() -> None:
 def test_memoryview_and_bytearray_are_accepted() -> None:
     data = signed()
     assert verify(bytearray(data)).packet_id == verify(memoryview(data)).packet_id == verify(data).packet_id
+
+
+@pytest.mark.parametrize("code", [*range(0x20), 0x7F])
+def test_every_control_character_is_refused_in_text_on_encode_and_on_decode(code: int) -> None:
+    bad = "ab%scd" % chr(code)
+    with pytest.raises(PacketError):
+        encode(packet(label=bad), KEY_A)
+    # Decode side: a packet signed with the label "abXcd", then X replaced in the bytes (same length).
+    data = signed(label="abXcd")
+    forged = data.replace(b"abXcd", bad.encode())
+    assert len(forged) == len(data)
+    with pytest.raises(PacketError) as err:
+        decode_unverified(forged)
+    assert err.value.reason == "field"
+
+
+def test_printable_and_non_ascii_text_around_the_control_range_is_accepted() -> None:
+    label = "".join(chr(c) for c in range(0x20, 0x7F))[:32] + "\x80é~"
+    assert decode_unverified(signed(label=label)).label == label

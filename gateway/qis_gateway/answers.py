@@ -16,16 +16,22 @@ Sustained overload is shed on arrival too: while the queue has not drained for l
 `max_wait_s` and the fp a worker took last had waited more than `late_s`, a new fp would wait as long,
 so it is told "busy" at once (`late`), after its admission like every fp, so an outcome can still refer
 to it. That keeps the answered fps' wait near `late_s` rather than `max_wait_s`, and the shed ones cost
-no queueing. The
-same holds when the wait is in front of the queue: when the loop itself falls behind (frames reach it
-later than `late_s` after they arrived from the broker, continuously for `late_s`), the queue may look
-empty while every fp already waited too long, so those are shed on arrival too, until frames reach the
-loop in time again. A burst (a board's backlog after a restart: 100 readings within a fraction of a
-second) is not shed on arrival on a machine that keeps up: its queue is younger than `max_wait_s` while
-it arrives, and its frames reach the loop well within `late_s`. On a machine too busy for that (a loaded
-CI runner admitting 600 frames at once) part of a burst may be told "busy"; its readings are stored and
-their outcomes accepted all the same (an fp used to be shed before its admission here, which refused
-its outcome: a SIGKILL burst test caught it losing one).
+no queueing.
+
+The wait in front of the queue is bounded the same way, and tighter: when the loop itself falls behind,
+frames reach it late (after paho received them) while the queue may look empty. Once every frame has
+reached the loop more than `intake_late_s` late for `late_s` on end, the loop is *lagging*: from then on
+each fp that reaches it over `intake_late_s` late is shed on arrival, and one that reaches it in time
+is answered as usual, so the answered ones have waited at most `intake_late_s` in front of the loop.
+The lagging state ends once frames have reached the loop in time for `late_s` on end. (Ending it at the
+first frame in time, as before, let every frame in for the next `late_s`, and at 3 x capacity that
+grew the wait in front of the loop to 0.5-0.9 s for the answered ones; measured per fp, offered
+3,000/s.) A burst (a board's backlog after a restart: 100 readings within a fraction of a second) is
+not shed on arrival on a machine that keeps up: its queue is younger than `max_wait_s` while it
+arrives, and its frames do not reach the loop late for `late_s` on end. On a machine too busy for that
+(a loaded CI runner admitting 600 frames at once) part of a burst may be told "busy"; its readings are
+stored and their outcomes accepted all the same (an fp used to be shed before its admission here, which
+refused its outcome: a SIGKILL burst test caught it losing one).
 """
 
 from __future__ import annotations
@@ -50,24 +56,33 @@ MAX_WAIT_S = 1.0
 DEADLINE_S = 10.0
 MAX_PENDING = 5000
 # Under sustained overload (see the module docstring) an fp is shed on arrival once the ones taken wait
-# longer than this: answered fps then wait ~0.5 s, so their end-to-end p99 stays within 1 s.
-LATE_S = 0.5
+# longer than this: answered fps then wait ~0.25 s plus their answer, so their end-to-end p99 stays within
+# 1 s (0.5 s: p99 1.3-1.8 s at offered 3,000/s, the answered fps waiting 0.5-0.9 s before the loop took them).
+LATE_S = 0.25
+# A lagging loop (module docstring) answers only frames that reach it within this of paho receiving them.
+# 0.1 s kept p99 within 1 s too, but offered 3,000/s on a loaded 2-core box it answered 52-68 of 24,000
+# (every fp is admitted before it is shed, so shedding alone kept the loop 0.1 s behind); 0.25 s: 305-1,836.
+INTAKE_LATE_S = 0.25
 
 
 class AnswerQueue:
     def __init__(self, answer: Callable[[Admitted, float], Awaitable[None]],
                  shed: Callable[[Admitted, str, str], None], *, workers: int = WORKERS,
                  max_wait_s: float = MAX_WAIT_S, deadline_s: float = DEADLINE_S,
-                 max_pending: int = MAX_PENDING, late_s: float = LATE_S) -> None:
+                 max_pending: int = MAX_PENDING, late_s: float = LATE_S,
+                 intake_late_s: float = INTAKE_LATE_S) -> None:
         """`answer(admitted, received_s)` answers one fp; `shed(admitted, reason, why)` tells its board
         "busy" (reason: queue_full, late, waited or deadline; why: the text for the board)."""
         self._answer, self._shed = answer, shed
         self.workers, self.max_wait_s, self.max_pending = max(1, workers), max_wait_s, max_pending
         self.deadline_s = max(deadline_s, max_wait_s)
         self.late_s = min(late_s, max_wait_s)
+        self.intake_late_s = min(intake_late_s, self.late_s)
         self._last_wait_s = 0.0  # how long the fp a worker took last had waited
         self._backlog_since = 0.0  # perf_counter() when the queue last became non-empty
-        self._lagging_since: float | None = None  # since when frames reach the loop later than late_s
+        self._late_since: float | None = None  # since when every frame reached the loop late
+        self._in_time_since: float | None = None  # since when every frame reached the loop in time
+        self.lagging = False  # the loop is behind: frames that reach it late are shed on arrival
         # FIFO whose get() wakes one idle worker per item (an Event woke all 64 for every fp)
         self._pending: asyncio.Queue[tuple[Admitted, float]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -94,15 +109,23 @@ class AnswerQueue:
 
     def overloaded(self, received_s: float) -> bool:
         """Whether an fp arriving at `received_s` would be shed on arrival (sustained overload: the queue
-        backlogged with late fps, or the loop reaching frames late; see the module docstring). Each call
-        also records how late this frame reached the loop (the lagging state)."""
+        backlogged with late fps, or a lagging loop reaching this frame late; see the module docstring).
+        Each call also records how late this frame reached the loop (the lagging state)."""
         now = time.perf_counter()
-        if now - received_s <= self.late_s:
-            self._lagging_since = None
-        elif self._lagging_since is None:
-            self._lagging_since = now
-        if self._lagging_since is not None and now - self._lagging_since > self.late_s:
-            return True
+        if now - received_s > self.intake_late_s:
+            self._in_time_since = None
+            if self._late_since is None:
+                self._late_since = now
+            elif now - self._late_since > self.late_s:
+                self.lagging = True
+            if self.lagging:
+                return True
+        else:
+            self._late_since = None
+            if self._in_time_since is None:
+                self._in_time_since = now
+            elif now - self._in_time_since > self.late_s:
+                self.lagging = False
         return (self._last_wait_s > self.late_s and received_s - self._backlog_since > self.max_wait_s
                 and self._pending.qsize() > 0)
 

@@ -63,7 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("mqtt", "reconnect_min_s", "float", 0.5, "first reconnect delay", 0.01, 60),
     S("mqtt", "reconnect_max_s", "float", 30.0, "reconnect delay cap (reconnects forever)", 0.1, 3600),
     S("mqtt", "max_queued", "int", 1000, "incoming messages waiting for the event loop; QoS 0 beyond is dropped"
-      " and counted, QoS 1 waits at the broker", 10, 1000000),
+      " and counted, QoS 1 is kept (and announced as the MQTT 5 Receive Maximum)", 10, 1000000),
     S("mqtt", "max_queued_bytes", "int", 4 * 1024 * 1024, "bytes of incoming messages waiting, same rule",
       65536, 1 << 30),
     S("swarm", "backend", "choice:kademlia|opendht", "kademlia",

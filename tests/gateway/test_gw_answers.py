@@ -156,3 +156,36 @@ def test_frames_reaching_the_loop_late_are_shed_on_arrival_until_they_arrive_in_
     assert 0 in answered and shed_seqs and min(shed_seqs) >= 5  # not before late_s of lagging frames
     assert set(range(40, 50)) <= set(answered)  # in time again: answered
     assert len(answered) + len(shed) == 50
+
+
+def test_a_lagging_loop_sheds_late_frames_until_frames_reach_it_in_time_for_late_s() -> None:
+    """Once lagging, one frame in time does not end it (that let every frame in again); frames that reach
+    the loop in time are answered meanwhile, and late_s of them in a row ends it."""
+    answered: list[int] = []
+    shed: list[int] = []
+
+    async def answer(admitted: Admitted, received_s: float) -> None:
+        answered.append(admitted.body["seq"])  # type: ignore[index]
+
+    async def run() -> bool:
+        q = AnswerQueue(answer, lambda a, reason, why: shed.append(a.body["seq"]),  # type: ignore[index]
+                        workers=2, max_wait_s=1.0, late_s=0.1, intake_late_s=0.05)
+        q.start()
+        for seq in range(30):  # 0.3 s of frames reaching the loop 0.5 s late: lagging after 0.1 s
+            q.submit(fp(seq), time.perf_counter() - 0.5)
+            await asyncio.sleep(0.01)
+        for seq in range(30, 50):  # in time and late, alternating
+            q.submit(fp(seq), time.perf_counter() - (0.5 if seq % 2 else 0.0))
+            await asyncio.sleep(0.01)
+        still_lagging = q.lagging
+        for seq in range(50, 70):  # 0.2 s of frames in time ends it
+            q.submit(fp(seq), time.perf_counter())
+            await asyncio.sleep(0.01)
+        q.submit(fp(70), time.perf_counter() - 0.5)  # late, but the loop is no longer lagging
+        await q.stop(2.0)
+        return still_lagging
+
+    assert asyncio.run(run())
+    assert {s for s in range(31, 50, 2)} <= set(shed)  # the late ones while lagging
+    assert {s for s in range(30, 50, 2)} | set(range(50, 71)) <= set(answered)
+    assert len(answered) + len(shed) == 71

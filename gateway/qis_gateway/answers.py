@@ -20,7 +20,8 @@ no queueing.
 
 The wait in front of the queue is bounded the same way, and tighter: when the loop itself falls behind,
 frames reach it late (after paho received them) while the queue may look empty. Once every frame has
-reached the loop more than `intake_late_s` late for `late_s` on end, the loop is *lagging*: from then on
+reached the loop more than `intake_late_s` late for `late_s` on end, and at least `lagging_frames` of
+them (a stall of a busy machine delays a few frames, overload hundreds), the loop is *lagging*: from then on
 each fp that reaches it over `intake_late_s` late is shed on arrival, and one that reaches it in time
 is answered as usual, so the answered ones have waited at most `intake_late_s` in front of the loop.
 The lagging state ends once frames have reached the loop in time for `late_s` on end. (Ending it at the
@@ -63,6 +64,10 @@ LATE_S = 0.25
 # 0.1 s kept p99 within 1 s too, but offered 3,000/s on a loaded 2-core box it answered 52-68 of 24,000
 # (every fp is admitted before it is shed, so shedding alone kept the loop 0.1 s behind); 0.25 s: 305-1,836.
 INTAKE_LATE_S = 0.25
+# ... and only once this many fps in a row reached it late: overload brings hundreds per late_s (3,000/s:
+# 750), a stall of a loaded machine (GC, a slow fsync, another process) a few boards' frames, and shedding
+# those only loses their answers (the 600-row replay on a loaded CI runner must answer every reading).
+LAGGING_FRAMES = 32
 
 
 class AnswerQueue:
@@ -70,7 +75,7 @@ class AnswerQueue:
                  shed: Callable[[Admitted, str, str], None], *, workers: int = WORKERS,
                  max_wait_s: float = MAX_WAIT_S, deadline_s: float = DEADLINE_S,
                  max_pending: int = MAX_PENDING, late_s: float = LATE_S,
-                 intake_late_s: float = INTAKE_LATE_S) -> None:
+                 intake_late_s: float = INTAKE_LATE_S, lagging_frames: int = LAGGING_FRAMES) -> None:
         """`answer(admitted, received_s)` answers one fp; `shed(admitted, reason, why)` tells its board
         "busy" (reason: queue_full, late, waited or deadline; why: the text for the board)."""
         self._answer, self._shed = answer, shed
@@ -78,6 +83,8 @@ class AnswerQueue:
         self.deadline_s = max(deadline_s, max_wait_s)
         self.late_s = min(late_s, max_wait_s)
         self.intake_late_s = min(intake_late_s, self.late_s)
+        self.lagging_frames = max(1, lagging_frames)
+        self._late_frames = 0  # fps in a row that reached the loop late
         self._last_wait_s = 0.0  # how long the fp a worker took last had waited
         self._backlog_since = 0.0  # perf_counter() when the queue last became non-empty
         self._late_since: float | None = None  # since when every frame reached the loop late
@@ -114,14 +121,16 @@ class AnswerQueue:
         now = time.perf_counter()
         if now - received_s > self.intake_late_s:
             self._in_time_since = None
+            self._late_frames += 1
             if self._late_since is None:
                 self._late_since = now
-            elif now - self._late_since > self.late_s:
+            elif now - self._late_since > self.late_s and self._late_frames >= self.lagging_frames:
                 self.lagging = True
             if self.lagging:
                 return True
         else:
             self._late_since = None
+            self._late_frames = 0
             if self._in_time_since is None:
                 self._in_time_since = now
             elif now - self._in_time_since > self.late_s:

@@ -140,7 +140,7 @@ def test_frames_reaching_the_loop_late_are_shed_on_arrival_until_they_arrive_in_
 
     async def run() -> None:
         q = AnswerQueue(answer, lambda a, reason, why: shed.append((a.body["seq"], reason)), workers=2,
-                        max_wait_s=1.0, late_s=0.1)
+                        max_wait_s=1.0, late_s=0.1, lagging_frames=5)
         q.start()
         for seq in range(40):  # each reaches the loop 0.5 s after it arrived, for ~0.4 s
             q.submit(fp(seq), time.perf_counter() - 0.5)
@@ -169,7 +169,7 @@ def test_a_lagging_loop_sheds_late_frames_until_frames_reach_it_in_time_for_late
 
     async def run() -> bool:
         q = AnswerQueue(answer, lambda a, reason, why: shed.append(a.body["seq"]),  # type: ignore[index]
-                        workers=2, max_wait_s=1.0, late_s=0.1, intake_late_s=0.05)
+                        workers=2, max_wait_s=1.0, late_s=0.1, intake_late_s=0.05, lagging_frames=5)
         q.start()
         for seq in range(30):  # 0.3 s of frames reaching the loop 0.5 s late: lagging after 0.1 s
             q.submit(fp(seq), time.perf_counter() - 0.5)
@@ -189,3 +189,25 @@ def test_a_lagging_loop_sheds_late_frames_until_frames_reach_it_in_time_for_late
     assert {s for s in range(31, 50, 2)} <= set(shed)  # the late ones while lagging
     assert {s for s in range(30, 50, 2)} | set(range(50, 71)) <= set(answered)
     assert len(answered) + len(shed) == 71
+
+
+def test_a_stall_that_delays_a_few_frames_sheds_none() -> None:
+    """A loaded machine stalls the loop for a while: the few frames of that time reach it late, but that is
+    not overload (fewer than lagging_frames in a row), so they are answered, late, rather than shed."""
+    answered: list[int] = []
+    shed: list[int] = []
+
+    async def answer(admitted: Admitted, received_s: float) -> None:
+        answered.append(admitted.body["seq"])  # type: ignore[index]
+
+    async def run() -> None:
+        q = AnswerQueue(answer, lambda a, reason, why: shed.append(a.body["seq"]),  # type: ignore[index]
+                        workers=2, max_wait_s=1.0, late_s=0.1, intake_late_s=0.05, lagging_frames=32)
+        q.start()
+        for seq in range(20):  # 0.4 s of frames reaching the loop 0.5 s late, 20 of them
+            q.submit(fp(seq), time.perf_counter() - 0.5)
+            await asyncio.sleep(0.02)
+        await q.stop(2.0)
+
+    asyncio.run(run())
+    assert shed == [] and answered == list(range(20))

@@ -10,6 +10,10 @@ gateway killed in between gets the message again (MQTT-4.3.2: the broker resends
 messages when the session resumes). Subscriptions are (re)made in on_connect, so an expired session
 heals too.
 
+Outgoing packets (PUBACKs, summaries) queued together leave in one send, and only the first of them
+wakes paho's thread (`_PahoClient._packet_queue` / `_packet_write`): paho does a system call for each
+wake-up and each packet.
+
 Every socket paho opens gets TCP_NODELAY (on_socket_open, before CONNECT): without it Nagle holds a
 summary or PUBACK back until the previous segment is acknowledged, tens of ms per answer at low load.
 
@@ -96,11 +100,77 @@ class _ReadAhead:
         return getattr(self._sock, name)
 
 
+COALESCE_MAX = 256  # queued packets written with one send (PUBACKs ~4 bytes, summaries ~300)
+
+
+def _plain(packet: dict[str, object]) -> bool:
+    """A queued packet paho does nothing with once written: neither a QoS 0 PUBLISH (on_publish) nor
+    DISCONNECT (closes the socket)."""
+    command = packet["command"] & 0xF0  # type: ignore[operator]
+    return command != paho.DISCONNECT and not (command == paho.PUBLISH and packet["qos"] == 0)
+
+
 class _PahoClient(paho.Client):
     def _create_socket(self) -> object:  # type: ignore[override]
         sock = super()._create_socket()
         # only a plain TCP socket: TLS and websocket wrappers buffer (or frame) on their own
         return _ReadAhead(sock) if type(sock) is socket.socket else sock
+
+    def _packet_queue(self, command: int, packet: bytes | bytearray, mid: int, qos: int,
+                      info: paho.MQTTMessageInfo | None = None) -> paho.MQTTErrorCode:
+        # paho writes a wake-up byte to its socket pair for every packet queued: a system call per
+        # PUBACK and per summary, each waking paho's thread to send that one packet. Only the packet
+        # that made the queue non-empty needs it: paho's thread then writes the whole queue
+        # (_packet_write pops until empty) and selects for writing while any is left (want_write), so
+        # a packet queued behind another is sent with it. The length is read after the append, so a
+        # packet its thread might miss (it emptied the queue in between) finds it empty and wakes it.
+        if self._thread is None:  # no network thread (not the gateway's case): paho's own path
+            return super()._packet_queue(command, packet, mid, qos, info)
+        self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0, "to_process": len(packet),
+                                 "packet": packet, "info": info})
+        if len(self._out_packet) == 1 and self._sockpairW is not None:
+            try:
+                self._sockpairW.send(b"0")
+            except BlockingIOError:
+                pass
+        self._call_socket_register_write()
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _packet_write(self) -> paho.MQTTErrorCode:
+        # paho sends each queued packet with its own send(): a system call (and a GIL hand-over) per
+        # PUBACK and summary. The queued packets paho does nothing with once written (all but QoS 0
+        # PUBLISH and DISCONNECT, see paho's _packet_write) go out together in one send.
+        out = self._out_packet
+        while len(out) > 1 and _plain(out[0]) and _plain(out[1]):
+            run = [out.popleft()]
+            while out and len(run) < COALESCE_MAX and _plain(out[0]):
+                run.append(out.popleft())
+            try:
+                sent = self._sock_send(b"".join(p["packet"][p["pos"]:] for p in run))
+            except (AttributeError, ValueError):  # no socket (paho's handling)
+                out.extendleft(reversed(run))
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+            except BlockingIOError:
+                out.extendleft(reversed(run))
+                return paho.MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError as err:
+                out.extendleft(reversed(run))
+                self._easy_log(paho.MQTT_LOG_ERR, "failed to send on socket: %s", err)
+                return paho.MQTTErrorCode.MQTT_ERR_CONN_LOST
+            with self._msgtime_mutex:
+                self._last_msg_out = paho.time_func()
+            left = []
+            for p in run:  # a partial send: the first packet not fully written and those after it stay
+                step = min(sent, p["to_process"])
+                p["pos"] += step
+                p["to_process"] -= step
+                sent -= step
+                if p["to_process"]:
+                    left.append(p)
+            if left:
+                out.extendleft(reversed(left))
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS  # want_write: the next select waits for room
+        return super()._packet_write()
 
     def message_callback_add(self, sub: str, callback: object) -> None:  # type: ignore[override]
         raise NotImplementedError("the gateway's client has one on_message (_handle_on_message relies on it)")

@@ -1,0 +1,106 @@
+"""The gateway's paho client writes queued packets together and wakes paho's thread once per burst
+(mqtt_client._PahoClient): same bytes, same order, partial sends resumed, QoS 0 callbacks kept."""
+
+from __future__ import annotations
+
+import threading
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from qis_gateway.mqtt_client import _PahoClient
+
+
+class _Sock:
+    """Accepts `room[i]` bytes on the i-th send (all once `room` is used up); records what was sent."""
+
+    def __init__(self, room: list[int] | None = None) -> None:
+        self.room = list(room or [])
+        self.sends: list[bytes] = []
+
+    def send(self, buf: bytes) -> int:
+        n = min(len(buf), self.room.pop(0)) if self.room else len(buf)
+        self.sends.append(bytes(buf[:n]))
+        return n
+
+    def close(self) -> None:  # paho closes its socket when the client is collected
+        pass
+
+
+class _Pair:
+    def __init__(self) -> None:
+        self.wakes = 0
+
+    def send(self, data: bytes) -> int:
+        self.wakes += 1
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+
+def _client(sock: _Sock) -> tuple[_PahoClient, _Pair]:
+    client = _PahoClient(CallbackAPIVersion.VERSION2, client_id="t-coalesce", protocol=paho.MQTTv311)
+    client._sock = sock  # type: ignore[assignment]
+    client._thread = threading.current_thread()  # as under loop_start: packets are queued for paho's thread
+    pair = _Pair()
+    client._sockpairW = pair  # type: ignore[assignment]
+    return client, pair
+
+
+def _queue(client: _PahoClient, packets: list[bytes], qos: int = 1) -> None:
+    for i, data in enumerate(packets):
+        client._packet_queue(paho.PUBACK if qos else paho.PUBLISH, data, i + 1, qos)
+
+
+PACKETS = [b"\x40\x02\x00\x01", b"\x40\x02\x00\x02", b"\x32" + bytes(range(40)), b"\x40\x02\x00\x03"]
+
+
+def test_queued_packets_go_out_in_one_send_after_one_wake() -> None:
+    sock = _Sock()
+    client, pair = _client(sock)
+    _queue(client, PACKETS)
+    assert pair.wakes == 1  # only the packet that made the queue non-empty woke paho's thread
+    assert client._packet_write() == paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert sock.sends == [b"".join(PACKETS)]
+    assert not client.want_write()
+    _queue(client, PACKETS[:1])
+    assert pair.wakes == 2  # the queue was empty again
+
+
+def test_a_partial_send_resumes_where_it_stopped() -> None:
+    sock = _Sock(room=[6, 3])
+    client, _ = _client(sock)
+    _queue(client, PACKETS)
+    for _ in range(5):
+        if not client.want_write():
+            break
+        client._packet_write()
+    assert b"".join(sock.sends) == b"".join(PACKETS)
+    assert [len(s) for s in sock.sends[:2]] == [6, 3]
+    assert not client.want_write()
+
+
+def test_a_blocked_socket_keeps_every_packet_queued() -> None:
+    class Blocked(_Sock):
+        def send(self, buf: bytes) -> int:
+            raise BlockingIOError
+
+    client, _ = _client(Blocked())
+    _queue(client, PACKETS)
+    assert client._packet_write() == paho.MQTTErrorCode.MQTT_ERR_AGAIN
+    assert [p["packet"] for p in client._out_packet] == PACKETS
+
+
+def test_qos0_publishes_still_reach_on_publish() -> None:
+    sock = _Sock()
+    client, _ = _client(sock)
+    published: list[int] = []
+    client.on_publish = lambda c, u, mid, rc, props: published.append(mid)
+    infos = [paho.MQTTMessageInfo(i + 1) for i in range(2)]
+    client._packet_queue(paho.PUBACK, PACKETS[0], 7, 1)
+    for i, info in enumerate(infos):
+        client._packet_queue(paho.PUBLISH, PACKETS[2], i + 1, 0, info)
+    client._packet_write()
+    assert b"".join(sock.sends) == PACKETS[0] + PACKETS[2] * 2
+    assert published == [1, 2] and all(info.is_published() for info in infos)

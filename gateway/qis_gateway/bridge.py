@@ -3,7 +3,8 @@
 How it works, for one board message (topic, payload):
 
 1. `admit` (synchronous, in arrival order): parse the topic, look the device up in the registry,
-   verify the HMAC tag and body (`qis.messages.decode`), then the sequence number. A frame whose seq is
+   verify the HMAC tag and body (`qis.messages.decode`'s checks, the tag in C: frametag.decode), then the
+   sequence number. A frame whose seq is
    not above the stored one is a replay -- unless the state DB already holds that very frame (same
    device, seq and SHA-256), which is the broker redelivering a message whose PUBACK was lost: a
    `duplicate`, acknowledged again without a second effect. An authentic frame refused for its content
@@ -45,6 +46,7 @@ from qis.topics import parse_topic, topic
 from qis_gateway.config import default
 from qis_gateway.error_budget import ErrorBudget
 from qis_gateway.evidence import BoardSummary, Evidence
+from qis_gateway import frametag
 from qis_gateway.frametag import tag
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import StateDB
@@ -146,7 +148,7 @@ class Bridge:
         if record.site != site:
             raise _Reject("site", "device belongs to site %s, not %s" % (record.site, site), record, device_id, kind)
         try:
-            body = messages.decode(payload, record.secret, kind=kind, device=device_id)
+            body = frametag.decode(payload, record.secret, kind=kind, device=device_id)
         except FrameError as exc:
             raise _Reject(exc.reason, str(exc), record, device_id, kind) from exc
         seq = body["seq"]

@@ -169,3 +169,31 @@ def test_sigkill_in_a_burst_accepts_no_seq_twice_and_loses_no_acked_outcome(tmp_
         broker.kill()
 
 
+
+
+def test_an_fp_in_a_batch_takes_no_savepoint_and_its_rows_land_or_roll_back_together(tmp_path: Path) -> None:
+    """StateDB.record_fp inside a batch writes its two rows without a savepoint of its own (the batch's
+    transaction is the unit); alone it is still one transaction; odd input fails before either write."""
+    state = StateDB(tmp_path / "state.sqlite")
+    statements: list[str] = []
+    state._db.set_trace_callback(statements.append)
+    fields = {"schema": "s/1", "machine_class": "pump"}
+
+    def rows(seq: int) -> tuple[int, int]:
+        return (state._db.execute("SELECT count(*) FROM frames WHERE seq = ?", (seq,)).fetchone()[0],
+                state._db.execute("SELECT count(*) FROM readings WHERE seq = ?", (seq,)).fetchone()[0])
+
+    with state.batch():
+        state.record_fp("pump-1", 1, b"d" * 32, "s/1", fields, [1, -2], 1.0)
+    assert not any(s.startswith("SAVEPOINT") for s in statements)
+    assert rows(1) == (1, 1)
+    statements.clear()
+    state.record_fp("pump-1", 2, b"d" * 32, "s/1", fields, [1, -2], 1.0)  # alone: its own transaction
+    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT" and rows(2) == (1, 1)
+    with pytest.raises(TypeError), state.batch():
+        state.record_fp("pump-1", 3, b"d" * 32, "s/1", {"schema": object()}, [1], 1.0)  # type: ignore[dict-item]
+    with pytest.raises(sqlite3.OperationalError), state.batch():
+        state.record_fp("pump-1", 4, b"d" * 32, "s/1", fields, [1], 1.0)
+        state._db.execute("INSERT INTO no_such_table VALUES (1)")  # a failure later in the batch
+    assert rows(3) == (0, 0) and rows(4) == (0, 0)
+    state.close()

@@ -307,17 +307,25 @@ class MqttClient:
         if arrived is None:
             raise MqttError("start() was not called")
         while True:
-            with self._backlog_lock:
-                if self._incoming:
-                    batch = self._incoming[:max_n]
-                    del self._incoming[:max_n]
-                    self._backlog -= len(batch)
-                    self._backlog_bytes -= sum(len(m.payload) for m in batch)
-                    if not self._incoming:
-                        arrived.clear()  # under the lock: paho sets it again for the next arrival
-                    return batch
-                arrived.clear()
+            batch = self.take_nowait(max_n)
+            if batch:
+                return batch
             await arrived.wait()
+
+    def take_nowait(self, max_n: int) -> list[Incoming]:
+        """The messages already waiting, up to max_n, in arrival order; [] when there are none."""
+        arrived = self._arrived
+        if arrived is None:
+            raise MqttError("start() was not called")
+        with self._backlog_lock:
+            batch = self._incoming[:max_n]
+            if batch:
+                del self._incoming[:max_n]
+                self._backlog -= len(batch)
+                self._backlog_bytes -= sum(len(m.payload) for m in batch)
+            if not self._incoming:
+                arrived.clear()  # under the lock: paho sets it again for the next arrival
+            return batch
 
     @property
     def backlog(self) -> int:

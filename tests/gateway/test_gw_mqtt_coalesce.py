@@ -1,11 +1,14 @@
 """The gateway's paho client writes queued packets together and wakes paho's thread once per burst
-(mqtt_client._PahoClient): same bytes, same order, partial sends resumed, QoS 0 callbacks kept."""
+(mqtt_client._PahoClient): same bytes, same order, partial sends resumed, QoS 0 callbacks kept; and it
+completes a plain PUBACK without paho's decoding objects."""
 
 from __future__ import annotations
 
 import threading
 
 import paho.mqtt.client as paho
+import pytest
+from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion
 
 from qis_gateway.mqtt_client import _PahoClient
@@ -104,3 +107,42 @@ def test_qos0_publishes_still_reach_on_publish() -> None:
     client._packet_write()
     assert b"".join(sock.sends) == PACKETS[0] + PACKETS[2] * 2
     assert published == [1, 2] and all(info.is_published() for info in infos)
+
+
+def _awaiting_puback(client: _PahoClient, mid: int) -> paho.MQTTMessageInfo:
+    msg = paho.MQTTMessage(mid, b"t/summary")
+    msg.qos = 1
+    client._out_messages[mid] = msg
+    client._inflight_messages += 1
+    return msg.info
+
+
+def test_a_plain_puback_is_handled_without_paho_decoding_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2-byte PUBACK (success, no properties) completes its publish as paho would, without paho
+    building a ReasonCode and Properties for it; anything else still goes through paho."""
+    client, _ = _client(_Sock())
+    client._protocol = paho.MQTTv5
+    fast, slow = _awaiting_puback(client, 5), _awaiting_puback(client, 6)
+    decoded: list[bytes] = []
+    real = _packet.decode_puback
+
+    def counting(header: int, packet: bytes, protocol: int) -> object:
+        decoded.append(bytes(packet))
+        return real(header, packet, protocol)
+
+    monkeypatch.setattr(_packet, "decode_puback", counting)
+    client._in_packet = {"command": 0x40, "packet": b"\x00\x05"}
+    assert client._handle_pubackcomp("PUBACK") == paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert fast.is_published() and 5 not in client._out_messages and decoded == []
+    client._in_packet = {"command": 0x40, "packet": b"\x00\x06\x10"}  # "no matching subscribers"
+    client._handle_pubackcomp("PUBACK")
+    assert slow.is_published() and decoded == [b"\x00\x06\x10"]
+    assert client._inflight_messages == 0
+    client._in_packet = {"command": 0x40, "packet": b"\x00\x07"}  # unknown id: ignored, as paho does
+    assert client._handle_pubackcomp("PUBACK") == paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+    got: list[tuple[int, object]] = []
+    client.on_publish = lambda c, u, mid, rc, props: got.append((mid, rc))
+    _awaiting_puback(client, 8)
+    client._in_packet = {"command": 0x40, "packet": b"\x00\x08"}
+    client._handle_pubackcomp("PUBACK")  # on_publish set: paho's own path, its own ReasonCode
+    assert [mid for mid, _ in got] == [8] and decoded[-1] == b"\x00\x08"

@@ -113,6 +113,22 @@ def _plain(packet: dict[str, object]) -> bool:
     return command != paho.DISCONNECT and not (command == paho.PUBLISH and packet["qos"] == 0)
 
 
+class _Received:
+    """What on_message reads of an incoming PUBLISH taken by `_PahoClient._handle_publish`'s fast path.
+    paho's MQTTMessage would also build a MQTTMessageInfo (with a threading.Condition) that an incoming
+    message never uses, and decode_publish an empty Properties object."""
+
+    __slots__ = ("_topic", "payload", "qos", "mid", "retain", "dup", "timestamp")
+
+    def __init__(self, topic: bytes, payload: bytes, mid: int, retain: bool, dup: bool, timestamp: float) -> None:
+        self._topic, self.payload, self.qos, self.mid = topic, payload, 1, mid
+        self.retain, self.dup, self.timestamp = retain, dup, timestamp
+
+    @property
+    def topic(self) -> str:
+        return self._topic.decode("utf-8")  # UnicodeDecodeError as paho's MQTTMessage.topic
+
+
 class _PahoClient(paho.Client):
     def _create_socket(self) -> object:  # type: ignore[override]
         sock = super()._create_socket()
@@ -187,6 +203,22 @@ class _PahoClient(paho.Client):
         with self._out_message_mutex:
             if mid in self._out_messages:
                 return self._do_on_publish(mid, _PUBACK_OK, _NO_PROPERTIES)
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _handle_publish(self) -> paho.MQTTErrorCode:
+        # Every board frame: paho decodes it with struct format strings built per packet, an empty
+        # Properties object (MQTT 5) and a MQTTMessage with its own MQTTMessageInfo and Condition. The
+        # gateway's own case -- QoS 1 acknowledged by the gateway (manual_ack), a topic, no properties --
+        # is decoded here; anything else (QoS 0/2, properties such as a topic alias) is paho's.
+        header, packet = self._in_packet["command"], self._in_packet["packet"]
+        v5 = 1 if self._protocol == paho.MQTTv5 else 0
+        end = 2 + (packet[0] << 8 | packet[1]) if len(packet) >= 2 else 0
+        if (header & 0x06) != 0x02 or not self._manual_ack or end <= 2 or len(packet) < end + 2 + v5 \
+                or (v5 and packet[end + 2] != 0):
+            return super()._handle_publish()
+        message = _Received(bytes(packet[2:end]), bytes(packet[end + 2 + v5:]), packet[end] << 8 | packet[end + 1],
+                            bool(header & 0x01), bool(header & 0x08), paho.time_func())
+        self._handle_on_message(message)  # type: ignore[arg-type]
         return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def message_callback_add(self, sub: str, callback: object) -> None:  # type: ignore[override]

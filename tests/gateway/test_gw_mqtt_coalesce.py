@@ -146,3 +146,45 @@ def test_a_plain_puback_is_handled_without_paho_decoding_it(monkeypatch: pytest.
     client._in_packet = {"command": 0x40, "packet": b"\x00\x08"}
     client._handle_pubackcomp("PUBACK")  # on_publish set: paho's own path, its own ReasonCode
     assert [mid for mid, _ in got] == [8] and decoded[-1] == b"\x00\x08"
+
+
+def _publish_packet(topic: bytes, payload: bytes, mid: int, v5: bool, props: bytes = b"\x00") -> bytes:
+    return len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + (props if v5 else b"") + payload
+
+
+@pytest.mark.parametrize("v5", [True, False])
+def test_an_incoming_publish_reaches_on_message_as_paho_would_deliver_it(v5: bool) -> None:
+    """The fast path of _handle_publish gives on_message what paho's own decoding gives, for QoS 1 frames
+    without properties; QoS 0, properties and a missing topic still take paho's path."""
+    cases = [
+        (0x32, _publish_packet(b"qis/v1/site-a/pump-1/fp", b"{}" + bytes(32), 7, v5)),
+        (0x3B, _publish_packet(b"qis/v1/a/b/fp", b"", 65535, v5)),  # retain + dup, empty payload
+        (0x32, _publish_packet(b"qis/\xff/fp", b"x", 1, v5)),  # topic not UTF-8
+        (0x30, b"\x00\x04t/q0" + (b"\x00" if v5 else b"") + b"x"),  # QoS 0: no packet id
+    ]
+    if v5:
+        cases.append((0x32, _publish_packet(b"t/props", b"x", 9, v5, props=b"\x02\x01\x01")))  # a property
+    seen: dict[str, list[tuple[object, ...]]] = {"fast": [], "paho": []}
+    kinds: list[str] = []
+
+    def on_message(way: str) -> object:
+        def record(client: object, userdata: object, msg: paho.MQTTMessage) -> None:
+            try:
+                topic: object = msg.topic
+            except UnicodeDecodeError:
+                topic = UnicodeDecodeError
+            seen[way].append((topic, bytes(msg.payload), msg.qos, msg.mid, bool(msg.retain), bool(msg.dup)))
+            if way == "fast":
+                kinds.append(type(msg).__name__)
+        return record
+
+    for way, handle in (("fast", _PahoClient._handle_publish), ("paho", paho.Client._handle_publish)):
+        client = paho.Client.__new__(_PahoClient)
+        client.__init__(CallbackAPIVersion.VERSION2, client_id="t-in", manual_ack=True,  # type: ignore[misc]
+                        protocol=paho.MQTTv5 if v5 else paho.MQTTv311)
+        client.on_message = on_message(way)
+        for command, packet in cases:
+            client._in_packet = {"command": command, "packet": bytearray(packet)}
+            assert handle(client) == paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert seen["fast"] == seen["paho"] and len(seen["fast"]) == len(cases)
+    assert kinds[:3] == ["_Received"] * 3 and set(kinds[3:]) == {"MQTTMessage"}  # the fast path was taken

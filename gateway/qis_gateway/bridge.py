@@ -43,10 +43,10 @@ from qis.errors import FrameError, QisError, TopicError
 from qis.schema import Schema
 from qis.topics import parse_topic, topic
 
+from qis_gateway import frametag
 from qis_gateway.config import default
 from qis_gateway.error_budget import ErrorBudget
 from qis_gateway.evidence import BoardSummary, Evidence
-from qis_gateway import frametag
 from qis_gateway.frametag import tag
 from qis_gateway.metrics import Metrics
 from qis_gateway.outbox import StateDB

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from qis import messages
 from qis.errors import FrameError
 from qis.hmac256 import hmac_sha256
-from qis_gateway.evidence import BoardSummary
 from qis_gateway import frametag
+from qis_gateway.evidence import BoardSummary
 from qis_gateway.frametag import tag
 
 SECRET = bytes(range(32))

@@ -10,7 +10,6 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion
-
 from qis_gateway.mqtt_client import _PahoClient
 
 

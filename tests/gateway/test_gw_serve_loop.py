@@ -55,4 +55,4 @@ def test_waiting_frames_are_taken_at_once_and_the_workers_still_run() -> None:
     assert [seq for seq, _ in handled] == list(range(49, -1, -1))
     assert waited == 1  # the 50 waiting batches were taken without waiting
     ticks = [t for _, t in handled]
-    assert all(b > a for a, b in zip(ticks, ticks[1:]))  # the worker ran between every two batches
+    assert all(b > a for a, b in zip(ticks, ticks[1:], strict=False))  # the worker ran between every two batches

@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes, int, bool], None]  # (topic, payload, qos, retain)
 ADDRESS_CACHE = 4096  # distinct (schema, fields) combinations whose level addresses are kept
+TOPIC_CACHE = 4096  # board topics parsed, and devices' summary topics, kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,8 @@ class Bridge:
         self._digest, self._now_s = b"", 0.0  # of the frame being admitted
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._address_cache: dict[tuple[str, tuple[tuple[str, Any], ...]], tuple[bytes, ...]] = {}
+        self._topics: dict[str, tuple[str, str, str]] = {}  # topic -> parse_topic(topic), valid ones only
+        self._summary_topics: dict[tuple[str, str], str] = {}  # (site, device) -> its summary topic
 
     def _addresses(self, schema: Schema, fields: dict[str, Any]) -> tuple[bytes, ...]:
         """schema.level_addresses(fields), remembered: a board's categorical fields repeat from reading to
@@ -115,6 +118,28 @@ class Bridge:
             if len(self._address_cache) >= ADDRESS_CACHE:
                 self._address_cache.clear()
             hit = self._address_cache[key] = tuple(schema.level_addresses(fields))
+        return hit
+
+    def _parse_topic(self, topic_name: str) -> tuple[str, str, str]:
+        """parse_topic(topic_name), remembered: a board sends on the same two topics, and parsing checks
+        every byte of the site and device ids (~2-3 us a frame). A topic it refuses (TopicError) is never
+        kept, so it is refused every time. Bounded: emptied when it reaches TOPIC_CACHE entries."""
+        hit = self._topics.get(topic_name)
+        if hit is None:
+            hit = parse_topic(topic_name)
+            if len(self._topics) >= TOPIC_CACHE:
+                self._topics.clear()
+            self._topics[topic_name] = hit
+        return hit
+
+    def _summary_topic(self, record: DeviceRecord) -> str:
+        """topic(site, device, "summary"), remembered per device (it checks both ids each time)."""
+        key = (record.site, record.device_id)
+        hit = self._summary_topics.get(key)
+        if hit is None:
+            if len(self._summary_topics) >= TOPIC_CACHE:
+                self._summary_topics.clear()
+            hit = self._summary_topics[key] = topic(record.site, record.device_id, "summary")
         return hit
 
     def _inc(self, metric: Any, *labels: str) -> None:
@@ -135,7 +160,7 @@ class Bridge:
 
     def _admit(self, topic_name: str, payload: bytes) -> Admitted:
         try:
-            site, device_id, kind = parse_topic(topic_name)
+            site, device_id, kind = self._parse_topic(topic_name)
         except TopicError as exc:
             raise _Reject("topic", str(exc), None, "?") from exc
         if kind not in ("fp", "outcome"):
@@ -302,7 +327,7 @@ class Bridge:
         schema = self.schemas[body["schema"]]
         summary = await self.evidence.summarise(body["vec"], self._addresses(schema, body["fields"]))
         payload = messages.encode_summary(record.device_id, body["seq"], record.secret, summary, mac=tag)
-        self.publish(topic(record.site, record.device_id, "summary"), payload, 1, False)
+        self.publish(self._summary_topic(record), payload, 1, False)
         self._inc(self.metrics.summaries, "true" if summary.enough else "false")
         if received_s is not None:
             self.metrics.fp_seconds.observe(max(0.0, time.perf_counter() - received_s))

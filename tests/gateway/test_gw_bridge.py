@@ -295,3 +295,30 @@ def test_backlog_flush_is_paced_and_live_readings_are_still_answered(tmp_path: P
     # one second of flushing at 20/s with a burst of 20: about 40 puts, never the whole backlog
     assert 20 <= stored <= 45 and rig.state.pending() == 160 - stored
     assert answer_s < 0.5
+
+
+def test_topics_are_parsed_once_per_topic_and_bad_ones_refused_every_time(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bridge._parse_topic / _summary_topic remember valid topics only, bounded (TOPIC_CACHE)."""
+    from qis_gateway import bridge as bridge_module
+
+    parsed: list[str] = []
+    real = bridge_module.parse_topic
+    monkeypatch.setattr(bridge_module, "parse_topic", lambda name: parsed.append(name) or real(name))
+    rig = make_rig(tmp_path)
+    board = rig.board()
+    for _ in range(3):
+        t, frame, _seq = board.fp()
+        answer(rig, t, frame)
+    assert parsed == [board.topic("fp")]  # three frames, one parse
+    assert [p[0] for p in rig.published] == [board.topic("summary")] * 3
+    elsewhere = board.topic("fp").replace("site-a", "site-b")  # a valid topic of another site: kept, refused
+    bad = "qis/v1/site-a/pump 01/fp"
+    for _ in range(2):
+        assert rig.bridge.admit(elsewhere, board.fp()[1]).reason == "site"
+        assert rig.bridge.admit(bad, board.fp()[1]).reason == "topic"
+    assert parsed.count(bad) == 2 and parsed.count(elsewhere) == 1  # a refused topic is never kept
+    monkeypatch.setattr(bridge_module, "TOPIC_CACHE", 4)
+    for i in range(10):
+        rig.bridge.admit("qis/v1/site-a/pump-%02d/fp" % i, b"x" * 40)
+    assert len(rig.bridge._topics) <= 4

@@ -12,7 +12,9 @@ heals too.
 
 Outgoing packets (PUBACKs, summaries) queued together leave in one send, and only the first of them
 wakes paho's thread (`_PahoClient._packet_queue` / `_packet_write`): paho does a system call for each
-wake-up and each packet.
+wake-up and each packet. The two packets every reading brings in -- the board's QoS 1 PUBLISH and the
+broker's PUBACK for its summary -- are decoded by `_PahoClient` itself when they carry no MQTT 5
+properties or reason code (paho built several objects per packet for them); anything else is paho's.
 
 Every socket paho opens gets TCP_NODELAY (on_socket_open, before CONNECT): without it Nagle holds a
 summary or PUBACK back until the previous segment is acknowledged, tens of ms per answer at low load.

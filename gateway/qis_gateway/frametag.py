@@ -26,7 +26,9 @@ def _with_c_tag(decode: types.FunctionType) -> types.FunctionType:
     Python-loop digest_equal, ~10 us of every admitted frame). A tag argument to decode did not fit a
     board's minimum heap (tests/device), and a second decoder would be a second copy of the frame rules.
     So the gateway runs the same function object's code, every check unchanged, where only the names
-    `hmac_sha256` and `digest_equal` resolve to C: same bytes, same constant-time comparison."""
+    `hmac_sha256` and `digest_equal` resolve to C: same bytes, same constant-time comparison. The copy
+    is taken at import, so a name rebound in qis.messages afterwards (a test's monkeypatch) is not seen
+    here; tests/gateway/test_gw_frametag.py checks that both decoders agree."""
     env: dict[str, Any] = dict(decode.__globals__)
     env["hmac_sha256"] = tag
     env["digest_equal"] = hmac.compare_digest

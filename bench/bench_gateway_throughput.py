@@ -15,7 +15,8 @@ seq) and timing each summary's arrival (matched by device and `re`):
 - offered rates (100/300/1,000/3,000 per s): latency p50/p99 against offered load, answered/s;
 - outcomes: fp-only, outcome-only (outcomes for readings already answered, sent as fast as acked) and
   mixed (each answered fp followed by its outcome): admitted/s, stored/s, outbox depth over time.
-Per point: gateway CPU seconds per reading (utime+stime of gateway 0 from /proc) and fsyncs per reading.
+Per point: gateway CPU seconds per reading (utime+stime of gateway 0 from /proc), fsyncs per reading and
+gateway 0's peak resident set during the point (VmHWM, reset at its start; the unit's MemoryHigh is 96M).
 strace costs the gateway more than its fsync stops: perf showed it ptrace-stopped on entry and exit of its
 send and futex calls too, and with `--no-fsync-count` (no strace, fsyncs_per_reading null) `--quick` gave
 0.45-0.50 instead of 0.60-0.64 ms of gateway CPU per reading (alternating runs, same code, loaded box).
@@ -73,6 +74,22 @@ def cpu_s(pid: int) -> float:
     """utime+stime of a process and all its threads, in seconds."""
     fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start a new peak resident set for `pid` (Linux: "5" to /proc/PID/clear_refs resets VmHWM)."""
+    try:
+        Path("/proc/%d/clear_refs" % pid).write_text("5")
+    except OSError:  # not allowed (another user): the peak then counts from the process's start
+        pass
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident set (VmHWM) in MB, None when /proc does not say."""
+    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
 
 
 def child_pid(pid: int) -> int:
@@ -410,6 +427,7 @@ class Rig:
         """Run fn(*args) and add gateway CPU ms and fsyncs per answered reading / admitted outcome (and,
         with profile_s, a py-spy profile by component of its first profile_s seconds)."""
         before = self.counters()
+        reset_peak_rss(self.pid)
         sampler = None
         if profile_s:
             sampler = Sampler(self.pid, profile_s, self.system.workdir / "profile.txt")
@@ -431,6 +449,8 @@ class Rig:
         if "offered_per_s" in out:  # every frame answered or told busy: none silently lost
             out["unaccounted"] = out["sent"] - out["answered"] - out["busy"]
         out["metrics_timeouts"] = self.unreachable
+        # the unit caps the gateway at MemoryHigh=96M (deploy/qis-gateway.service): overload must stay under
+        out["gateway_peak_rss_mb"] = peak_rss_mb(self.pid)
         return out
 
     def close(self) -> None:
@@ -549,7 +569,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     host, port = rig.gw.broker.host, rig.gw.broker.port
     try:
         load = Load(host, port, rig.devices, rig.gw.site)
-        seconds = 8.0 if quick else 10.0
+        seconds = args.seconds or (8.0 if quick else 10.0)
         repeats = 1 if quick else 3
         doc["closed_loop"] = []
         for packets in ([100] if quick else [5, 100, 1000]):
@@ -611,6 +631,8 @@ def main(argv: list[str]) -> int:
                     help="the gateway's MQTT version (5: it sets its own receive window; 3.1.1: the broker's 20)")
     ap.add_argument("--no-fsync-count", action="store_true",
                     help="gateway 0 without strace (fsyncs_per_reading null): strace costs it CPU (module docstring)")
+    ap.add_argument("--seconds", type=float, default=0.0,
+                    help="length of each closed-loop and offered run (default 8 with --quick, else 10)")
     ap.add_argument("--json", action="store_true", help="print the results as one JSON object on stdout")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "gateway_throughput.json")
     ap.add_argument("--echo-server", choices=["paho", "client"], help=argparse.SUPPRESS)

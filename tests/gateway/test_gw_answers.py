@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from qis_gateway.answers import AnswerQueue
 from qis_gateway.bridge import Admitted
@@ -158,30 +159,38 @@ def test_frames_reaching_the_loop_late_are_shed_on_arrival_until_they_arrive_in_
     assert len(answered) + len(shed) == 50
 
 
-def test_a_lagging_loop_sheds_late_frames_until_frames_reach_it_in_time_for_late_s() -> None:
-    """Once lagging, one frame in time does not end it (that let every frame in again); frames that reach
-    the loop in time are answered meanwhile, and late_s of them in a row ends it."""
+def recording_queue(lagging_frames: int) -> tuple[AnswerQueue, list[int], list[int]]:
+    """A queue whose loop lags once frames reach it over 0.05 s late for 0.1 s: (queue, answered, shed)."""
     answered: list[int] = []
     shed: list[int] = []
 
     async def answer(admitted: Admitted, received_s: float) -> None:
         answered.append(admitted.body["seq"])  # type: ignore[index]
 
+    q = AnswerQueue(answer, lambda a, reason, why: shed.append(a.body["seq"]),  # type: ignore[index]
+                    workers=2, max_wait_s=1.0, late_s=0.1, intake_late_s=0.05, lagging_frames=lagging_frames)
+    return q, answered, shed
+
+
+async def feed(q: AnswerQueue, seqs: range, late_by: Callable[[int], float], gap_s: float = 0.01) -> None:
+    """Submit each seq as if it had reached paho late_by(seq) seconds before it reaches the loop."""
+    for seq in seqs:
+        q.submit(fp(seq), time.perf_counter() - late_by(seq))
+        await asyncio.sleep(gap_s)
+
+
+def test_a_lagging_loop_sheds_late_frames_until_frames_reach_it_in_time_for_late_s() -> None:
+    """Once lagging, one frame in time does not end it (that let every frame in again); frames that reach
+    the loop in time are answered meanwhile, and late_s of them in a row ends it."""
+    q, answered, shed = recording_queue(lagging_frames=5)
+
     async def run() -> bool:
-        q = AnswerQueue(answer, lambda a, reason, why: shed.append(a.body["seq"]),  # type: ignore[index]
-                        workers=2, max_wait_s=1.0, late_s=0.1, intake_late_s=0.05, lagging_frames=5)
         q.start()
-        for seq in range(30):  # 0.3 s of frames reaching the loop 0.5 s late: lagging after 0.1 s
-            q.submit(fp(seq), time.perf_counter() - 0.5)
-            await asyncio.sleep(0.01)
-        for seq in range(30, 50):  # in time and late, alternating
-            q.submit(fp(seq), time.perf_counter() - (0.5 if seq % 2 else 0.0))
-            await asyncio.sleep(0.01)
+        await feed(q, range(30), lambda seq: 0.5)  # 0.3 s of frames reaching the loop 0.5 s late: lagging
+        await feed(q, range(30, 50), lambda seq: 0.5 if seq % 2 else 0.0)  # in time and late, alternating
         still_lagging = q.lagging
-        for seq in range(50, 70):  # 0.2 s of frames in time ends it
-            q.submit(fp(seq), time.perf_counter())
-            await asyncio.sleep(0.01)
-        q.submit(fp(70), time.perf_counter() - 0.5)  # late, but the loop is no longer lagging
+        await feed(q, range(50, 70), lambda seq: 0.0)  # 0.2 s of frames in time ends it
+        await feed(q, range(70, 71), lambda seq: 0.5)  # late, but the loop is no longer lagging
         await q.stop(2.0)
         return still_lagging
 
@@ -194,19 +203,11 @@ def test_a_lagging_loop_sheds_late_frames_until_frames_reach_it_in_time_for_late
 def test_a_stall_that_delays_a_few_frames_sheds_none() -> None:
     """A loaded machine stalls the loop for a while: the few frames of that time reach it late, but that is
     not overload (fewer than lagging_frames in a row), so they are answered, late, rather than shed."""
-    answered: list[int] = []
-    shed: list[int] = []
-
-    async def answer(admitted: Admitted, received_s: float) -> None:
-        answered.append(admitted.body["seq"])  # type: ignore[index]
+    q, answered, shed = recording_queue(lagging_frames=32)
 
     async def run() -> None:
-        q = AnswerQueue(answer, lambda a, reason, why: shed.append(a.body["seq"]),  # type: ignore[index]
-                        workers=2, max_wait_s=1.0, late_s=0.1, intake_late_s=0.05, lagging_frames=32)
         q.start()
-        for seq in range(20):  # 0.4 s of frames reaching the loop 0.5 s late, 20 of them
-            q.submit(fp(seq), time.perf_counter() - 0.5)
-            await asyncio.sleep(0.02)
+        await feed(q, range(20), lambda seq: 0.5, gap_s=0.02)  # 0.4 s of frames 0.5 s late, 20 of them
         await q.stop(2.0)
 
     asyncio.run(run())

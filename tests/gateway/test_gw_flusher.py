@@ -41,6 +41,15 @@ def queue_outcomes(rig: Rig, count: int, board: Board | None = None) -> set[byte
     return {item.address for item in rig.state.due(float("inf"), limit=10 * count)}
 
 
+async def until_drained(flusher: OutboxFlusher, rig: Rig, step_s: float = 0.01, rounds: int = 1000) -> None:
+    """Let the running flusher work until the outbox is empty (at most rounds x step_s), then stop it."""
+    for _ in range(rounds):
+        if not rig.state.pending():
+            break
+        await asyncio.sleep(step_s)
+    await flusher.stop()
+
+
 def test_puts_are_pipelined_and_marks_written_in_groups(tmp_path: Path) -> None:
     rig = make_rig(tmp_path)
     queue_outcomes(rig, 25)
@@ -52,11 +61,7 @@ def test_puts_are_pipelined_and_marks_written_in_groups(tmp_path: Path) -> None:
     async def scenario() -> None:
         flusher = OutboxFlusher(rig.state, swarm, rig.metrics, OutboxSettings(retry_min_s=0.05))
         flusher.start()
-        for _ in range(1000):
-            if not rig.state.pending():
-                break
-            await asyncio.sleep(0.01)
-        await flusher.stop()
+        await until_drained(flusher, rig)
 
     asyncio.run(scenario())
     assert rig.state.pending() == 0 and swarm.puts == 100
@@ -76,11 +81,7 @@ def test_unavailable_swarm_stops_the_round_and_nothing_is_lost(tmp_path: Path) -
         flusher.start()
         await asyncio.sleep(0.3)
         rig.swarm.available = True
-        for _ in range(500):
-            if not rig.state.pending():
-                break
-            await asyncio.sleep(0.01)
-        await flusher.stop()
+        await until_drained(flusher, rig, rounds=500)
 
     asyncio.run(scenario())
     assert rig.state.pending() == 0 and rig.state.stored() == 40
@@ -163,11 +164,7 @@ def _flush_counting_reads(rig: Rig, swarm: MemorySwarm, max_in_flight: int) -> l
         flusher = OutboxFlusher(rig.state, swarm, rig.metrics, OutboxSettings(retry_min_s=0.05),
                                 max_in_flight=max_in_flight)
         flusher.start()
-        for _ in range(500):
-            if not rig.state.pending():
-                break
-            await asyncio.sleep(0.01)
-        await flusher.stop()
+        await until_drained(flusher, rig, rounds=500)
 
     asyncio.run(scenario())
     return read
@@ -250,11 +247,7 @@ def test_one_put_per_address_below_a_full_group_and_rows_queued_meanwhile_go_in_
             queue_outcomes(rig, 1, board)
             flusher.wake()
             await asyncio.sleep(0)
-        for _ in range(500):
-            if not rig.state.pending():
-                break
-            await asyncio.sleep(0.01)
-        await flusher.stop()
+        await until_drained(flusher, rig, rounds=500)
 
     asyncio.run(scenario())
     assert rig.state.pending() == 0 and swarm.puts == 4 * 32
@@ -284,11 +277,7 @@ def test_waiting_rows_are_bounded_none_is_left_behind_and_full_groups_overlap(
     async def scenario() -> None:
         flusher = Counting(rig.state, swarm, rig.metrics, OutboxSettings(retry_min_s=0.05))
         flusher.start()
-        for _ in range(1000):
-            if not rig.state.pending():
-                break
-            await asyncio.sleep(0.005)
-        await flusher.stop()
+        await until_drained(flusher, rig, step_s=0.005)
 
     asyncio.run(scenario())
     assert rig.state.pending() == 0 and swarm.puts == 120 and rig.state.stored() == 120

@@ -65,6 +65,7 @@ from qis_gateway.levelmix import combine
 from qis_gateway.metrics import Metrics
 from qis_gateway.packet_cache import VerifiedPacketCache
 from qis_gateway.packets import OutcomePacket, PacketError, value_signer
+from qis_gateway.swarm.core.storage_policy import newest_per_signer
 from qis_gateway.synthesis import Summary, not_enough, synthesise_columns
 
 log = logging.getLogger(__name__)
@@ -168,24 +169,6 @@ def select_packets(values: Iterable[bytes], address: bytes, cache: VerifiedPacke
     return selection
 
 
-def _newest_per_signer(values: tuple[bytes, ...], n: int, signers: set[bytes | None]) -> tuple[bytes, ...]:
-    """`values` (oldest first) with at most the last `n` of each of `signers` (`value_signer`), in their
-    order; the values of other signers are all kept (a lookup's union over several holders may hold more
-    of a signer than one holder keeps)."""
-    left: dict[bytes, int] = {}
-    keep: list[bytes] = []
-    for v in reversed(values):
-        signer = value_signer(v)
-        if signer is not None and signer in signers:
-            seen = left.get(signer, 0)
-            if seen >= n:
-                continue
-            left[signer] = seen + 1
-        keep.append(v)
-    keep.reverse()
-    return tuple(keep)
-
-
 class Evidence:
     """Looks an fp's levels up in the swarm and synthesises its summary (the module docstring)."""
 
@@ -254,7 +237,8 @@ class Evidence:
             # bound a burst of own puts filled the cached lookup with packets no holder keeps and pushed
 
             # of the values put are bounded.
-            merged = _newest_per_signer(merged, self.values_per_signer, {value_signer(v) for v in added})
+            merged = tuple(newest_per_signer(merged, self.values_per_signer, value_signer,
+                                            {value_signer(v) for v in added}))
         merged = merged[-self.lookup_limit:]
         selection = select_packets(merged, address, self.cache, self.trusted_keys, self.settings)
         return _Cached(cached.until, merged, selection, cached.hops)

@@ -41,7 +41,7 @@ of one address at once, and the bench's 4 shared level addresses made 3 of every
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 
 from .config import SwarmConfig
 from .store import ValueStore
@@ -145,16 +145,7 @@ class StoragePolicy:
         distinct = list(dict.fromkeys(values))  # a holder orders a repeated value by its first store
         if len(distinct) <= cap:
             return distinct
-        left: dict[bytes | None, int] = {}
-        keep: list[bytes] = []
-        for v in reversed(distinct):  # newest first
-            s = _signer(self.signer_of, v)
-            n = left.get(s, 0)
-            if s is None or n < cap:
-                left[s] = n + 1
-                keep.append(v)
-        keep.reverse()
-        return keep
+        return newest_per_signer(distinct, cap, self.signer_of)
 
     def _signers(self, held: list[bytes]) -> list[bytes | None]:
         """The signer of each held value, remembered per value: every STORE looks at all the values of
@@ -214,6 +205,25 @@ class StoragePolicy:
             self._per_address.give_back((ip, address))
             return False
         return True
+
+
+def newest_per_signer(values: Sequence[bytes], n: int, signer_of: SignerOf,
+                      only: Collection[bytes | None] | None = None) -> list[bytes]:
+    """`values` (oldest first) with at most the last `n` of each signer (of the signers in `only`, when
+    given), in their order: what a holder's per-signer quota leaves of them. Values without a signer are
+    all kept. Also the gateway's lookup cache bounds what it merges with it (evidence.py)."""
+    left: dict[bytes, int] = {}
+    keep: list[bytes] = []
+    for v in reversed(values):  # newest first
+        s = _signer(signer_of, v)
+        if s is not None and (only is None or s in only):
+            seen = left.get(s, 0)
+            if seen >= n:
+                continue
+            left[s] = seen + 1
+        keep.append(v)
+    keep.reverse()
+    return keep
 
 
 def _signer(signer_of: SignerOf, value: bytes) -> bytes | None:

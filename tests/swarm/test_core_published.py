@@ -1,5 +1,5 @@
 """Published sets (the values a node originated): the in-memory default and the SQLite one behave alike
-(ascending pages after a cursor, wrap-around slices, caps), the SQLite one keeps nothing in Python memory,
+(ascending pages after a cursor, wrap-around slices, caps, discards), the SQLite one keeps nothing in Python memory,
 and a node on it republishes from disk, stops at leave and starts again after a restart."""
 
 from __future__ import annotations
@@ -62,6 +62,20 @@ def test_pages_ascend_after_the_cursor(make_set: Callable[[int], PublishedSet]) 
         walked += [a for a, _ in page]
         cursor = page[-1][0]
     assert walked == ordered
+
+
+def test_discard_forgets_only_the_values_named(make_set: Callable[[int], PublishedSet]) -> None:
+    s = make_set(1000)
+    for i in range(5):
+        s.add(_addr(0), b"a%d" % i, float(i))
+    s.add(_addr(1), b"b", 9.0)
+    s.discard(_addr(0), [b"a0", b"a2", b"never held"])
+    s.discard(_addr(2), [b"a1"])  # an address not held: nothing happens
+    assert dict(s.page(None, 10))[_addr(0)] == [b"a1", b"a3", b"a4"] and len(s) == 4
+    s.discard(_addr(1), [b"b"])  # its last value: the address goes too
+    assert s.count_addresses() == 1 and [a for a, _ in s.page(None, 10)] == [_addr(0)]
+    s.add(_addr(0), b"a0", 20.0)  # put again: held again
+    assert dict(s.page(None, 10))[_addr(0)] == [b"a1", b"a3", b"a4", b"a0"] and len(s) == 4
 
 
 def test_memory_set_drops_the_oldest_address_whole(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """A multi-value put leaves out what the holders' per-signer quota would evict before the put ends
 (storage_policy.StoragePolicy.surviving, node.start_put_many): holders end with the same values, and
-only the survivors are sent, stored at the origin and republished."""
+only the survivors are sent, stored at the origin and republished; a republishing pass re-stores only
+what the holders keep of earlier puts, and the origin forgets the rest."""
 
 from __future__ import annotations
 
@@ -120,3 +121,37 @@ def test_the_validator_sees_only_the_values_put_and_an_invalid_one_among_them_re
     with pytest.raises(SwarmUsageError):
         origin.start_put_many(ADDRESS, _values(b"a", 40, start=100)[:-1] + [b"Sa" + b"x" * 50 + b"bad"], net.now)
     assert origin.store.values(ADDRESS, 1000) == values[-QUOTA:]  # nothing of the refused put kept
+
+
+def test_republishing_re_stores_only_what_the_holders_keep_of_earlier_puts() -> None:
+    # The published set keeps every value of every put; of one signer the holders keep its newest quota.
+    # Re-sending the older ones made each holder store them again and evict the newer ones in turn (and
+    # a page arriving out of order could end with older values held).
+    from dataclasses import replace
+
+    cfg = replace(TEST_CONFIG, republish_interval_s=20.0, maintenance_interval_s=5.0)
+    net = MemNet(seed=11)
+    make = partial(SwarmNode, signer_of=signer_of)
+    nodes = [net.add(cfg, node_cls=make)]
+    for _ in range(4):
+        node = net.add(cfg, node_cls=make)
+        node.bootstrap([nodes[0].test_addr], net.now)
+        net.wait_for(JoinDone)
+        nodes.append(node)
+    origin = nodes[0]
+    older, newer = _values(b"a", QUOTA), _values(b"a", QUOTA, start=QUOTA)
+    for values in (older, newer):
+        origin.start_put_many(ADDRESS, values, net.now)
+        net.wait_for(PutDone)
+    assert sorted(v for _, vs in origin.published.page(None, 10) for v in vs) == sorted(older + newer)
+    evicted_before = sum(n.counters["evicted_signer_quota"] for n in nodes)
+    net.sent.clear()
+    net.run(until=net.now + 2 * cfg.republish_interval_s)
+    sent = [v for src, data, _ in net.sent if src == origin.test_addr
+            for v in getattr(wire.decode(data), "values", ()) if type(wire.decode(data)) is wire.Store]
+    assert sent and set(sent) == set(newer)  # the older put's values stay home
+    assert sum(n.counters["evicted_signer_quota"] for n in nodes) == evicted_before  # no churn at the holders
+    for node in nodes:
+        assert sorted(node.store.values(ADDRESS, 1000)) == sorted(newer)
+    assert origin.counters["put_superseded"] == QUOTA  # counted once: the pass also forgot them
+    assert [(a, sorted(vs)) for a, vs in origin.published.page(None, 10)] == [(ADDRESS, sorted(newer))]

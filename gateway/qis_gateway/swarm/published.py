@@ -11,7 +11,8 @@ How it works: `PublishedValues` is the on-disk `PublishedSet` (store.py). `UdpSw
 tick, reads the next slice of addresses to republish (`page`: ascending addresses after a cursor,
 served by the `published_address` index), so nothing is loaded at start and the process holds only the
 slice being re-stored. The newest `max_values` are kept (the oldest values, by `added_s`, are dropped
-first; `published_age` index). `added_s` is wall time: the core's time plus `clock_offset_s`, as in
+first; `published_age` index); the republishing pass `discard`s values no holder keeps any more (a
+signer's beyond its per-address quota, housekeeping.py). `added_s` is wall time: the core's time plus `clock_offset_s`, as in
 `SqliteValueStore`. SQLite errors are raised as `StoreError`.
 """
 
@@ -74,6 +75,18 @@ class PublishedValues:
                 self._count -= cur.rowcount
         except sqlite3.Error as exc:
             raise StoreError("cannot record a published value in %s: %s" % (self.path, exc)) from exc
+
+    def discard(self, address: bytes, values: list[bytes]) -> None:
+        if not values:
+            return
+        try:
+            with self.batch():
+                for value in values:
+                    key = hashlib.sha256(address + value).digest()
+                    self._count -= self.db.execute("DELETE FROM published WHERE id = ?", (key,)).rowcount
+        except sqlite3.Error as exc:
+            raise StoreError("cannot forget published values in %s: %s" % (self.path, exc)) from exc
+        self._addresses = None
 
     def count_addresses(self) -> int:
         if self._addresses is None:

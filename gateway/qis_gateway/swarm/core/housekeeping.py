@@ -146,7 +146,16 @@ class Housekeeping:
         page = published.page(self._republish_after, size) if size > 0 else []
         self._republish_after = page[-1][0] if len(page) == size and page else None  # None: pass done
         for address, held in page:
-            values = [v for v in held if req.valid(address, v)]
+            # The set holds the values of every earlier put; of one signer a holder keeps only its newest
+            # quota. Re-sent, the older ones were stored again and evicted the newer ones in turn (and
+            # took the set's room from other addresses), so the pass re-stores what a put of them all
+            # would leave (held is oldest first, as surviving() expects) and forgets the rest.
+            kept = req.storage.surviving(held)
+            if len(kept) < len(held):
+                req.counters["put_superseded"] += len(held) - len(kept)
+                survivors = set(kept)
+                published.discard(address, [v for v in held if v not in survivors])
+            values = [v for v in kept if req.valid(address, v)]
             if not values:
                 continue
             for v in values:

@@ -20,6 +20,7 @@ from .config import SwarmConfig
 from .events import SwarmEvent
 from .lookup import Candidate
 from .routing import RoutingTable
+from .storage_policy import StoragePolicy
 from .store import ValueStore
 
 Address = tuple[str, int]
@@ -77,6 +78,7 @@ class Requester(Protocol):
     rng: random.Random
     table: RoutingTable
     store: ValueStore
+    storage: StoragePolicy
     counters: dict[str, int]
 
     def store_value(self, address: bytes, value: bytes, now_s: float, source: Address | None = None) -> bool: ...

@@ -193,6 +193,10 @@ class PublishedSet(Protocol):
         """Record a value this node originated (a value already held is ignored); the set keeps its bound."""
         ...
 
+    def discard(self, address: bytes, values: list[bytes]) -> None:
+        """Forget values of ``address`` (ones no holder keeps any more: the republishing pass drops them)."""
+        ...
+
     def count_addresses(self) -> int: ...
 
     def page(self, after: bytes | None, limit: int) -> list[tuple[bytes, list[bytes]]]:
@@ -229,6 +233,18 @@ class MemoryPublishedSet:
         self._count += 1
         while self._count > self.max_values and len(by_address) > 1:
             self._count -= len(by_address.pop(next(iter(by_address))))
+            self._sorted = None
+
+    def discard(self, address: bytes, values: list[bytes]) -> None:
+        held = self._by_address.get(address)
+        if held is None:
+            return
+        for value in values:
+            if value in held:
+                del held[value]
+                self._count -= 1
+        if not held:
+            del self._by_address[address]
             self._sorted = None
 
     def count_addresses(self) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import replace
 from functools import partial
 
 from qis_gateway.swarm.core import wire
@@ -65,16 +66,22 @@ def test_a_holder_ends_with_the_same_values_as_when_it_is_sent_every_value() -> 
     assert ends[0] == ends[1] == put[-QUOTA:]
 
 
-def _net_with_signers(n: int) -> tuple[MemNet, list[SwarmNode]]:
-    net = MemNet(seed=7)
+def _net_with_signers(n: int, cfg: SwarmConfig = TEST_CONFIG, seed: int = 7) -> tuple[MemNet, list[SwarmNode]]:
+    net = MemNet(seed=seed)
     make = partial(SwarmNode, signer_of=signer_of)
-    nodes = [net.add(node_cls=make)]
+    nodes = [net.add(cfg, node_cls=make)]
     for _ in range(n - 1):
-        node = net.add(node_cls=make)
+        node = net.add(cfg, node_cls=make)
         node.bootstrap([nodes[net.rng.randrange(len(nodes))].test_addr], net.now)
         net.wait_for(JoinDone)
         nodes.append(node)
     return net, nodes
+
+
+def _stored_values_sent(net: MemNet, origin: SwarmNode) -> list[bytes]:
+    """Every value ``origin`` sent in a STORE since ``net.sent`` was last cleared."""
+    messages = [wire.decode(data) for src, data, _ in net.sent if src == origin.test_addr]
+    return [v for m in messages if type(m) is wire.Store for v in m.values]
 
 
 def test_a_put_of_more_than_the_quota_sends_stores_and_republishes_only_the_survivors() -> None:
@@ -87,8 +94,7 @@ def test_a_put_of_more_than_the_quota_sends_stores_and_republishes_only_the_surv
     assert done.replicas == 4
     for node in nodes:
         assert node.store.values(ADDRESS, 1000) == values[-QUOTA:]
-    sent = [v for src, data, _ in net.sent if src == origin.test_addr
-            for v in getattr(wire.decode(data), "values", ()) if type(wire.decode(data)) is wire.Store]
+    sent = _stored_values_sent(net, origin)
     assert sorted(sent) == sorted(values[-QUOTA:] * 4)  # each holder got the 32 survivors once, nothing else
     assert origin.counters["put_superseded"] == 100 - QUOTA
     assert [(a, sorted(vs)) for a, vs in origin.published.page(None, 10)] == [(ADDRESS, sorted(values[-QUOTA:]))]
@@ -127,17 +133,8 @@ def test_republishing_re_stores_only_what_the_holders_keep_of_earlier_puts() -> 
     # The published set keeps every value of every put; of one signer the holders keep its newest quota.
     # Re-sending the older ones made each holder store them again and evict the newer ones in turn (and
     # a page arriving out of order could end with older values held).
-    from dataclasses import replace
-
     cfg = replace(TEST_CONFIG, republish_interval_s=20.0, maintenance_interval_s=5.0)
-    net = MemNet(seed=11)
-    make = partial(SwarmNode, signer_of=signer_of)
-    nodes = [net.add(cfg, node_cls=make)]
-    for _ in range(4):
-        node = net.add(cfg, node_cls=make)
-        node.bootstrap([nodes[0].test_addr], net.now)
-        net.wait_for(JoinDone)
-        nodes.append(node)
+    net, nodes = _net_with_signers(5, cfg, seed=11)
     origin = nodes[0]
     older, newer = _values(b"a", QUOTA), _values(b"a", QUOTA, start=QUOTA)
     for values in (older, newer):
@@ -147,8 +144,7 @@ def test_republishing_re_stores_only_what_the_holders_keep_of_earlier_puts() -> 
     evicted_before = sum(n.counters["evicted_signer_quota"] for n in nodes)
     net.sent.clear()
     net.run(until=net.now + 2 * cfg.republish_interval_s)
-    sent = [v for src, data, _ in net.sent if src == origin.test_addr
-            for v in getattr(wire.decode(data), "values", ()) if type(wire.decode(data)) is wire.Store]
+    sent = _stored_values_sent(net, origin)
     assert sent and set(sent) == set(newer)  # the older put's values stay home
     assert sum(n.counters["evicted_signer_quota"] for n in nodes) == evicted_before  # no churn at the holders
     for node in nodes:

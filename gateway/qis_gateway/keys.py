@@ -23,6 +23,7 @@ from pathlib import Path
 
 import nacl.signing
 
+from qis_gateway import cliopts
 from qis_gateway.packets import signer_id
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,11 @@ def keygen_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qis-gateway keygen", description="Create this gateway's Ed25519 key.")
     parser.add_argument("--out", type=Path, help="key file to create, mode 0600 (refuses to overwrite)")
     parser.add_argument("path", nargs="?", type=Path, help="the same as --out")
+    cliopts.add_level_options(parser)  # qis-gateway hands every word after "keygen" here, these too
     args = parser.parse_args(argv)
+    level = cliopts.chosen_level(parser, args)
+    if level is not None:
+        logging.getLogger().setLevel(level)
     if (args.out is None) == (args.path is None):
         parser.error("give the key file once: --out FILE")
     args.out = args.out or args.path

@@ -150,3 +150,14 @@ def test_gateway_run_level_from_the_command_line_overrides_the_config(monkeypatc
     assert logging.getLogger().level == logging.ERROR
     service.setup_logging(config)  # the config's [log] level (INFO by default)
     assert logging.getLogger().level == getattr(logging, config.log.level)
+
+
+def test_qis_gateway_keygen_takes_the_same_options_after_it(tmp_path: Path, capsys) -> None:
+    # keygen hands every word after it to its own parser (keys.keygen_main), the level options too.
+    for i, (flags, level) in enumerate(LEVELS[1:]):
+        logging.getLogger().setLevel(logging.CRITICAL)
+        assert gateway_cli.main(["keygen", *flags, "--out", str(tmp_path / ("k%d" % i))]) == 0, flags
+        assert logging.getLogger().level == level, flags
+        assert (tmp_path / ("k%d" % i)).exists()
+    assert _run(gateway_cli.main, ["keygen", "-v", "-q", str(tmp_path / "two")]) == 2
+    assert "exclude each other" in capsys.readouterr().err and not (tmp_path / "two").exists()

@@ -12,8 +12,8 @@ tick, reads the next slice of addresses to republish (`page`: ascending addresse
 served by the `published_address` index), so nothing is loaded at start and the process holds only the
 slice being re-stored. The newest `max_values` are kept (the oldest values, by `added_s`, are dropped
 first; `published_age` index); the republishing pass `discard`s values no holder keeps any more (a
-signer's beyond its per-address quota, housekeeping.py). `added_s` is wall time: the core's time plus `clock_offset_s`, as in
-`SqliteValueStore`. SQLite errors are raised as `StoreError`.
+signer's beyond its per-address quota, housekeeping.py). `added_s` is wall time: the core's time plus
+`clock_offset_s`, as in `SqliteValueStore`. SQLite errors are raised as `StoreError`.
 """
 
 from __future__ import annotations

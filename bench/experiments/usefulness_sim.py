@@ -12,17 +12,19 @@ Figures (2026-12-07; PR-AUC of QIS seeds 1/2/3, site-local seed 1), the table in
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from qis.schema import Schema
-from qis_gateway.usefulness import data, scores
+from qis_gateway.usefulness import data, evaluate, scores
 
 ROWS = data.load_rows()
 CUT = data.train_cut(len(ROWS))
 HISTORY = ROWS[:CUT]
+ROUND_S = evaluate.ROUND_S  # simulated seconds per round (the clock the in-process bridges see)
 
 
 def cap(signers: list[int], share: float = 0.5, min_per: int = 50, budget: int = 200) -> list[int]:
@@ -53,7 +55,11 @@ def cap(signers: list[int], share: float = 0.5, min_per: int = 50, budget: int =
 
 def run(schema_spec: dict[str, Any], seed: int, rows: Sequence[data.Row] = HISTORY, sites: int = 8,
         shared: bool = True, min_n: float = 5, kernel: str = "cos", tau: float = 1.0,
-        score_from: int | None = None) -> float:
+        score_from: int | None = None, half_life_rounds: float | None = None) -> float:
+    """PR-AUC of the scored rows. half_life_rounds: recency as synthesis applies it (None: no decay), the
+    weight times 2 ** (-age / half-life) before the n_eff check; the age is the clock (round k at k * ROUND_S)
+    minus the packet's created_s, which the Bridge signs as whole seconds (int(now)), so a packet is up to
+    3 rounds older than the rounds since its report, as in the in-process replay."""
     schema = Schema(schema_spec)
     per_site = data.split_sites(list(rows), sites, seed)
     labels = sorted({r.label for r in ROWS})
@@ -66,13 +72,13 @@ def run(schema_spec: dict[str, Any], seed: int, rows: Sequence[data.Row] = HISTO
             fps[r.index] = (None, v / n if n else v)
     addrs = {r.index: schema.level_addresses(schema.categorise(r.reading)) for r in rows}
     store: dict[tuple[int, bytes], deque] = defaultdict(lambda: deque(maxlen=256))
-    pending: list[tuple[int, int]] = []
+    pending: list[tuple[int, int, int]] = []  # (site, row index, created_s)
     p = {}
     seen = [[0, 0] for _ in range(sites)]
     for k in range(max(len(x) for x in per_site)):
-        for site, idx in pending:
+        for site, idx, created in pending:
             for a in addrs[idx]:
-                store[(0 if shared else site, a)].append((site, idx))
+                store[(0 if shared else site, a)].append((site, idx, created))
         pending = []
         for site in range(sites):
             if k >= len(per_site[site]):
@@ -84,11 +90,14 @@ def run(schema_spec: dict[str, Any], seed: int, rows: Sequence[data.Row] = HISTO
                 held = list(store.get((0 if shared else site, a), ()))[::-1]
                 if not held:
                     continue
-                keep = [held[i] for i in cap([s for s, _ in held])]
-                idx = [i for _, i in keep]
+                keep = [held[i] for i in cap([s for s, _, _ in held])]
+                idx = [i for _, i, _ in keep]
                 V = np.array([fps[i][1] for i in idx])
                 c = np.clip(V @ q, 0, 1)
                 w = c if kernel == "cos" else np.exp(-(1 - c) / tau)
+                if half_life_rounds is not None:
+                    age = np.maximum(k * ROUND_S - np.array([t for _, _, t in keep], dtype=float), 0.0)
+                    w = w * np.exp2(-age / (half_life_rounds * ROUND_S))
                 total = w.sum()
                 if total > 0 and total * total / (w @ w) >= min_n - 1e-9:
                     codes = np.array([labels.index(ROWS[i].label) for i in idx])
@@ -102,7 +111,7 @@ def run(schema_spec: dict[str, Any], seed: int, rows: Sequence[data.Row] = HISTO
                 p[r.index] = (f + 0.5) / (t + 1)
             seen[site][0] += int(r.failed)
             seen[site][1] += 1
-            pending.append((site, r.index))
+            pending.append((site, r.index, math.floor(k * ROUND_S)))
     start = len(rows) // 2 if score_from is None else score_from
     scored = [r for r in rows if r.index >= start]
     y = np.array([r.failed for r in scored])

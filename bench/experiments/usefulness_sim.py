@@ -2,7 +2,7 @@
 cosine (or kernel) weights, n_eff >= min_n, level policy max, site failure rate when no level has enough.
 An approximation used to pick candidates; the chosen ones are checked with the gateway's Bridge
 (usefulness_tuning.py). Tuning split only: seeds 1-3, history rows (0-6,999), scored on rows 3,500-6,999.
-    .venv/bin/python bench/experiments/usefulness_sim.py
+    .venv/bin/python bench/experiments/usefulness_sim.py [--half-life]
 Figures (2026-12-07; PR-AUC of QIS seeds 1/2/3, site-local seed 1), the table in docs/usefulness.md:
     previous choice (tails 2-98%)           0.655 (seed 1)             site-local 0.421
     chosen (0.5-99.5% tails, wear 4 edges)  0.742 / 0.742 / 0.742      site-local 0.292
@@ -119,8 +119,11 @@ def run(schema_spec: dict[str, Any], seed: int, rows: Sequence[data.Row] = HISTO
     return round(scores.pr_auc(y, s) or 0.0, 4)
 
 
-def main() -> None:
-    """The sweep of 2026-12-07 (figures in the module docstring)."""
+HALF_LIVES = (25, 50, 100, 250, 500, 1000, 2500)  # rounds; the history is ~875 rounds per site
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    """The sweep of 2026-12-07 (figures in the module docstring); `--half-life`: the recency sweep instead."""
     import dataclasses
 
     from qis_gateway.usefulness.schema_ai4i import DESIGN, build_schema
@@ -140,6 +143,10 @@ def main() -> None:
         "kernel exp(-(1-cos)/0.3)": (b, {"kernel": "exp", "tau": 0.3}),
         "kernel exp(-(1-cos)/1)": (b, {"kernel": "exp", "tau": 1.0}),
     }
+    if "--half-life" in argv:  # the chosen schema, recency half-life H rounds (half_life_s = H * ROUND_S)
+        runs = {"chosen, no recency": (b, {})}
+        runs.update(("half-life %d rounds (%g s)" % (h, h * ROUND_S), (b, {"half_life_rounds": h}))
+                    for h in HALF_LIVES)
     for name, (bands, kw) in runs.items():
         spec = build_schema(HISTORY, dataclasses.replace(DESIGN, bands=bands))
         qis = [run(spec, seed, **kw) for seed in (1, 2, 3)]
@@ -149,4 +156,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

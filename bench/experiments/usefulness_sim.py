@@ -8,6 +8,20 @@ Figures (2026-12-07; PR-AUC of QIS seeds 1/2/3, site-local seed 1), the table in
     chosen (0.5-99.5% tails, wear 4 edges)  0.742 / 0.742 / 0.742      site-local 0.292
     min_n 3                                 0.752 / 0.753 / 0.750      site-local 0.459
     kernel exp(-(1-cos)/0.3)                0.743 / 0.749 / 0.747
+Recency (--half-life; the chosen schema, row order as time, one round = one row per site, ~875 rounds of
+history per site; half-life H rounds = half_life_s H * ROUND_S on the in-process clock):
+    no recency                              0.742 / 0.742 / 0.742 (0.742)  site-local 0.291
+    H 25 rounds                             0.541 / 0.555 / 0.566 (0.554)  site-local 0.246
+    H 50                                    0.669 / 0.666 / 0.678 (0.671)  site-local 0.299
+    H 100                                   0.734 / 0.731 / 0.733 (0.732)  site-local 0.290
+    H 250                                   0.739 / 0.738 / 0.738 (0.738)  site-local 0.274
+    H 500                                   0.741 / 0.741 / 0.742 (0.741)  site-local 0.292
+    H 1000                                  0.742 / 0.742 / 0.742 (0.742)  site-local 0.292
+    H 2500                                  0.742 / 0.742 / 0.742 (0.742)  site-local 0.291
+No half-life beats no recency (AI4I's failure rules are stationary); a short one thins the pooled evidence:
+decayed packets count less towards n_eff, so fewer levels reach min_n (on seed 1's scored failure rows 3.6
+of the 5 levels answer at H 25, 4.1 without recency) and the rest answer from fewer effective packets.
+The gateway's Bridge agrees at H 100 (usefulness_tuning.py half_life_100_rounds): 0.734 / 0.731 / 0.733.
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ add("all_pairs", dataclasses.replace(DESIGN, coarser=tuple((a, b) for i, a in en
                                                            for b in FIELDS[i + 1:])))
 add("fine_tails", dataclasses.replace(DESIGN, bands={**DESIGN.bands, "power_w": FINE_TAILS,
                                                      "strain_nm_min": FINE_TAILS}))
-add("half_life_10min", DESIGN, dataclasses.replace(BASE, half_life_s=600.0))
+# recency: a half-life of H rounds is H * evaluate.ROUND_S simulated seconds (usefulness_sim.py --half-life)
+add("half_life_100_rounds", DESIGN, dataclasses.replace(BASE, half_life_s=100 * evaluate.ROUND_S))
 
 
 def run(name: str, d: Design, settings: SynthesisSettings, shared: bool = True) -> dict[str, object]:
